@@ -1,0 +1,45 @@
+"""Inference backends, one per bundle target. Each is imported only when a bundle needs it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from ..errors import ClippingEdgeError
+
+
+@dataclass
+class BackendOptions:
+    threads: int | None = None  # None: the backend's default (all cores)
+    providers: list[str] = field(default_factory=list)  # ONNX Runtime execution providers
+
+
+class Tower(Protocol):
+    """One exported tower: a batch in, L2-normalised embeddings (B, d) float32 out."""
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def _onnxruntime(path: Path, options: BackendOptions) -> Tower:
+    from .onnxruntime import OnnxRuntimeTower
+
+    return OnnxRuntimeTower(path, options)
+
+
+# target name in the manifest -> loader; the install extra that provides it
+BACKENDS: dict[str, tuple[Callable[[Path, BackendOptions], Tower], str]] = {
+    "onnx": (_onnxruntime, "onnx"),
+}
+
+
+def load_tower(target: str, path: Path, options: BackendOptions) -> Tower:
+    if target not in BACKENDS:
+        raise ClippingEdgeError(f"no runtime backend for target {target!r}; this install runs: {', '.join(BACKENDS)}")
+    loader, extra = BACKENDS[target]
+    try:
+        return loader(path, options)
+    except ImportError as exc:
+        raise ClippingEdgeError(f"the {target} backend is not installed ({exc.name}): pip install 'clipping-edge[{extra}]'") from None

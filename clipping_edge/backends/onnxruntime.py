@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from ..errors import ClippingEdgeError
+from . import BackendOptions
+
+
+class OnnxRuntimeTower:
+    def __init__(self, path: Path, options: BackendOptions):
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if options.threads:
+            so.intra_op_num_threads = options.threads
+            so.inter_op_num_threads = 1
+        providers = options.providers or ["CPUExecutionProvider"]
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=providers)
+        except Exception as exc:  # ORT raises its own exception types for corrupt or unsupported files
+            raise ClippingEdgeError(f"ONNX Runtime could not load {path} ({str(exc).splitlines()[0]}): re-export the bundle") from None
+        (model_input,) = self.session.get_inputs()
+        self.input_name = model_input.name
+        self.input_dtype = np.int32 if "int32" in model_input.type else np.float32
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)})
+        return out.astype(np.float32, copy=False)

@@ -1,0 +1,103 @@
+"""Zero-shot classification: text prototypes built once, then only the image tower runs per image."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import ClippingEdgeError
+from .index import PrototypeIndex
+from .model import EdgeModel
+from .preprocess import ImageInput
+from .prompts import DEFAULT_TEMPLATES
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float  # softmax(logit_scale * cos) over all classes
+    cosine: float
+
+
+def check_labels(labels: Sequence[str]) -> list[str]:
+    labels = [str(label).strip() for label in labels]
+    if not labels:
+        raise ClippingEdgeError("the label list is empty: pass at least one class name")
+    if any(not label for label in labels):
+        raise ClippingEdgeError("the label list has an empty name: remove blank lines from the labels")
+    seen: set[str] = set()
+    dupes = sorted({label for label in labels if label in seen or seen.add(label)})
+    if dupes:
+        raise ClippingEdgeError(f"the label list repeats {', '.join(map(repr, dupes[:5]))}: give each class once "
+                                "(put alternative names in synonyms)")
+    return labels
+
+
+def class_prototypes(model: EdgeModel, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
+                     synonyms: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
+    """Every template x synonym embedded, normalised, averaged, normalised again: (C, d)."""
+    if not templates:
+        raise ClippingEdgeError("the template list is empty: pass at least one template such as 'a photo of a {}.'")
+    synonyms = synonyms or {}
+    texts: list[str] = []
+    owner: list[int] = []
+    for c, label in enumerate(labels):
+        for name in synonyms.get(label) or [label]:
+            for template in templates:
+                texts.append(template.format(name) if "{}" in template else f"{template} {name}")
+                owner.append(c)
+    emb = model.encode_text(texts)
+    sums = np.zeros((len(labels), emb.shape[1]), np.float64)
+    np.add.at(sums, np.asarray(owner), emb)
+    return (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class ZeroShotClassifier:
+    def __init__(self, model: EdgeModel, labels: Sequence[str] | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES,
+                 synonyms: Mapping[str, Sequence[str]] | None = None, index: PrototypeIndex | None = None,
+                 index_dtype: str = "f16"):
+        self.model = model
+        if index is None:
+            labels = check_labels(labels or [])
+            index = PrototypeIndex.build(class_prototypes(model, labels, templates, synonyms), labels,
+                                         model.manifest.fingerprint, index_dtype)
+        elif index.fingerprint != model.manifest.fingerprint:
+            raise ClippingEdgeError("the prototype index was built by another model: rebuild it with this bundle")
+        self.index = index
+
+    @classmethod
+    def from_index(cls, model: EdgeModel, path: str | Path, view: bool = True) -> "ZeroShotClassifier":
+        return cls(model, index=PrototypeIndex.load(path, fingerprint=model.manifest.fingerprint, view=view))
+
+    @property
+    def labels(self) -> list[str]:
+        return self.index.labels
+
+    def save_index(self, path: str | Path) -> Path:
+        return self.index.save(path)
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """(B, d) image embeddings -> (B, C) class probabilities, columns in label order."""
+        positions, cosines = self.index.search(embeddings, len(self.labels))
+        full = np.empty_like(cosines)
+        np.put_along_axis(full, positions, cosines, axis=1)
+        return softmax(self.model.logit_scale * full)
+
+    def classify_embeddings(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
+        k = min(top_k, len(self.labels))
+        positions, cosines = self.index.search(embeddings, len(self.labels))
+        probs = softmax(self.model.logit_scale * cosines)  # sorted order; softmax does not care
+        return [[Prediction(self.labels[p], float(s), float(c)) for p, s, c in zip(pos[:k], pr[:k], co[:k])]
+                for pos, pr, co in zip(positions, probs, cosines)]
+
+    def classify(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[list[Prediction]]:
+        return self.classify_embeddings(self.model.encode_image(images, batch_size), top_k)

@@ -1,0 +1,178 @@
+"""`clipping-edge` command line. Runtime commands import only the runtime; `train`, `eval`,
+`export` and `demo` import torch and the training/export packages inside the command."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import ClippingEdgeError
+
+
+def _read_labels(value: str) -> list[str]:
+    """A .txt file (one label a line), a .json list, or a comma-separated list."""
+    path = Path(value)
+    if path.suffix in (".txt", ".json") or path.is_file():
+        if not path.is_file():
+            raise ClippingEdgeError(f"labels file {path} does not exist: pass a .txt with one label a line, or 'a,b,c'")
+        text = path.read_text(encoding="utf-8")
+        return json.loads(text) if path.suffix == ".json" else [line.strip() for line in text.splitlines() if line.strip()]
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def cmd_classify(args: argparse.Namespace) -> None:
+    from .classifier import ZeroShotClassifier
+    from .model import load
+
+    model = load(args.bundle, threads=args.threads)
+    if args.labels_index:
+        classifier = ZeroShotClassifier.from_index(model, args.labels_index)
+    else:
+        if args.labels is None:
+            raise ClippingEdgeError("no classes given: pass --labels 'a,b,c' (or a labels.txt) or --labels-index INDEX")
+        classifier = ZeroShotClassifier(model, _read_labels(args.labels))
+    results = classifier.classify(args.images, top_k=args.top_k)
+    for image, preds in zip(args.images, results):
+        if args.json:
+            print(json.dumps({"image": str(image), "predictions": [dataclasses.asdict(p) for p in preds]}))
+        else:
+            print(f"{image}: " + ", ".join(f"{p.label} {p.score:.3f}" for p in preds))
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from .manifest import read_manifest
+
+    manifest, root = read_manifest(args.bundle)
+    print(json.dumps(manifest.to_json(), indent=2))
+
+
+def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One --flag per config field: the dataclass stays the single place defaults live."""
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        base = str(f.type).replace(" | None", "")
+        if base == "bool":
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+        else:
+            parser.add_argument(flag, type={"int": int, "float": float}.get(base, str), default=f.default,
+                                help=f"(default: {f.default})")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from training.trainer import TrainConfig, train
+
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    train(cfg)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from training.checkpoint import load_student
+    from training.data.pairs import read_pairs, resolve_split
+    from training.evaluate import evaluate
+
+    model, tokenizer, meta = load_student(args.checkpoint)
+    data = args.data or meta.get("train", {}).get("data", "synthetic")
+    metrics = evaluate(model, tokenizer, read_pairs(resolve_split(data, args.split)))
+    width = max(map(len, metrics))
+    for key, value in metrics.items():
+        print(f"{key:<{width}}  {value:.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(metrics, indent=2))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from export.bundle import export_bundle
+
+    export_bundle(args.checkpoint, args.out, args.target, args.quantize, args.data, args.allow_degraded)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), epochs=args.epochs, data=args.data)
+
+
+def cmd_data_synth(args: argparse.Namespace) -> None:
+    from training.data.synthetic import generate
+
+    out = generate(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed, image_size=args.image_size)
+    print(f"wrote {args.n_train} train and {args.n_test} test pairs to {out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clipping-edge", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="the whole path on the built-in data: train, evaluate, export, classify")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--data", default="synthetic")
+    p.set_defaults(func=cmd_demo)
+
+    from training.config import TrainConfig  # torch-free: only dataclasses
+
+    p = sub.add_parser("train", help="train a student (CLIP or CLIP-PING); writes OUT/checkpoint")
+    _add_dataclass_args(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="zero-shot and retrieval metrics of a checkpoint on a held-out split")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--data", help="dataset (default: the one it was trained on)")
+    p.add_argument("--split", default="test")
+    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("export", help="export both towers to a validated bundle")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--target", default="onnx", help="onnx (more in later releases)")
+    p.add_argument("--quantize", default="none", help="none (fp32)")
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--data", help="labelled data to validate on (default: the training dataset's test split)")
+    p.add_argument("--allow-degraded", action="store_true", help="keep a bundle that fails validation")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("classify", help="zero-shot classify images with a bundle")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--labels", help="'a,b,c', or a labels.txt (one a line) / labels.json")
+    p.add_argument("--labels-index", help="a prototype index saved by ZeroShotClassifier.save_index")
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser("info", help="print a bundle's manifest")
+    p.add_argument("bundle")
+    p.set_defaults(func=cmd_info)
+
+    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
+    p = data.add_parser("synth", help="write the synthetic dataset in the generic format")
+    p.add_argument("--out", required=True)
+    p.add_argument("--n-train", type=int, default=8000)
+    p.add_argument("--n-test", type=int, default=960)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, default=64)
+    p.set_defaults(func=cmd_data_synth)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except ClippingEdgeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Image preprocessing shared by training's eval transform and the runtime, in numpy and Pillow.
+
+Both sides call these functions, so the pixels a device feeds the image graph are the pixels the
+student was evaluated on: decode, EXIF-orient, convert to RGB (transparency over white), resize the
+shorter side with bicubic filtering, centre crop, scale to [0, 1]. Mean/std live inside the graph.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ClippingEdgeError
+
+ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
+
+# Decompression-bomb guard: a 100 kB PNG can claim billions of pixels.
+MAX_PIXELS = 90_000_000
+
+
+def _open(source: ImageInput) -> Image.Image:
+    if isinstance(source, Image.Image):
+        return source
+    if isinstance(source, np.ndarray):
+        if source.dtype != np.uint8 or source.ndim not in (2, 3):
+            raise ClippingEdgeError(f"image array must be uint8 HxW or HxWxC, got {source.dtype} {source.shape}")
+        return Image.fromarray(source)
+    name = "<bytes>" if isinstance(source, bytes) else str(source)
+    if not isinstance(source, bytes) and not Path(source).is_file():
+        raise ClippingEdgeError(f"image {name} does not exist: check the path")
+    try:
+        image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except UnidentifiedImageError:
+        raise ClippingEdgeError(f"image {name} is not a readable image file: pass a PNG, JPEG, WebP, BMP or GIF") from None
+    except OSError as exc:
+        raise ClippingEdgeError(f"image {name} is truncated or corrupt ({exc}): re-encode or drop it") from None
+    w, h = image.size
+    if w * h > MAX_PIXELS:
+        raise ClippingEdgeError(f"image {name} is {w}x{h} pixels, over the {MAX_PIXELS:,} pixel limit: downscale it first")
+    try:
+        image.load()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ClippingEdgeError(f"image {name} is truncated or corrupt ({exc}): re-encode or drop it") from None
+    return image
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if mode == "F" and values.max(initial=0) <= 1.0 else (255.0 if values.max(initial=0) <= 255 else 65535.0)
+        image = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        mode = "L"
+    if mode == "P":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB") if mode != "RGB" else image
+
+
+def load_image(source: ImageInput) -> Image.Image:
+    """Decode any supported input into an upright 8-bit RGB Pillow image."""
+    image = _open(source)
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # broken EXIF blocks are common; orientation is then left as stored
+        pass
+    return _to_rgb(image)
+
+
+def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Resize the shorter side to `size` (bicubic), then crop the central `size` x `size` square."""
+    w, h = image.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    if (nw, nh) != (w, h):
+        image = image.resize((nw, nh), Image.Resampling.BICUBIC)
+    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
+    return image.crop((left, top, left + size, top + size))
+
+
+def to_chw_float(image: Image.Image) -> np.ndarray:
+    """RGB uint8 HxWx3 -> float32 3xHxW in [0, 1]."""
+    return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
+
+
+def preprocess_image(source: ImageInput, size: int) -> np.ndarray:
+    return to_chw_float(resize_center_crop(load_image(source), size))
+
+
+def preprocess_batch(sources: Sequence[ImageInput], size: int) -> np.ndarray:
+    """A batch of images -> float32 (B, 3, size, size) in [0, 1], ready for the image tower."""
+    if len(sources) == 0:
+        return np.zeros((0, 3, size, size), np.float32)
+    return np.stack([preprocess_image(s, size) for s in sources])

@@ -1,0 +1,58 @@
+"""Text -> fixed-length int32 token ids, with the `tokenizers` library and the bundle's tokenizer.json.
+
+The tokenizer.json written at training time carries its own normaliser, start/end tokens, padding to
+the context length and truncation, so encoding here is identical to encoding in training.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from .errors import ClippingEdgeError
+
+PAD, SOT, EOT = "<pad>", "<sot>", "<eot>"
+
+
+class TextTokenizer:
+    def __init__(self, path: str | Path, context_length: int):
+        path = Path(path)
+        if not path.is_file():
+            raise ClippingEdgeError(f"tokenizer file {path} does not exist: copy tokenizer.json next to the model")
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as exc:
+            raise ClippingEdgeError(f"{path} is not a tokenizers JSON file ({exc}): re-export the bundle") from None
+        self.context_length = context_length
+        self.pad_id = self._id(PAD, path)
+        self.eot_id = self._id(EOT, path)
+        self.tokenizer.enable_truncation(context_length)
+        self.tokenizer.enable_padding(length=context_length, pad_id=self.pad_id, pad_token=PAD)
+
+    def _id(self, token: str, path: Path) -> int:
+        token_id = self.tokenizer.token_to_id(token)
+        if token_id is None:
+            raise ClippingEdgeError(f"{path} has no {token} token: it was not written by clipping-edge")
+        return token_id
+
+    @property
+    def vocab_size(self) -> int:
+        return self.tokenizer.get_vocab_size()
+
+    def __call__(self, texts: Sequence[str] | str, warn: bool = True) -> np.ndarray:
+        """Encode to (B, context_length) int32. Over-long texts are truncated (end token kept), with a
+        warning unless `warn=False` (training, where web captions are routinely cut)."""
+        if isinstance(texts, str):
+            texts = [texts]
+        # A literal special token inside user text would add a second end token and corrupt pooling.
+        clean = [t.replace(EOT, " ").replace(SOT, " ").replace(PAD, " ") for t in texts]
+        encodings = self.tokenizer.encode_batch(clean)
+        long = [t for t, e in zip(texts, encodings) if e.overflowing] if warn else []
+        if long:
+            warnings.warn(f"{len(long)} text(s) longer than the context of {self.context_length} tokens were truncated, "
+                          f"e.g. {long[0][:60]!r}", stacklevel=2)
+        return np.asarray([e.ids for e in encodings], dtype=np.int32).reshape(len(clean), self.context_length)

@@ -1,0 +1,46 @@
+"""The two exported graphs, per DESIGN.md's contract.
+
+image: (B, 3, H, W) float32 RGB in [0, 1] -> (B, d) L2-normalised (mean/std inside)
+text:  (B, L) int32 token ids              -> (B, d) L2-normalised (pooled at the EOT position)
+
+The student's towers already honour this; the wrappers pin the input dtype and give the example
+inputs each converter traces with.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from training.models import Student
+
+IMAGE_INPUT, TEXT_INPUT, OUTPUT = "pixels", "input_ids", "embeddings"
+
+
+class ImageTower(nn.Module):
+    def __init__(self, student: Student):
+        super().__init__()
+        self.visual = student.visual
+        self.image_size = student.config.vision.image_size
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.visual(pixels)
+
+    def example(self, batch: int = 2) -> torch.Tensor:
+        return torch.rand(batch, 3, self.image_size, self.image_size)
+
+
+class TextTower(nn.Module):
+    def __init__(self, student: Student):
+        super().__init__()
+        self.text = student.text
+        self.context_length = student.config.text.context_length
+        self.eot_id = student.config.text.eot_id
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.text(input_ids)
+
+    def example(self, batch: int = 2) -> torch.Tensor:
+        ids = torch.randint(3, self.text.token_embed.num_embeddings, (batch, self.context_length), dtype=torch.int32)
+        ids[:, self.context_length // 2] = self.eot_id
+        return ids

@@ -1,0 +1,45 @@
+"""Shared fixtures: a small synthetic dataset, a briefly trained tiny student and its ONNX bundle.
+
+Everything is real (real teachers, real exporter, real ONNX Runtime) but small, so the suite stays fast.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cache = tmp_path_factory.mktemp("cache")
+    os.environ["CLIPPING_EDGE_CACHE"] = str(cache)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return cache
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.data.synthetic import generate
+
+    return generate(tmp_path_factory.mktemp("data") / "synthetic", n_train=256, n_test=96, seed=1, image_size=32,
+                    progress=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.config import TrainConfig
+    from training.trainer import train
+
+    out = tmp_path_factory.mktemp("run")
+    return train(TrainConfig(data=str(small_data), out=str(out), student="test-tiny", method="clip", epochs=2,
+                             batch_size=32, warmup_steps=2, workers=0))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint: Path, small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from export.bundle import export_bundle
+
+    bundle, _ = export_bundle(tiny_checkpoint, tmp_path_factory.mktemp("export") / "bundle", "onnx", "none", str(small_data))
+    return bundle

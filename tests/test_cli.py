@@ -1,0 +1,73 @@
+"""CLI: help for every command, and one clear `error:` line (exit 2) for bad input, never a traceback."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from clipping_edge.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "clipping_edge.cli", *args], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "export", "classify", "info", "demo"])
+def test_every_command_has_help(command: str):
+    result = run_cli(command, "--help")
+    assert result.returncode == 0 and "usage: clipping-edge" in result.stdout
+
+
+def one_error_line(capsys: pytest.CaptureFixture, *argv: str) -> str:
+    assert main(list(argv)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+def test_classify_errors(capsys: pytest.CaptureFixture, tiny_bundle: Path, tmp_path: Path, small_data: Path):
+    image = str(next((small_data / "test" / "images").iterdir()))
+    assert "does not exist" in one_error_line(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", "a,b", str(tmp_path / "nope.png"))
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG garbage")
+    assert "not a readable image" in one_error_line(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", "a,b", str(tmp_path / "corrupt.png"))
+    assert "label list is empty" in one_error_line(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", ",", image)
+    assert "labels file" in one_error_line(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", str(tmp_path / "labels.txt"), image)
+    assert "no manifest.json" in one_error_line(capsys, "classify", "--bundle", str(tmp_path), "--labels", "a,b", image)
+
+    old = tmp_path / "old_bundle"
+    shutil.copytree(tiny_bundle, old)
+    manifest = json.loads((old / "manifest.json").read_text())
+    (old / "manifest.json").write_text(json.dumps({**manifest, "format_version": 0}))
+    assert "format version 0" in one_error_line(capsys, "classify", "--bundle", str(old), "--labels", "a,b", image)
+
+
+def test_classify_prints_ranked_labels(capsys: pytest.CaptureFixture, tiny_bundle: Path, small_data: Path, tmp_path: Path):
+    image = str(next((small_data / "test" / "images").iterdir()))
+    labels = tmp_path / "labels.txt"
+    labels.write_text("red circle\nblue square\n\ngreen star\n")
+    assert main(["classify", "--bundle", str(tiny_bundle), "--labels", str(labels), "--top-k", "2", "--json", image]) == 0
+    record = json.loads(capsys.readouterr().out.strip())
+    assert record["image"] == image and len(record["predictions"]) == 2
+    assert {p["label"] for p in record["predictions"]} <= {"red circle", "blue square", "green star"}
+    assert record["predictions"][0]["score"] >= record["predictions"][1]["score"]
+
+
+def test_export_and_train_errors(capsys: pytest.CaptureFixture, tiny_checkpoint: Path, tmp_path: Path):
+    err = one_error_line(capsys, "export", "--checkpoint", str(tiny_checkpoint), "--target", "onxx", "--out", str(tmp_path / "b"))
+    assert "unknown target 'onxx'" in err and "did you mean 'onnx'" in err
+    assert not (tmp_path / "b").exists()
+    err = one_error_line(capsys, "export", "--checkpoint", str(tiny_checkpoint), "--quantize", "int3", "--out", str(tmp_path / "b"))
+    assert "--quantize 'int3'" in err
+    assert "is not a checkpoint" in one_error_line(capsys, "export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "b"))
+    assert "unknown method" in one_error_line(capsys, "train", "--method", "clip-pong", "--out", str(tmp_path / "r"))
+    assert "does not exist" in one_error_line(capsys, "train", "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "r"))
+    assert "unknown student" in one_error_line(capsys, "train", "--student", "vit-nan", "--data", "synthetic", "--out", str(tmp_path / "r"), "--limit", "8")
+
+
+def test_info_prints_the_manifest(capsys: pytest.CaptureFixture, tiny_bundle: Path):
+    assert main(["info", str(tiny_bundle)]) == 0
+    manifest = json.loads(capsys.readouterr().out)
+    assert manifest["target"] == "onnx" and manifest["parity"]["passed"]

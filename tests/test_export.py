@@ -1,0 +1,79 @@
+"""ONNX export: the contract (inputs, dynamic batch, normalised outputs, metadata) and parity gating."""
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from clipping_edge import ClippingEdgeError
+from export.bundle import export_bundle
+from training.checkpoint import fingerprint, load_student
+
+
+def test_bundle_contract(tiny_bundle: Path, tiny_checkpoint: Path):
+    manifest = json.loads((tiny_bundle / "manifest.json").read_text())
+    assert manifest["format_version"] == 1 and manifest["target"] == "onnx" and manifest["precision"] == "fp32"
+    assert manifest["fingerprint"] == fingerprint(tiny_checkpoint)
+    assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime"}
+    parity = manifest["parity"]
+    assert parity["passed"] and parity["image_cosine_min"] >= 0.9999 and parity["text_cosine_min"] >= 0.9999
+    assert parity["zero_shot_agreement"] >= 0.99 and parity["images"] > 0
+    assert (tiny_bundle / "tokenizer.json").is_file()
+
+    text = onnx.load(str(tiny_bundle / manifest["text_tower"]))
+    (ids,) = text.graph.input
+    assert ids.type.tensor_type.elem_type == onnx.TensorProto.INT32
+    assert ids.type.tensor_type.shape.dim[0].dim_param  # dynamic batch
+    assert ids.type.tensor_type.shape.dim[1].dim_value == manifest["context_length"]
+    # EOT pooling must not be an ArgMax over ids
+    assert "ArgMax" not in {node.op_type for node in text.graph.node}
+    meta = {p.key: p.value for p in text.metadata_props}
+    assert json.loads(meta["clipping_edge.manifest"])["fingerprint"] == manifest["fingerprint"]
+
+    image = onnx.load(str(tiny_bundle / manifest["image_tower"]))
+    (pixels,) = image.graph.input
+    assert pixels.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    assert [d.dim_value for d in pixels.type.tensor_type.shape.dim[1:]] == [3, manifest["image_size"], manifest["image_size"]]
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_onnx_towers_match_pytorch_at_any_batch(tiny_bundle: Path, tiny_checkpoint: Path, batch: int):
+    student, tokenizer, _ = load_student(tiny_checkpoint)
+    size = student.config.vision.image_size
+    pixels = np.random.default_rng(batch).random((batch, 3, size, size), dtype=np.float32)
+    ids = tokenizer(["a red circle on the left", "there is a star", "x", "a small dotted blue box", "hi"][:batch])
+    image = ort.InferenceSession(str(tiny_bundle / "image.onnx")).run(None, {"pixels": pixels})[0]
+    text = ort.InferenceSession(str(tiny_bundle / "text.onnx")).run(None, {"input_ids": ids})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(image, student.visual(torch.from_numpy(pixels)).numpy(), atol=1e-5)
+        np.testing.assert_allclose(text, student.text(torch.from_numpy(ids)).numpy(), atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(image, axis=1), 1, atol=1e-5)
+
+
+def test_a_wrong_export_fails_validation_and_writes_nothing(tiny_checkpoint: Path, small_data: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    import export.targets as targets
+    from export.to_onnx import export_onnx
+
+    def export_with_broken_weights(tower, example, name, path):
+        if name == "pixels":
+            tower = copy.deepcopy(tower)  # the reference student must stay intact
+            with torch.no_grad():
+                tower.visual.blocks[0].mlp[0].weight.mul_(-3.0)  # what a buggy converter might do
+        return export_onnx(tower, example, name, path)
+
+    broken = targets.Target("onnx", (), ".onnx", ("fp32",), export_with_broken_weights, None, "onnx")
+    monkeypatch.setitem(targets.TARGETS, "onnx", broken)
+    out = tmp_path / "bundle"
+    with pytest.raises(ClippingEdgeError, match="failed validation.*image cosine"):
+        export_bundle(tiny_checkpoint, out, "onnx", "none", str(small_data))
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+    kept, parity = export_bundle(tiny_checkpoint, out, "onnx", "none", str(small_data), allow_degraded=True)
+    assert not parity["passed"] and parity["failures"]
+    assert json.loads((kept / "manifest.json").read_text())["parity"]["passed"] is False

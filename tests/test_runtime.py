@@ -1,0 +1,160 @@
+"""The torch-free runtime: import hygiene, preprocessing, tokenizer, prototype index, scores vs PyTorch."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import clipping_edge
+from clipping_edge import ClippingEdgeError, PrototypeIndex, ZeroShotClassifier
+from clipping_edge.preprocess import load_image, preprocess_batch
+from training.checkpoint import load_student
+from training.data.pairs import read_pairs
+from training.data.transforms import eval_transform
+
+
+def test_import_pulls_no_torch_or_converters():
+    code = ("import sys, clipping_edge; from clipping_edge import cli; "
+            "bad = {'torch', 'transformers', 'onnx', 'training', 'export'} & set(sys.modules); assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_runtime_preprocessing_equals_training_eval_transform(small_data: Path):
+    image = Image.open(next((small_data / "test" / "images").iterdir()))
+    big = image.resize((77, 50))  # non-square: resize + centre crop both matter
+    train_side = eval_transform(24)(load_image(big)).numpy()
+    runtime_side = preprocess_batch([big], 24)[0]
+    assert np.array_equal(train_side, runtime_side)
+
+
+def test_image_modes_all_become_rgb(tmp_path: Path):
+    rgba = Image.new("RGBA", (20, 10), (255, 0, 0, 0))  # fully transparent red -> white
+    gray16 = Image.fromarray(np.full((10, 10), 65535, np.uint16))
+    cmyk = Image.new("CMYK", (10, 10), (0, 255, 255, 0))
+    palette = Image.new("P", (10, 10))
+    for image in (rgba, gray16, cmyk, palette, Image.new("L", (10, 10), 128)):
+        out = load_image(image)
+        assert out.mode == "RGB"
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)
+    assert load_image(gray16).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_exif_orientation_is_applied(tmp_path: Path):
+    image = Image.new("RGB", (30, 10), (0, 0, 255))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    path = tmp_path / "rotated.jpg"
+    image.save(path, exif=exif)
+    assert load_image(path).size == (10, 30)
+
+
+def test_bundle_scores_match_pytorch(tiny_bundle: Path, tiny_checkpoint: Path, small_data: Path):
+    model = clipping_edge.load(tiny_bundle)
+    test = read_pairs(small_data / "test")
+    task = test.zero_shot
+    images = [p.image for p in test.pairs[:16]]
+    for dtype, tolerance in (("f32", 1e-4), ("f16", 2e-2)):
+        clf = ZeroShotClassifier(model, task.classes, task.templates, index_dtype=dtype)
+        runtime = clf.probabilities(model.encode_image(images))
+        student, tokenizer, _ = load_student(tiny_checkpoint)
+        with torch.no_grad():
+            ids = torch.from_numpy(tokenizer([t.format(c) for c in task.classes for t in task.templates]))
+            text = student.text(ids).reshape(len(task.classes), len(task.templates), -1).mean(1)
+            text = torch.nn.functional.normalize(text, dim=-1)
+            pixels = torch.from_numpy(preprocess_batch(images, student.config.vision.image_size))
+            expected = (student.logit_scale.exp().clamp(max=100) * student.visual(pixels) @ text.T).softmax(-1).numpy()
+        assert np.abs(runtime - expected).max() < tolerance, dtype
+        top = clf.classify(images[:2], top_k=3)
+        assert [p.label for p in top[0]] == [task.classes[i] for i in np.argsort(-expected[0])[:3]]
+        assert top[0][0].score == pytest.approx(expected[0].max(), abs=tolerance)
+
+
+def test_index_round_trip_view_and_refusals(tiny_bundle: Path, tmp_path: Path):
+    model = clipping_edge.load(tiny_bundle)
+    labels = ["red circle", "blue square", "green star"]
+    clf = ZeroShotClassifier(model, labels)
+    path = clf.save_index(tmp_path / "protos")
+    assert path.suffix == ".usearch" and path.with_suffix(".json").is_file()
+    query = model.encode_text(["a photo of a red circle."])
+    for view in (False, True):
+        loaded = ZeroShotClassifier.from_index(model, path, view=view)
+        assert loaded.labels == labels
+        np.testing.assert_allclose(loaded.probabilities(query), clf.probabilities(query), atol=1e-6)
+
+    other = PrototypeIndex.load(path)
+    other.fingerprint = "0" * 16
+    other_path = other.save(tmp_path / "other")
+    with pytest.raises(ClippingEdgeError, match="another model"):
+        ZeroShotClassifier.from_index(model, other_path)
+
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ClippingEdgeError, match="checksum"):
+        ZeroShotClassifier.from_index(model, path)
+
+    junk = tmp_path / "junk.usearch"
+    junk.write_bytes(b"not an index at all")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    import hashlib
+    meta["sha256"] = hashlib.sha256(junk.read_bytes()).hexdigest()
+    junk.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(ClippingEdgeError, match="not a usearch index"):
+        ZeroShotClassifier.from_index(model, junk)
+
+
+def test_labels_must_be_non_empty_and_unique(tiny_bundle: Path):
+    model = clipping_edge.load(tiny_bundle)
+    with pytest.raises(ClippingEdgeError, match="empty"):
+        ZeroShotClassifier(model, [])
+    with pytest.raises(ClippingEdgeError, match="repeats 'cat'"):
+        ZeroShotClassifier(model, ["cat", "dog", "cat"])
+
+
+def test_long_text_is_truncated_with_a_warning(tiny_bundle: Path):
+    model = clipping_edge.load(tiny_bundle)
+    with pytest.warns(UserWarning, match="truncated"):
+        ids = model.tokenizer(["word " * 100])
+    assert ids.shape == (1, model.manifest.context_length)
+    assert ids[0, -1] == model.tokenizer.eot_id
+
+
+def test_bundle_refusals(tiny_bundle: Path, tmp_path: Path):
+    bad = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "format_version": 99}))
+    with pytest.raises(ClippingEdgeError, match="format version 99"):
+        clipping_edge.load(bad)
+    (bad / "manifest.json").write_text(json.dumps({**manifest, "image_tower": "../../etc/passwd"}))
+    with pytest.raises(ClippingEdgeError, match="outside the bundle"):
+        clipping_edge.load(bad)
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    (bad / manifest["text_tower"]).unlink()
+    with pytest.raises(ClippingEdgeError, match="missing"):
+        clipping_edge.load(bad)
+    with pytest.raises(ClippingEdgeError, match="does not exist"):
+        clipping_edge.load(tmp_path / "nowhere")
+
+
+def test_bad_images_get_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    with pytest.raises(ClippingEdgeError, match="does not exist"):
+        load_image(tmp_path / "missing.png")
+    (tmp_path / "text.png").write_text("hello")
+    with pytest.raises(ClippingEdgeError, match="not a readable image"):
+        load_image(tmp_path / "text.png")
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "ok.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "ok.jpg").read_bytes()[:200])
+    with pytest.raises(ClippingEdgeError, match="truncated or corrupt"):
+        load_image(tmp_path / "cut.jpg")
+    import clipping_edge.preprocess as pre
+    monkeypatch.setattr(pre, "MAX_PIXELS", 1000)
+    with pytest.raises(ClippingEdgeError, match="pixel limit"):
+        load_image(tmp_path / "ok.jpg")

@@ -1,0 +1,69 @@
+"""Train and eval image transforms in Pillow/numpy (no torchvision: it has no CPU build here).
+
+The eval transform is the runtime's preprocessing, called as is, so exported models see the same pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+from clipping_edge.preprocess import load_image, resize_center_crop, to_chw_float
+
+# (image, per-sample RNG) -> (3, H, W) float32 in [0, 1]. Deterministic transforms ignore the RNG.
+Transform = Callable[[Image.Image, random.Random], torch.Tensor]
+
+
+def eval_transform(size: int) -> Transform:
+    return lambda image, rng=None: torch.from_numpy(to_chw_float(resize_center_crop(image, size)))
+
+
+def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float], ratio: tuple[float, float],
+                        rng: random.Random) -> Image.Image:
+    w, h = image.size
+    for _ in range(10):
+        area = w * h * rng.uniform(*scale)
+        aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        cw, ch = round(math.sqrt(area * aspect)), round(math.sqrt(area / aspect))
+        if 0 < cw <= w and 0 < ch <= h:
+            left, top = rng.randint(0, w - cw), rng.randint(0, h - ch)
+            return image.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + cw, top + ch))
+    return resize_center_crop(image, size)
+
+
+def basic_train_transform(size: int) -> Transform:
+    """CLIP's training preprocessing: a mild random resized crop (90-100 % of the area), no flips
+    (captions name left and right)."""
+
+    def apply(image: Image.Image, rng: random.Random) -> torch.Tensor:
+        crop = random_resized_crop(image, size, (0.9, 1.0), (3 / 4, 4 / 3), rng)
+        return torch.from_numpy(np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+
+    return apply
+
+
+class ImageCaptionDataset(torch.utils.data.Dataset):
+    """Yields (pixels, caption, index); the collate function tokenizes whole batches at once.
+
+    Each sample's augmentation RNG is derived from (seed, epoch, index), so a resumed run and any
+    number of loader workers see exactly the augmentations of one uninterrupted run.
+    """
+
+    def __init__(self, pairs, transform: Transform, seed: int = 0):
+        self.pairs = pairs
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str, int]:
+        pair = self.pairs[i]
+        rng = random.Random(f"{self.seed}/{self.epoch}/{i}")
+        return self.transform(load_image(pair.image), rng), pair.caption, i
