@@ -20,6 +20,9 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class VisionConfig:
     image_size: int = 64
     patch_size: int = 8  # ViT patch side; image_size must be a multiple
+    # "patch": one strided conv (plain ViT). "conv": stride-2 3x3 convs down to the patch grid, which
+    # optimises much faster on small data (Xiao et al. 2021, "Early convolutions help transformers see better").
+    stem: str = "patch"
     width: int = 192
     depth: int = 4
     heads: int = 3

@@ -51,6 +51,19 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
+def conv_stem(width: int, patch_size: int) -> nn.Sequential:
+    """log2(patch) stride-2 3x3 conv + BN + ReLU stages, channels doubling up to width/2, then a 1x1 to width."""
+    if patch_size & (patch_size - 1):
+        raise ValueError(f"the conv stem needs a power-of-two patch size, got {patch_size}")
+    layers: list[nn.Module] = []
+    channels, stages = 3, patch_size.bit_length() - 1
+    for stage in range(stages):
+        out = max(16, width // 2 ** (stages - stage))
+        layers += [nn.Conv2d(channels, out, 3, 2, 1, bias=False), nn.BatchNorm2d(out), nn.ReLU(inplace=True)]
+        channels = out
+    return nn.Sequential(*layers, nn.Conv2d(channels, width, 1))
+
+
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: VisionConfig, embed_dim: int):
         super().__init__()
@@ -59,7 +72,12 @@ class VisionTransformer(nn.Module):
         n_patches = (cfg.image_size // cfg.patch_size) ** 2
         self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
-        self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch_size, cfg.patch_size)
+        if cfg.stem == "conv":
+            self.patch_embed: nn.Module = conv_stem(cfg.width, cfg.patch_size)
+        elif cfg.stem == "patch":
+            self.patch_embed = nn.Conv2d(3, cfg.width, cfg.patch_size, cfg.patch_size)
+        else:
+            raise ValueError(f"unknown stem {cfg.stem!r}: use 'patch' or 'conv'")
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.width))
         self.pos_embed = nn.Parameter(torch.randn(1, n_patches + 1, cfg.width) * 0.02)
         self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))

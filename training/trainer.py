@@ -23,6 +23,7 @@ from .evaluate import evaluate, format_metrics
 from .losses import ClipLoss, ClipPingLoss, NeighbourTargets
 from .models import Student
 from .neighbours import mine_neighbours
+from .progress import progress_bar
 from .teachers import load_image_teacher, load_text_teacher
 from .tokenizer_build import train_tokenizer
 
@@ -147,7 +148,7 @@ def train(cfg: TrainConfig) -> Path:
             collate_fn=lambda b: (torch.stack([x[0] for x in b]), [x[1] for x in b], torch.tensor([x[2] for x in b])))
         model.train()
         epoch_start, seen, sums = time.perf_counter(), 0, {}
-        for step, (pixels, captions, idx) in enumerate(loader):
+        for step, (pixels, captions, idx) in enumerate(progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}")):
             pixels = pixels.to(device, non_blocking=True)
             ids = torch.from_numpy(tokenizer(captions, warn=False)).to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
