@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Protocol, Sequence
 
 import numpy as np
 
@@ -36,7 +36,13 @@ def check_labels(labels: Sequence[str]) -> list[str]:
     return labels
 
 
-def class_prototypes(model: EdgeModel, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
+class TextEncoder(Protocol):
+    """Anything that embeds texts to L2-normalised rows: a bundle, or the PyTorch student in evaluation."""
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def class_prototypes(model: TextEncoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
                      synonyms: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
     """Every template x synonym embedded, normalised, averaged, normalised again: (C, d)."""
     if not templates:

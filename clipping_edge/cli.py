@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole path on the built-in data: train, evaluate, export, classify")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--data", default="synthetic")
     p.set_defaults(func=cmd_demo)
 

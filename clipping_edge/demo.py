@@ -14,7 +14,7 @@ def _row(step: str, seconds: float, result: str) -> str:
     return f"| {step:<14} | {seconds:7.1f} s | {result} |"
 
 
-def run_demo(out: Path, epochs: int = 6, data: str = "synthetic") -> dict:
+def run_demo(out: Path, epochs: int = 8, data: str = "synthetic") -> dict:
     from export.bundle import export_bundle
     from training.data.pairs import read_pairs, resolve_split
     from training.trainer import TrainConfig, train

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .atomic import write_bytes_atomic, write_json_atomic
+from .atomic import write_json_atomic
 from .errors import ClippingEdgeError
 
 INDEX_DTYPES = ("f32", "f16", "i8")
@@ -73,9 +74,11 @@ class PrototypeIndex:
         path = Path(path).with_suffix(".usearch")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp")
-        self.index.save(str(tmp))
-        write_bytes_atomic(path, tmp.read_bytes())
-        tmp.unlink()
+        try:
+            self.index.save(str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         write_json_atomic(sidecar_path(path), {
             "labels": self.labels, "fingerprint": self.fingerprint, "dtype": self.dtype,
             "ndim": int(self.index.ndim), "sha256": _sha256(path),

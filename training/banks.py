@@ -62,7 +62,7 @@ def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextT
             ImageCaptionDataset(pairs.pairs, image_teacher.preprocess), batch_size=batch_size, num_workers=workers,
             collate_fn=lambda b: (torch.stack([x[0] for x in b]), [x[2] for x in b]))
         start = time.perf_counter()
-        for pixels, idx in progress_bar(loader, desc=f"image bank ({image_teacher.name})"):
+        for pixels, idx in progress_bar(loader, desc=f"image bank ({image_teacher.name})"):  # in order: no shuffle
             image_bank[idx[0]:idx[-1] + 1] = image_teacher.encode(pixels).numpy()
         image_seconds = time.perf_counter() - start
         start = time.perf_counter()

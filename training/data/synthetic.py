@@ -12,7 +12,6 @@ generated in any order or in parallel.
 from __future__ import annotations
 
 import csv
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
