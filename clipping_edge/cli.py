@@ -85,9 +85,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from export.bundle import export_bundle
+    from export.bundle import export_bundle, export_all
 
-    export_bundle(args.checkpoint, args.out, args.target, args.quantize, args.data, args.allow_degraded)
+    if args.target == "all":
+        export_all(args.checkpoint, Path(args.out), args.quantize, args.data, args.allow_degraded)
+    else:
+        export_bundle(args.checkpoint, args.out, args.target, args.quantize, args.data, args.allow_degraded)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -101,6 +104,17 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
 
     out = generate(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed, image_size=args.image_size)
     print(f"wrote {args.n_train} train and {args.n_test} test pairs to {out}")
+
+
+def _targets_help() -> str:
+    """The export table as help text. Reading it imports no converter."""
+    from export.targets import TARGETS
+
+    lines = ["targets and precisions:"]
+    for t in TARGETS.values():
+        lines.append(f"  {t.name} ({', '.join(t.aliases)})")
+        lines += [f"    {name:<13} {spec.recipe}" for name, spec in t.precisions.items()]
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,10 +140,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("export", help="export both towers to a validated bundle")
+    p = sub.add_parser("export", help="export both towers to a validated bundle",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_targets_help())
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--target", default="onnx", help="onnx (more in later releases)")
-    p.add_argument("--quantize", default="none", help="none (fp32)")
+    p.add_argument("--target", default="onnx", help="a target below, or 'all' (one bundle per target under --out)")
+    p.add_argument("--quantize", default="none", help="none (fp32) or a precision the target offers (below)")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--data", help="labelled data to validate on (default: the training dataset's test split)")
     p.add_argument("--allow-degraded", action="store_true", help="keep a bundle that fails validation")

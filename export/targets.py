@@ -1,21 +1,39 @@
-"""The table of export targets. It drives the CLI choices, the export, the validation and the benchmark."""
+"""The table of export targets. It drives the CLI choices, the export, the validation and the benchmark.
+
+Each target offers named precisions; `--quantize` picks one (`none` means fp32). Every exporter
+takes one `TowerJob` and writes one tower.
+"""
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from clipping_edge.errors import ClippingEdgeError
 
-from .to_onnx import export_onnx, write_onnx_metadata
+if TYPE_CHECKING:  # the table is read by `clipping-edge --help` on devices without torch
+    import numpy as np
+    import torch
+    from torch import nn
 
-# (tower, example input, input name, output path) -> written path
-TowerExporter = Callable[[nn.Module, torch.Tensor, str, Path], Path]
+
+@dataclass
+class TowerJob:
+    kind: str  # "image" or "text"
+    module: nn.Module
+    input_name: str
+    example: Callable[[int], torch.Tensor]  # batch size -> an example input
+    path: Path  # where the tower goes (the target's suffix)
+    precision: str
+    calibration: Sequence[np.ndarray] = ()  # input batches from the training data, for calibrated precisions
+
+
+@dataclass(frozen=True)
+class PrecisionSpec:
+    recipe: str  # what is done, recorded in the manifest
+    calibrated: bool = False  # needs calibration batches from the training data
 
 
 @dataclass(frozen=True)
@@ -23,21 +41,126 @@ class Target:
     name: str
     aliases: tuple[str, ...]
     suffix: str  # file suffix of one tower
-    precisions: tuple[str, ...]
-    export_tower: TowerExporter
+    precisions: dict[str, PrecisionSpec]
+    export_tower: Callable[[TowerJob], None]
     write_metadata: Callable[[Path, dict], None] | None
-    # the clipping_edge backend that runs this target's files for validation
-    backend: str
+    backend: str | None  # the clipping_edge backend that runs these files here; None: cannot run on this OS
+    # precisions the text tower is kept at instead of the asked one (fp16 text towers are known to collapse)
+    text_override: dict[str, str] = field(default_factory=dict)
+    # Where the runtime cannot run on this OS: whether it can, a PyTorch stand-in with the target's
+    # numerics (tower, kind, precision), and structural checks of a written tower (path, kind, input, example).
+    runs_here: Callable[[], bool] = lambda: True  # noqa: E731
+    simulate: Callable[[nn.Module, str, str], nn.Module] | None = None
+    check_files: Callable[[Path, str, str, torch.Tensor], list[str]] | None = None
+
+    def tower_precision(self, kind: str, precision: str) -> str:
+        return self.text_override.get(precision, precision) if kind == "text" else precision
+
+
+def _onnx(job: TowerJob) -> None:
+    from .to_onnx import export_onnx
+
+    export_onnx(job)
+
+
+def _onnx_metadata(path: Path, manifest: dict) -> None:
+    from .to_onnx import write_onnx_metadata
+
+    write_onnx_metadata(path, manifest)
+
+
+def _openvino(job: TowerJob) -> None:
+    from .to_openvino import export_openvino
+
+    export_openvino(job)
+
+
+def _openvino_metadata(path: Path, manifest: dict) -> None:
+    from .to_openvino import write_openvino_metadata
+
+    write_openvino_metadata(path, manifest)
+
+
+def _tflite(job: TowerJob) -> None:
+    from .to_tflite import export_tflite
+
+    export_tflite(job)
+
+
+def _tflite_metadata(path: Path, manifest: dict) -> None:
+    from .to_tflite import write_tflite_metadata
+
+    write_tflite_metadata(path, manifest)
+
+
+def _coreml(job: TowerJob) -> None:
+    from .to_coreml import export_coreml
+
+    export_coreml(job)
+
+
+def _coreml_metadata(path: Path, manifest: dict) -> None:
+    from .to_coreml import write_coreml_metadata
+
+    write_coreml_metadata(path, manifest)
+
+
+def _coreml_runs_here() -> bool:
+    from .to_coreml import can_predict
+
+    return can_predict()
+
+
+def _coreml_simulate(tower: nn.Module, kind: str, precision: str) -> nn.Module:
+    from .to_coreml import simulate
+
+    return simulate(tower, kind, precision)
+
+
+def _coreml_check(path: Path, kind: str, input_name: str, example: torch.Tensor) -> list[str]:
+    from .to_coreml import check_package
+
+    return check_package(path, kind, input_name, example)
 
 
 TARGETS: dict[str, Target] = {
-    "onnx": Target("onnx", ("ort", "onnxruntime"), ".onnx", ("fp32",), export_onnx, write_onnx_metadata, "onnx"),
+    "onnx": Target("onnx", ("ort", "onnxruntime"), ".onnx", {
+        "fp32": PrecisionSpec("float32"),
+        "fp16": PrecisionSpec("float16 weights and compute; LayerNorm, Softmax and reductions kept in float32, float32 I/O"),
+        "int8": PrecisionSpec("dynamic int8: per-channel int8 weights, activations quantized at run time (ORT quantize_dynamic)"),
+        "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm (conv stem kept float), per-channel weights, min-max calibration",
+                                     calibrated=True),
+    }, _onnx, _onnx_metadata, "onnx"),
+    "openvino": Target("openvino", ("ov", "ir", "openvino-ir"), ".xml", {
+        "fp32": PrecisionSpec("float32 IR"),
+        "fp16": PrecisionSpec("float16-compressed weights, float32 inference"),
+        "int8": PrecisionSpec("NNCF post-training quantization, transformer model type (SmoothQuant), calibrated",
+                              calibrated=True),
+        "int8-weights": PrecisionSpec("NNCF int8 weight compression (asymmetric, per-channel), float activations"),
+    }, _openvino, _openvino_metadata, "openvino"),
+    "tflite": Target("tflite", ("litert", "tf-lite"), ".tflite", {
+        "fp32": PrecisionSpec("float32; signatures for batch 1 and 8 sharing weights"),
+        "int8": PrecisionSpec("ai-edge-quantizer dynamic_wi8_afp32: int8 weights, dynamic int8 activations"),
+        "int8-weights": PrecisionSpec("ai-edge-quantizer weight_only_wi8_afp32: int8 weights, float compute"),
+        "int8-static": PrecisionSpec("ai-edge-quantizer static_wi8_ai8: int8 weights and activations, calibrated "
+                                     "(collapsed a ViT to cosine 0.6 here: the gate decides)", calibrated=True),
+    }, _tflite, _tflite_metadata, "tflite",
+        # The LiteRT interpreter aborts the process running a statically quantized text tower (its int32
+        # embedding lookup), so that tower gets dynamic int8.
+        text_override={"int8-static": "int8"}),
+    "coreml": Target("coreml", ("ios", "macos", "mlpackage", "core-ml", "apple"), ".mlpackage", {
+        "fp32": PrecisionSpec("mlprogram, float32 compute"),
+        "fp16": PrecisionSpec("mlprogram, float16 compute for the image tower (text tower kept float32)"),
+        "int8-weights": PrecisionSpec("per-channel symmetric int8 weights (linear_quantize_weights); image tower "
+                                      "computes in float16, text tower in float32"),
+    }, _coreml, _coreml_metadata, "coreml", text_override={"fp16": "fp32"}, runs_here=_coreml_runs_here,
+        simulate=_coreml_simulate, check_files=_coreml_check),
 }
-PRECISION_ALIASES = {"none": "fp32", "fp32": "fp32"}
+QUANTIZE_ALIASES = {"none": "fp32", "float32": "fp32", "float16": "fp16", "half": "fp16"}
 
 
-def _closest(name: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(name, choices, n=1, cutoff=0.4)
+def _closest(name: str, choices: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, list(choices), n=1, cutoff=0.4)
     return f"did you mean {close[0]!r}? " if close else ""
 
 
@@ -51,9 +174,9 @@ def get_target(name: str) -> Target:
 
 
 def get_precision(target: Target, quantize: str) -> str:
-    precision = PRECISION_ALIASES.get(quantize.lower(), quantize.lower())
+    precision = QUANTIZE_ALIASES.get(quantize.lower(), quantize.lower())
     if precision not in target.precisions:
-        choices = sorted({k for k, v in PRECISION_ALIASES.items() if v in target.precisions} | set(target.precisions))
+        choices = ["none", *target.precisions]
         raise ClippingEdgeError(f"target {target.name} does not offer --quantize {quantize!r}: "
                                 f"{_closest(quantize, choices)}choose one of {', '.join(choices)}")
     return precision

@@ -1,4 +1,5 @@
-"""ONNX target: both towers with the torch.export-based exporter, a dynamic batch axis, weights inline."""
+"""ONNX target: torch.export-based exporter with a dynamic batch axis and weights inline, then
+fp16 conversion or ONNX Runtime int8 quantization (dynamic, or static QDQ with calibration)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,23 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import Iterator, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
+from .targets import TowerJob
 from .towers import OUTPUT
 
+# Kept in float32 by the fp16 conversion: normalisation and reductions lose too much in half precision.
+FP16_KEEP_FLOAT32 = ["LayerNormalization", "Softmax", "ReduceL2", "ReduceSum", "ReduceMean", "Sqrt", "Pow", "Div"]
+# Static int8 quantizes only the transformer's matrix products. Quantizing every op collapsed a ViT to
+# cosine 0.73 here; quantizing the conv stem too cost the worst image 0.02 cosine (0.980 vs 0.9996).
+STATIC_INT8_OPS = ["MatMul", "Gemm"]
 
-def export_onnx(tower: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> Path:
+
+def export_fp32(tower: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> Path:
     batch = torch.export.Dim("batch", min=1, max=4096)
     # The exporter narrates its passes on stdout and warns about torchvision ops we never use.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
@@ -22,6 +32,74 @@ def export_onnx(tower: nn.Module, example: torch.Tensor, input_name: str, path: 
         torch.onnx.export(tower.eval(), (example,), str(path), dynamo=True, external_data=False, verbose=False,
                           input_names=[input_name], output_names=[OUTPUT], dynamic_shapes=({0: batch},))
     return path
+
+
+def to_fp16(source: Path, out: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, op_block_list=FP16_KEEP_FLOAT32)
+    onnx.save(model, str(out))
+
+
+def _preprocessed(source: Path) -> Path:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = source.with_suffix(".pre.onnx")
+    # Symbolic shape inference does not understand the dynamo exporter's dynamic dims.
+    quant_pre_process(str(source), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def to_dynamic_int8(source: Path, out: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    pre = _preprocessed(source)
+    try:
+        quantize_dynamic(str(pre), str(out), per_channel=True, weight_type=QuantType.QInt8)
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+class _Batches:
+    """onnxruntime.quantization.CalibrationDataReader over a list of input batches."""
+
+    def __init__(self, input_name: str, batches: Sequence[np.ndarray]):
+        self._items: Iterator[dict] = iter([{input_name: b} for b in batches])
+
+    def get_next(self) -> dict | None:
+        return next(self._items, None)
+
+
+def to_static_int8(source: Path, out: Path, input_name: str, calibration: Sequence[np.ndarray]) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    pre = _preprocessed(source)
+    try:
+        quantize_static(str(pre), str(out), _Batches(input_name, calibration), quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=STATIC_INT8_OPS, per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    finally:
+        pre.unlink(missing_ok=True)
+
+
+def export_onnx(job: TowerJob) -> None:
+    if job.precision == "fp32":
+        export_fp32(job.module, job.example(2), job.input_name, job.path)
+        return
+    fp32 = job.path.with_name(job.path.stem + ".fp32.onnx")
+    export_fp32(job.module, job.example(2), job.input_name, fp32)
+    try:
+        if job.precision == "fp16":
+            to_fp16(fp32, job.path)
+        elif job.precision == "int8":
+            to_dynamic_int8(fp32, job.path)
+        elif job.precision == "int8-static":
+            to_static_int8(fp32, job.path, job.input_name, job.calibration)
+        else:
+            raise ValueError(f"onnx has no precision {job.precision!r}")
+    finally:
+        fp32.unlink(missing_ok=True)
 
 
 def write_onnx_metadata(path: Path, manifest: dict) -> None:

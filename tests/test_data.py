@@ -33,7 +33,7 @@ def test_held_out_compositions_never_appear_in_training_captions():
 def test_generate_writes_the_generic_format(small_data: Path):
     train = read_pairs(resolve_split(small_data, "train"))
     test = read_pairs(resolve_split(small_data, "test"))
-    assert len(train) == 256 and len(test) == 96
+    assert len(train) == 2048 and len(test) == 480
     assert Image.open(train.pairs[0].image).size == (32, 32)
     assert test.zero_shot is not None and len(test.zero_shot.classes) == 8 * len(SHAPES)
     assert set(test.zero_shot.held_out) == {f"{c} {s}" for c, s in HELD_OUT}

@@ -60,14 +60,14 @@ def test_a_wrong_export_fails_validation_and_writes_nothing(tiny_checkpoint: Pat
     import export.targets as targets
     from export.to_onnx import export_onnx
 
-    def export_with_broken_weights(tower, example, name, path):
-        if name == "pixels":
-            tower = copy.deepcopy(tower)  # the reference student must stay intact
+    def export_with_broken_weights(job):
+        if job.kind == "image":
+            job.module = copy.deepcopy(job.module)  # the reference student must stay intact
             with torch.no_grad():
-                tower.visual.blocks[0].mlp[0].weight.mul_(-3.0)  # what a buggy converter might do
-        return export_onnx(tower, example, name, path)
+                job.module.visual.blocks[0].mlp[0].weight.mul_(-3.0)  # what a buggy converter might do
+        export_onnx(job)
 
-    broken = targets.Target("onnx", (), ".onnx", ("fp32",), export_with_broken_weights, None, "onnx")
+    broken = targets.Target("onnx", (), ".onnx", targets.TARGETS["onnx"].precisions, export_with_broken_weights, None, "onnx")
     monkeypatch.setitem(targets.TARGETS, "onnx", broken)
     out = tmp_path / "bundle"
     with pytest.raises(ClippingEdgeError, match="failed validation.*image cosine"):

@@ -27,7 +27,7 @@ def test_checkpoint_round_trip(tiny_checkpoint: Path, tmp_path: Path):
     assert np.array_equal(ids.numpy(), tokenizer2(["a red circle", "a blue square on the left"]))
     with torch.no_grad():
         assert torch.equal(model.text(ids), again.text(ids))
-    assert meta2["note"] == "copy" and meta["epoch"] == 2
+    assert meta2["note"] == "copy" and meta["epoch"] == 20
 
 
 def test_failed_write_leaves_nothing_behind(tmp_path: Path):
@@ -72,7 +72,7 @@ def test_banks_are_real_teacher_features_cached_and_reused(small_data: Path, tea
 
 def test_clip_ping_trains_and_resumes(small_data: Path, tmp_path: Path):
     cfg = TrainConfig(data=str(small_data), out=str(tmp_path / "run"), student="test-tiny", method="clip-ping", epochs=1,
-                      batch_size=32, warmup_steps=2, teacher_image_size=64, workers=0, support_size=100)
+                      batch_size=32, warmup_steps=2, teacher_image_size=64, workers=0, support_size=100, limit=256)
     ckpt = train(cfg)
     log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert len(log) == 1 and log[0]["nn"] > 0 and log[0]["xnn"] > 0 and np.isfinite(log[0]["loss"])
@@ -97,7 +97,7 @@ def test_killed_run_resumes_exactly_like_an_uninterrupted_one(small_data: Path, 
 
     def run(out: str, resume: bool = False) -> Path:
         return train(TrainConfig(data=str(small_data), out=out, student="test-tiny", method="clip", epochs=2,
-                                 batch_size=32, warmup_steps=2, workers=1, resume=resume))
+                                 batch_size=32, warmup_steps=2, workers=1, resume=resume, limit=512))
 
     straight, _, _ = load_student(run(str(tmp_path / "a")))
 

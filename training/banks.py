@@ -19,7 +19,7 @@ from clipping_edge.atomic import atomic_directory
 
 from .data.pairs import PairSet
 from .data.synthetic_cache import cache_dir
-from .data.transforms import ImageCaptionDataset
+from .data.transforms import EvalTransform, ImageCaptionDataset, worker_context
 from .progress import progress_bar
 from .teachers import ImageTeacher, TextTeacher
 
@@ -32,9 +32,14 @@ class FeatureBanks:
     text: np.ndarray  # (N, D_txt) float16, memory-mapped
     path: Path
     stats: dict
+    reused: bool = False  # loaded from the cache rather than computed by this call
 
     def __len__(self) -> int:
         return len(self.image)
+
+
+def _stack_with_indices(batch: list) -> tuple[torch.Tensor, list[int]]:
+    return torch.stack([x[0] for x in batch]), [x[2] for x in batch]
 
 
 def bank_key(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextTeacher) -> str:
@@ -42,9 +47,9 @@ def bank_key(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextTeac
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
-def open_banks(path: Path) -> FeatureBanks:
+def open_banks(path: Path, reused: bool = True) -> FeatureBanks:
     return FeatureBanks(np.load(path / "image.npy", mmap_mode="r"), np.load(path / "text.npy", mmap_mode="r"), path,
-                        json.loads((path / "meta.json").read_text()))
+                        json.loads((path / "meta.json").read_text()), reused)
 
 
 def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextTeacher, root: Path | None = None,
@@ -59,8 +64,8 @@ def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextT
         image_bank = np.lib.format.open_memmap(tmp / "image.npy", "w+", np.float16, (n, image_teacher.dim))
         text_bank = np.lib.format.open_memmap(tmp / "text.npy", "w+", np.float16, (n, text_teacher.dim))
         loader = torch.utils.data.DataLoader(
-            ImageCaptionDataset(pairs.pairs, image_teacher.preprocess), batch_size=batch_size, num_workers=workers,
-            collate_fn=lambda b: (torch.stack([x[0] for x in b]), [x[2] for x in b]))
+            ImageCaptionDataset(pairs.pairs, EvalTransform(image_teacher.image_size)), batch_size=batch_size,
+            num_workers=workers, multiprocessing_context=worker_context(workers), collate_fn=_stack_with_indices)
         start = time.perf_counter()
         for pixels, idx in progress_bar(loader, desc=f"image bank ({image_teacher.name})"):  # in order: no shuffle
             image_bank[idx[0]:idx[-1] + 1] = image_teacher.encode(pixels).numpy()
@@ -79,4 +84,4 @@ def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextT
         (tmp / "meta.json").write_text(json.dumps(stats, indent=2))
     print(f"feature banks: {n} pairs in {image_seconds:.1f}s (images, {n / image_seconds:.0f}/s) "
           f"+ {text_seconds:.1f}s (captions) -> {path}")
-    return open_banks(path)
+    return open_banks(path, reused=False)

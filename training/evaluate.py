@@ -22,29 +22,35 @@ from .models import Student
 
 @dataclass
 class TorchEncoder:
-    """The student behind the runtime's encode_text/encode_image interface (numpy in and out)."""
+    """Two PyTorch towers behind the runtime's encode_text/encode_pixels interface (numpy in and out)."""
 
-    model: Student
+    image: torch.nn.Module
+    text: torch.nn.Module
     tokenizer: TextTokenizer
+    image_size: int
     device: torch.device = torch.device("cpu")
+
+    @classmethod
+    def from_student(cls, model: Student, tokenizer: TextTokenizer, device: torch.device | str = "cpu") -> "TorchEncoder":
+        return cls(model.visual, model.text, tokenizer, model.config.vision.image_size, torch.device(device))
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        outs = [self.model.text(torch.from_numpy(self.tokenizer(texts[i:i + batch_size])).to(self.device)).float().cpu()
+        outs = [self.text(torch.from_numpy(self.tokenizer(texts[i:i + batch_size])).to(self.device)).float().cpu()
                 for i in range(0, len(texts), batch_size)]
-        return torch.cat(outs).numpy() if outs else np.zeros((0, self.model.config.embed_dim), np.float32)
+        return torch.cat(outs).numpy()
 
     @torch.no_grad()
     def encode_pixels(self, pixels: np.ndarray, batch_size: int = 128) -> np.ndarray:
-        outs = [self.model.visual(torch.from_numpy(pixels[i:i + batch_size]).to(self.device)).float().cpu()
+        outs = [self.image(torch.from_numpy(pixels[i:i + batch_size]).to(self.device)).float().cpu()
                 for i in range(0, len(pixels), batch_size)]
         return torch.cat(outs).numpy()
 
     @torch.no_grad()
     def encode_pairs(self, pairs: PairSet, batch_size: int = 128) -> np.ndarray:
-        dataset = ImageCaptionDataset(pairs.pairs, eval_transform(self.model.config.vision.image_size))
+        dataset = ImageCaptionDataset(pairs.pairs, eval_transform(self.image_size))
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, collate_fn=lambda b: torch.stack([x[0] for x in b]))
-        return torch.cat([self.model.visual(px.to(self.device)).float().cpu() for px in loader]).numpy()
+        return torch.cat([self.image(px.to(self.device)).float().cpu() for px in loader]).numpy()
 
 
 def topk_accuracy(scores: np.ndarray, labels: np.ndarray, k: int) -> float:
@@ -78,7 +84,7 @@ def retrieval_metrics(image_emb: np.ndarray, text_emb: np.ndarray, captions: Seq
 
 def evaluate(model: Student, tokenizer: TextTokenizer, pairs: PairSet, device: torch.device | str = "cpu") -> dict[str, float]:
     model.eval()
-    encoder = TorchEncoder(model, tokenizer, torch.device(device))
+    encoder = TorchEncoder.from_student(model, tokenizer, device)
     image_emb = encoder.encode_pairs(pairs)
     metrics = retrieval_metrics(image_emb, encoder.encode_text(pairs.captions), pairs.captions)
     task = pairs.zero_shot

@@ -13,10 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
-
 from clipping_edge.errors import ClippingEdgeError
-from clipping_edge.preprocess import resize_center_crop, to_chw_float
 
 
 @dataclass
@@ -24,13 +21,10 @@ class ImageTeacher:
     name: str
     dim: int
     image_size: int
-    # (B, 3, S, S) RGB in [0, 1] at image_size -> (B, dim) unnormalised features
+    # (B, 3, S, S) RGB in [0, 1] at image_size (the eval transform at that size) -> (B, dim) unnormalised
     forward: Callable[[torch.Tensor], torch.Tensor]
     # what changes the features: weights and preprocessing; part of the feature-bank cache key
     identity: str
-
-    def preprocess(self, image: Image.Image, rng: object = None) -> torch.Tensor:
-        return torch.from_numpy(to_chw_float(resize_center_crop(image, self.image_size)))
 
     @torch.inference_mode()
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:

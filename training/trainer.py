@@ -21,7 +21,7 @@ from .banks import FeatureBanks, build_banks
 from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, save_checkpoint
 from .config import METHODS, StudentConfig, TrainConfig, student_config
 from .data.pairs import PairSet, read_pairs, resolve_split
-from .data.transforms import ImageCaptionDataset, basic_train_transform
+from .data.transforms import ImageCaptionDataset, basic_train_transform, worker_context
 from .evaluate import evaluate, format_metrics
 from .losses import MAX_LOGIT_SCALE, ClipLoss, ClipPingLoss, NeighbourTargets
 from .models import Student
@@ -128,7 +128,7 @@ def prepare_loss(cfg: TrainConfig, scfg: StudentConfig, pairs: PairSet) -> tuple
     if cfg.method == "clip":
         return ClipLoss(), None
     banks = build_banks(pairs, load_image_teacher(cfg.image_teacher, cfg.teacher_image_size),
-                        load_text_teacher(cfg.text_teacher))  # the teachers are dropped: banks are all training needs
+                        load_text_teacher(cfg.text_teacher), workers=cfg.workers)  # teachers dropped: banks suffice
     return ClipPingLoss(scfg.embed_dim, banks.image.shape[1], banks.text.shape[1], cfg.lambda_nn, cfg.lambda_xnn,
                         cfg.nce_temperature), banks
 
@@ -145,7 +145,8 @@ def train_epoch(cfg: TrainConfig, run: TrainingState, dataset: ImageCaptionDatas
     dataset.epoch = epoch
     neighbours = mine_neighbours(banks.image, banks.text, cfg.support_size, generator) if banks is not None else None
     loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         generator=generator, num_workers=cfg.workers, collate_fn=collate)
+                                         generator=generator, num_workers=cfg.workers, collate_fn=collate,
+                                         multiprocessing_context=worker_context(cfg.workers))
     model, loss_fn = run.model.train(), run.loss_fn
     params = list(model.parameters()) + list(loss_fn.parameters())
     start, seen, sums = time.perf_counter(), 0, {}
@@ -202,6 +203,8 @@ def train(cfg: TrainConfig) -> Path:
     model = Student(scfg).to(device)
     loss_fn, banks = prepare_loss(cfg, scfg, pairs)
     loss_fn = loss_fn.to(device)
+    if banks is not None:
+        (out / "banks.json").write_text(json.dumps({"path": str(banks.path), "reused": banks.reused, **banks.stats}, indent=2))
 
     dataset = ImageCaptionDataset(pairs.pairs, basic_train_transform(scfg.vision.image_size), cfg.seed)
     steps_per_epoch = len(dataset) // cfg.batch_size

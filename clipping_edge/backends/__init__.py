@@ -15,6 +15,7 @@ from ..errors import ClippingEdgeError
 class BackendOptions:
     threads: int | None = None  # None: the backend's default (all cores)
     providers: list[str] = field(default_factory=list)  # ONNX Runtime execution providers
+    precision_hint: str | None = None  # OpenVINO INFERENCE_PRECISION_HINT (default f32)
 
 
 class Tower(Protocol):
@@ -29,9 +30,30 @@ def _onnxruntime(path: Path, options: BackendOptions) -> Tower:
     return OnnxRuntimeTower(path, options)
 
 
+def _openvino(path: Path, options: BackendOptions) -> Tower:
+    from .openvino import OpenVinoTower
+
+    return OpenVinoTower(path, options)
+
+
+def _litert(path: Path, options: BackendOptions) -> Tower:
+    from .litert import LiteRtTower
+
+    return LiteRtTower(path, options)
+
+
+def _coreml(path: Path, options: BackendOptions) -> Tower:
+    from .coreml import CoreMlTower
+
+    return CoreMlTower(path, options)
+
+
 # target name in the manifest -> loader; the install extra that provides it
 BACKENDS: dict[str, tuple[Callable[[Path, BackendOptions], Tower], str]] = {
     "onnx": (_onnxruntime, "onnx"),
+    "openvino": (_openvino, "openvino"),
+    "tflite": (_litert, "tflite"),
+    "coreml": (_coreml, "coreml"),
 }
 
 

@@ -6,6 +6,8 @@ The eval transform is the runtime's preprocessing, called as is, so exported mod
 from __future__ import annotations
 
 import math
+import multiprocessing
+import multiprocessing.context
 import random
 from typing import Callable
 
@@ -19,8 +21,18 @@ from clipping_edge.preprocess import load_image, resize_center_crop, to_chw_floa
 Transform = Callable[[Image.Image, random.Random], torch.Tensor]
 
 
+class EvalTransform:
+    """Resize the shorter side, centre crop, [0, 1] CHW: the runtime's preprocessing."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
+        return torch.from_numpy(to_chw_float(resize_center_crop(image, self.size)))
+
+
 def eval_transform(size: int) -> Transform:
-    return lambda image, rng=None: torch.from_numpy(to_chw_float(resize_center_crop(image, size)))
+    return EvalTransform(size)
 
 
 def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -36,15 +48,30 @@ def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float
     return resize_center_crop(image, size)
 
 
-def basic_train_transform(size: int) -> Transform:
+class BasicTrainTransform:
     """CLIP's training preprocessing: a mild random resized crop (90-100 % of the area), no flips
     (captions name left and right)."""
 
-    def apply(image: Image.Image, rng: random.Random) -> torch.Tensor:
-        crop = random_resized_crop(image, size, (0.9, 1.0), (3 / 4, 4 / 3), rng)
+    def __init__(self, size: int):
+        self.size = size
+
+    def __call__(self, image: Image.Image, rng: random.Random) -> torch.Tensor:
+        crop = random_resized_crop(image, self.size, (0.9, 1.0), (3 / 4, 4 / 3), rng)
         return torch.from_numpy(np.asarray(crop, dtype=np.float32).transpose(2, 0, 1) / 255.0)
 
-    return apply
+
+def basic_train_transform(size: int) -> Transform:
+    return BasicTrainTransform(size)
+
+
+def worker_context(workers: int) -> multiprocessing.context.BaseContext | None:
+    """Loader workers start from a fork server, not by forking this process: once a converter runtime
+    (jax, LiteRT, OpenVINO) has started threads here, a plain fork can crash the worker or us."""
+    if workers == 0:
+        return None
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["torch", "training.data.transforms"])
+    return context
 
 
 class ImageCaptionDataset(torch.utils.data.Dataset):

@@ -1,0 +1,78 @@
+"""TFLite target via litert-torch (no TensorFlow): one .tflite per tower holding two signatures that
+share weights, batch 1 and batch 8 (a dynamic batch does not convert); int8 via ai-edge-quantizer."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from .targets import TowerJob
+
+SIGNATURE_BATCHES = (1, 8)
+RECIPES = {"int8": "dynamic_wi8_afp32", "int8-weights": "weight_only_wi8_afp32", "int8-static": "static_wi8_ai8"}
+MANIFEST_KEY = "clipping_edge.manifest"
+
+
+def signature_name(batch: int) -> str:
+    return f"batch{batch}"
+
+
+def _calibration_by_signature(job: TowerJob) -> dict[str, list[dict[str, np.ndarray]]]:
+    """Calibration inputs reshaped to each signature's fixed batch."""
+    rows = np.concatenate(list(job.calibration))
+    return {signature_name(b): [{job.input_name: rows[i:i + b]} for i in range(0, len(rows) - b + 1, b)]
+            for b in SIGNATURE_BATCHES}
+
+
+def export_tflite(job: TowerJob) -> None:
+    import litert_torch
+
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    converter = None
+    for batch in SIGNATURE_BATCHES:
+        args = (signature_name(batch), job.module.eval())
+        kwargs = {"sample_kwargs": {job.input_name: job.example(batch)}}
+        converter = litert_torch.signature(*args, **kwargs) if converter is None else converter.signature(*args, **kwargs)
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = converter.convert()
+    if job.precision == "fp32":
+        model.export(str(job.path))
+        return
+    if job.precision not in RECIPES:
+        raise ValueError(f"tflite has no precision {job.precision!r}")
+    from ai_edge_quantizer import quantizer, recipe
+
+    fp32 = job.path.with_name(job.path.stem + ".fp32.tflite")
+    model.export(str(fp32))
+    try:
+        q = quantizer.Quantizer(str(fp32))
+        q.load_quantization_recipe(getattr(recipe, RECIPES[job.precision])())
+        with contextlib.redirect_stdout(io.StringIO()):
+            calibration = q.calibrate(_calibration_by_signature(job)) if job.precision == "int8-static" else None
+            q.quantize(calibration).export_model(str(job.path), overwrite=True)
+    finally:
+        fp32.unlink(missing_ok=True)
+
+
+def write_tflite_metadata(path: Path, manifest: dict) -> None:
+    """The manifest goes into the flatbuffer's Model.metadata, the slot TFLite reserves for it."""
+    import json
+
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    model.metadata = [m for m in (model.metadata or []) if m.name.decode() != MANIFEST_KEY]
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = MANIFEST_KEY.encode(), len(model.buffers) - 1
+    model.metadata.append(entry)
+    tmp = path.with_name(path.stem + ".meta.tflite")
+    flatbuffer_utils.write_model(model, str(tmp))
+    tmp.replace(path)
