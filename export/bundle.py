@@ -5,21 +5,27 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Callable
 
-import clipping_edge
+import numpy as np
+from torch import nn
+
 from clipping_edge.atomic import atomic_directory
+from clipping_edge.backends import BackendOptions, load_tower
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.manifest import MANIFEST_NAME, Manifest
+from clipping_edge.tokenizer import TextTokenizer
 from training.checkpoint import TOKENIZER, fingerprint, load_student
-from training.data.pairs import read_pairs, resolve_split
+from training.data.pairs import PairSet, read_pairs, resolve_split
 from training.evaluate import TorchEncoder
 
 from .calibration import calibration_batches
-from .targets import TowerJob, get_precision, get_target
+from .targets import AUTO, Target, TowerJob, get_precision, get_target
 from .towers import IMAGE_INPUT, TEXT_INPUT, ImageTower, TextTower
-from .validate import compare, describe, gate
+from .validate import SplitEncoder, compare, describe, gate
 
 RECORDED_PACKAGES = ("clipping-edge", "torch", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "coremltools",
                      "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
@@ -43,101 +49,196 @@ def size_mb(path: Path) -> float:
     return (path.stat().st_size + (extra.stat().st_size if extra and extra.exists() else 0)) / 1e6
 
 
+def _tower_files(path: Path) -> list[Path]:
+    """The files one written tower occupies (an OpenVINO .xml has its .bin)."""
+    return [path, path.with_suffix(".bin")] if path.suffix == ".xml" else [path]
+
+
+def _remove_tower(path: Path) -> None:
+    for item in _tower_files(path):
+        shutil.rmtree(item) if item.is_dir() else item.unlink(missing_ok=True)
+
+
+def _move_tower(source: Path, dest: Path) -> None:
+    for src, dst in zip(_tower_files(source), _tower_files(dest)):
+        if src.exists():
+            src.rename(dst)
+
+
+@dataclass
+class ExportRun:
+    """One bundle being written: the student's towers, the data that calibrates and validates them."""
+    target: Target
+    towers: dict[str, tuple[nn.Module, str]]  # kind -> (module, input name)
+    reference: TorchEncoder
+    tokenizer: TextTokenizer
+    data: str
+    test_pairs: PairSet
+    image_size: int
+    logit_scale: float
+    calibration_source: dict | None = None
+    convert_seconds: dict[str, float] = field(default_factory=dict)
+
+    def job(self, kind: str, precision: str, path: Path) -> TowerJob:
+        module, input_name = self.towers[kind]
+        return TowerJob(kind, module, input_name, module.example, path, precision)
+
+    def write_tower(self, kind: str, precision: str, path: Path) -> None:
+        job = self.job(kind, precision, path)
+        start = time.perf_counter()
+        if self.target.precisions[precision].calibrated:
+            train_pairs = read_pairs(resolve_split(self.data, "train"))
+            job.calibration = calibration_batches(kind, train_pairs, self.tokenizer, self.image_size)
+            self.calibration_source = {"data": str(train_pairs.root), "samples": sum(len(b) for b in job.calibration)}
+        self.target.export_tower(job)
+        self.convert_seconds[kind] = round(time.perf_counter() - start, 2)
+
+    def tower_encoder(self, kind: str, precision: str, path: Path) -> tuple[Callable, list[str], dict]:
+        """The written tower as numpy in, embeddings out: its runtime here, or where that cannot run,
+        the target's PyTorch stand-in. Also the structural problems found and the offline figures."""
+        if self.target.runs_here():
+            tower = load_tower(self.target.backend, path, BackendOptions())
+            if kind == "image":
+                return lambda px: np.concatenate([tower(px[i:i + 32]) for i in range(0, len(px), 32)]), [], {}
+            return lambda texts: tower(self.tokenizer(texts, warn=False)), [], {}
+        check = self.target.check_offline(self.job(kind, precision, path))
+        stand_in = TorchEncoder(check.simulated, check.simulated, self.tokenizer, self.image_size)
+        return (stand_in.encode_pixels if kind == "image" else stand_in.encode_text), check.problems, check.figures
+
+    def validate(self, encoders: dict[str, Callable], precisions: dict[str, str], problems: list[str],
+                 max_top1_drop: float | None) -> dict:
+        candidate = SplitEncoder(encoders["image"], encoders["text"])
+        record = compare(self.reference, candidate, self.logit_scale, self.test_pairs, self.image_size)
+        return gate(record, precisions["image"], precisions["text"], problems, max_top1_drop)
+
+
+def choose_precisions(run: ExportRun, tmp: Path, files: dict[str, str], budget: float) -> tuple[dict[str, str], list[dict]]:
+    """`--quantize auto`: per tower, the target's precisions fastest first; the first whose export passes
+    the gates with at most `budget` points of top-1 lost is kept. The image tower is chosen with the text
+    tower in PyTorch, then the text tower with the chosen image tower, so the pair meets the budget."""
+    encoders: dict[str, Callable] = {"image": run.reference.encode_pixels, "text": run.reference.encode_text}
+    precisions, tries = {"image": "fp32", "text": "fp32"}, []
+    for kind in ("image", "text"):
+        order = dict.fromkeys(run.target.tower_precision(kind, p) for p in run.target.auto_order)
+        for precision in order:
+            path = tmp / f"{kind}.{precision}{run.target.suffix}"
+            run.write_tower(kind, precision, path)
+            encoder, problems, _ = run.tower_encoder(kind, precision, path)
+            record = run.validate({**encoders, kind: encoder}, {**precisions, kind: precision}, problems, budget)
+            tries.append({"tower": kind, "precision": precision, "passed": record["passed"],
+                          "cosine_min": record[f"{kind}_cosine_min"], "top1_drop_points": record.get("top1_drop_points"),
+                          "failures": record["failures"], "convert_seconds": run.convert_seconds[kind]})
+            print(f"  auto: {kind} {precision:<13} {'kept' if record['passed'] else 'rejected'}: {describe(record, brief=True)}")
+            if record["passed"]:
+                _move_tower(path, tmp / files[kind])
+                encoders[kind], precisions[kind] = encoder, precision
+                break
+            _remove_tower(path)
+        else:
+            raise ClippingEdgeError(f"--quantize auto: no {run.target.name} precision of the {kind} tower met the "
+                                    f"budget of {budget} pt (tries: {tries}); raise --max-top1-drop")
+    return precisions, tries
+
+
 def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx", quantize: str = "none",
-                  data: str | None = None, allow_degraded: bool = False) -> tuple[Path, dict]:
+                  data: str | None = None, allow_degraded: bool = False,
+                  max_top1_drop: float | None = None) -> tuple[Path, dict]:
     """Export, then validate against PyTorch on `data`'s test split (default: the training data).
-    Calibrated precisions draw their calibration batches from the same data's training split."""
+    Calibrated precisions draw their calibration batches from the same data's training split.
+    `max_top1_drop` replaces the precision's top-1 threshold (and is the budget of `auto`, default 1 pt)."""
     tgt = get_target(target)
     precision = get_precision(tgt, quantize)
     student, tokenizer, meta = load_student(checkpoint)
     data = data or meta.get("train", {}).get("data") or "synthetic"
-    test_pairs = read_pairs(resolve_split(data, "test"))
     cfg = student.config
     out = Path(out)
     start = time.perf_counter()
     towers = {"image": (ImageTower(student), IMAGE_INPUT), "text": (TextTower(student), TEXT_INPUT)}
-    precisions = {kind: tgt.tower_precision(kind, precision) for kind in towers}
+    run = ExportRun(tgt, towers, TorchEncoder(towers["image"][0], towers["text"][0], tokenizer, cfg.vision.image_size),
+                    tokenizer, data, read_pairs(resolve_split(data, "test")), cfg.vision.image_size,
+                    float(student.logit_scale.exp().clamp(max=100).item()))
     files = {kind: f"{kind}{tgt.suffix}" for kind in towers}
-    calibration_source = None
     with atomic_directory(out) as tmp:
-        for kind, (module, input_name) in towers.items():
-            calibration = ()
-            if tgt.precisions[precisions[kind]].calibrated:
-                train_pairs = read_pairs(resolve_split(data, "train"))
-                calibration = calibration_batches(kind, train_pairs, tokenizer, cfg.vision.image_size)
-                calibration_source = {"data": str(train_pairs.root), "samples": sum(len(b) for b in calibration)}
-            tgt.export_tower(TowerJob(kind, module, input_name, module.example, tmp / files[kind], precisions[kind],
-                                      calibration))
         shutil.copyfile(Path(checkpoint) / TOKENIZER, tmp / TOKENIZER)
+        tries = None
+        if precision == AUTO:
+            max_top1_drop = 1.0 if max_top1_drop is None else max_top1_drop
+            precisions, tries = choose_precisions(run, tmp, files, max_top1_drop)
+        else:
+            precisions = {kind: tgt.tower_precision(kind, precision) for kind in towers}
+            for kind in towers:
+                run.write_tower(kind, precisions[kind], tmp / files[kind])
+        encoders, problems, offline = {}, [], {}
+        for kind in towers:
+            encoders[kind], tower_problems, offline[kind] = run.tower_encoder(kind, precisions[kind], tmp / files[kind])
+            problems += tower_problems
+        parity = run.validate(encoders, precisions, problems, max_top1_drop)
+        if tgt.runs_here():
+            parity["checked_by"] = f"the {tgt.backend} runtime"
+        else:
+            parity.update(checked_by=f"structural checks and a PyTorch stand-in running the weights stored in the "
+                                     f"files at the target's compute precision: the {tgt.name} runtime cannot run on this OS",
+                          offline=offline)
+        parity.update(validated_on=str(run.test_pairs.root), export_seconds=round(time.perf_counter() - start, 2))
+        quantization = {kind: {"precision": p, "recipe": tgt.precisions[p].recipe, "convert_seconds": run.convert_seconds[kind]}
+                        for kind, p in precisions.items()}
+        quantization["calibration"] = run.calibration_source
+        if tries is not None:
+            quantization["auto"] = {"max_top1_drop": max_top1_drop, "order": list(tgt.auto_order), "tries": tries}
         manifest = Manifest(
             model_name=cfg.name, embed_dim=cfg.embed_dim, image_size=cfg.vision.image_size,
-            context_length=cfg.text.context_length,
-            logit_scale=float(student.logit_scale.exp().clamp(max=100).item()),
+            context_length=cfg.text.context_length, logit_scale=run.logit_scale,
             target=tgt.name, precision=precision, image_tower=files["image"], text_tower=files["text"],
             fingerprint=fingerprint(checkpoint),
             preprocess={"resize": "shorter side, bicubic", "crop": "centre", "size": cfg.vision.image_size,
                         "range": "[0, 1] RGB", "mean": list(cfg.vision.mean), "std": list(cfg.vision.std),
                         "mean_std_in_graph": True},
-            quantization={**{kind: {"precision": p, "recipe": tgt.precisions[p].recipe} for kind, p in precisions.items()},
-                          "calibration": calibration_source},
-            versions=package_versions())
-        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=2))
-        reference = TorchEncoder(towers["image"][0], towers["text"][0], tokenizer, cfg.vision.image_size)
-        if tgt.runs_here():
-            candidate, problems, checked_by = clipping_edge.load(tmp), [], f"the {tgt.backend} runtime"
-        else:
-            candidate = TorchEncoder(tgt.simulate(towers["image"][0], "image", precisions["image"]),
-                                     tgt.simulate(towers["text"][0], "text", precisions["text"]),
-                                     tokenizer, cfg.vision.image_size)
-            problems = [p for kind, (module, name) in towers.items() for p in tgt.check_files(tmp / files[kind], kind, name, module.example(1))]
-            checked_by = (f"structural checks and a PyTorch simulation of its {precision} numerics: "
-                          f"the {tgt.name} runtime cannot run on this OS")
-        manifest.parity = gate(compare(reference, candidate, manifest.logit_scale, test_pairs, cfg.vision.image_size),
-                               precisions["image"], precisions["text"], problems)
-        manifest.parity.update(checked_by=checked_by, validated_on=str(test_pairs.root))
-        manifest.parity["export_seconds"] = round(time.perf_counter() - start, 2)
+            quantization=quantization, parity=parity, versions=package_versions())
         record = manifest.to_json()
         if tgt.write_metadata:
             for name in files.values():
                 tgt.write_metadata(tmp / name, record)
         (tmp / MANIFEST_NAME).write_text(json.dumps(record, indent=2))
-        if not manifest.parity["passed"] and not allow_degraded:
-            raise ClippingEdgeError(f"{tgt.name} {precision} export failed validation ({'; '.join(manifest.parity['failures'])}): "
+        if not parity["passed"] and not allow_degraded:
+            raise ClippingEdgeError(f"{tgt.name} {precision} export failed validation ({'; '.join(parity['failures'])}): "
                                     "nothing was written; pass --allow-degraded to keep it anyway")
         sizes = {name: size_mb(tmp / name) for name in files.values()}
-    status = "valid" if manifest.parity["passed"] else "DEGRADED (kept by --allow-degraded)"
-    print(f"exported {tgt.name} {precision} bundle -> {out} [{status}] in {manifest.parity['export_seconds']:.1f}s")
+    status = "valid" if parity["passed"] else "DEGRADED (kept by --allow-degraded)"
+    print(f"exported {tgt.name} {precision} bundle -> {out} [{status}] in {parity['export_seconds']:.1f}s")
     for kind, name in files.items():
         print(f"  {name:<16} {sizes[name]:8.2f} MB  {precisions[kind]}: {tgt.precisions[precisions[kind]].recipe}")
-    print(f"  parity vs PyTorch: {describe(manifest.parity)}")
+    print(f"  parity vs PyTorch: {describe(parity)}")
     print(f"next: clipping-edge classify --bundle {out} --labels 'red circle,blue square,green star' IMAGE.png")
-    return out, manifest.parity
+    return out, parity
 
 
 def export_all(checkpoint: str | Path, out: Path, quantize: str = "none", data: str | None = None,
-               allow_degraded: bool = False) -> dict[str, dict | str]:
+               allow_degraded: bool = False, max_top1_drop: float | None = None) -> dict[str, dict | str]:
     """Every target that offers `quantize`, one bundle each under out/<target>; a summary at the end.
     A target that fails does not stop the others; the command still fails at the end."""
     from .targets import QUANTIZE_ALIASES, TARGETS
 
     precision = QUANTIZE_ALIASES.get(quantize.lower(), quantize.lower())
-    chosen = [t for t in TARGETS.values() if precision in t.precisions]
+    chosen = [t for t in TARGETS.values() if precision in t.precisions or precision == AUTO]
     if not chosen:
         raise ClippingEdgeError(f"no target offers --quantize {quantize!r}: see `clipping-edge export --help`")
     results: dict[str, dict | str] = {}
     for tgt in chosen:
         try:
-            results[tgt.name] = export_bundle(checkpoint, out / tgt.name, tgt.name, precision, data, allow_degraded)[1]
+            results[tgt.name] = export_bundle(checkpoint, out / tgt.name, tgt.name, precision, data, allow_degraded,
+                                              max_top1_drop)[1]
         except ClippingEdgeError as exc:
             results[tgt.name] = str(exc)
-    print(f"\n| target | {precision} | image cos | text cos | agreement | Δtop-1 | bundle |\n|---|---|---|---|---|---|---|")
+    print(f"\n| target | {precision} | MB | image cos | text cos | agreement | Δtop-1 | seconds | bundle |\n"
+          "|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         if isinstance(r, str):
-            print(f"| {name} | ❌ | | | | | {r} |")
+            print(f"| {name} | ❌ | | | | | | | {r} |")
         else:
             mark = "✅" if r["passed"] else "❎"
-            print(f"| {name} | {mark} | {r['image_cosine_min']:.5f} | {r['text_cosine_min']:.5f} | "
-                  f"{r.get('zero_shot_agreement', float('nan')):.1%} | {-r.get('top1_drop_points', 0):+.2f} pt | {out / name} |")
+            print(f"| {name} | {mark} | {size_mb(out / name):.2f} | {r['image_cosine_min']:.5f} | {r['text_cosine_min']:.5f} | "
+                  f"{r.get('zero_shot_agreement', float('nan')):.1%} | {-r.get('top1_drop_points', 0):+.2f} pt | "
+                  f"{r['export_seconds']:.0f} | {out / name} |")
     failed = [n for n, r in results.items() if isinstance(r, str)]
     if failed:
         raise ClippingEdgeError(f"export failed for {', '.join(failed)} (see the table above)")

@@ -30,6 +30,14 @@ class TowerJob:
     calibration: Sequence[np.ndarray] = ()  # input batches from the training data, for calibrated precisions
 
 
+@dataclass
+class OfflineCheck:
+    """Validation where the target's runtime cannot run on this OS."""
+    simulated: nn.Module  # a PyTorch stand-in with the exported tower's numerics
+    problems: list[str]  # structural problems found in the written files
+    figures: dict  # what was checked, for the manifest
+
+
 @dataclass(frozen=True)
 class PrecisionSpec:
     recipe: str  # what is done, recorded in the manifest
@@ -47,11 +55,11 @@ class Target:
     backend: str | None  # the clipping_edge backend that runs these files here; None: cannot run on this OS
     # precisions the text tower is kept at instead of the asked one (fp16 text towers are known to collapse)
     text_override: dict[str, str] = field(default_factory=dict)
-    # Where the runtime cannot run on this OS: whether it can, a PyTorch stand-in with the target's
-    # numerics (tower, kind, precision), and structural checks of a written tower (path, kind, input, example).
+    # `--quantize auto` tries these per tower, fastest first, and keeps the first within the top-1 budget
+    auto_order: tuple[str, ...] = ("fp32",)
+    # Whether the runtime runs on this OS; if not, how a written tower is checked instead.
     runs_here: Callable[[], bool] = lambda: True  # noqa: E731
-    simulate: Callable[[nn.Module, str, str], nn.Module] | None = None
-    check_files: Callable[[Path, str, str, torch.Tensor], list[str]] | None = None
+    check_offline: Callable[[TowerJob], OfflineCheck] | None = None
 
     def tower_precision(self, kind: str, precision: str) -> str:
         return self.text_override.get(precision, precision) if kind == "text" else precision
@@ -111,16 +119,10 @@ def _coreml_runs_here() -> bool:
     return can_predict()
 
 
-def _coreml_simulate(tower: nn.Module, kind: str, precision: str) -> nn.Module:
-    from .to_coreml import simulate
+def _coreml_check_offline(job: TowerJob) -> OfflineCheck:
+    from .to_coreml import check_offline
 
-    return simulate(tower, kind, precision)
-
-
-def _coreml_check(path: Path, kind: str, input_name: str, example: torch.Tensor) -> list[str]:
-    from .to_coreml import check_package
-
-    return check_package(path, kind, input_name, example)
+    return check_offline(job)
 
 
 TARGETS: dict[str, Target] = {
@@ -130,14 +132,14 @@ TARGETS: dict[str, Target] = {
         "int8": PrecisionSpec("dynamic int8: per-channel int8 weights, activations quantized at run time (ORT quantize_dynamic)"),
         "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm (conv stem kept float), per-channel weights, min-max calibration",
                                      calibrated=True),
-    }, _onnx, _onnx_metadata, "onnx"),
+    }, _onnx, _onnx_metadata, "onnx", auto_order=("int8-static", "int8", "fp16", "fp32")),
     "openvino": Target("openvino", ("ov", "ir", "openvino-ir"), ".xml", {
         "fp32": PrecisionSpec("float32 IR"),
         "fp16": PrecisionSpec("float16-compressed weights, float32 inference"),
         "int8": PrecisionSpec("NNCF post-training quantization, transformer model type (SmoothQuant), calibrated",
                               calibrated=True),
         "int8-weights": PrecisionSpec("NNCF int8 weight compression (asymmetric, per-channel), float activations"),
-    }, _openvino, _openvino_metadata, "openvino"),
+    }, _openvino, _openvino_metadata, "openvino", auto_order=("int8", "int8-weights", "fp16", "fp32")),
     "tflite": Target("tflite", ("litert", "tf-lite"), ".tflite", {
         "fp32": PrecisionSpec("float32; signatures for batch 1 and 8 sharing weights"),
         "int8": PrecisionSpec("ai-edge-quantizer dynamic_wi8_afp32: int8 weights, dynamic int8 activations"),
@@ -147,16 +149,22 @@ TARGETS: dict[str, Target] = {
     }, _tflite, _tflite_metadata, "tflite",
         # The LiteRT interpreter aborts the process running a statically quantized text tower (its int32
         # embedding lookup), so that tower gets dynamic int8.
-        text_override={"int8-static": "int8"}),
+        text_override={"int8-static": "int8"}, auto_order=("int8-static", "int8", "int8-weights", "fp32")),
     "coreml": Target("coreml", ("ios", "macos", "mlpackage", "core-ml", "apple"), ".mlpackage", {
         "fp32": PrecisionSpec("mlprogram, float32 compute"),
         "fp16": PrecisionSpec("mlprogram, float16 compute for the image tower (text tower kept float32)"),
         "int8-weights": PrecisionSpec("per-channel symmetric int8 weights (linear_quantize_weights); image tower "
                                       "computes in float16, text tower in float32"),
-    }, _coreml, _coreml_metadata, "coreml", text_override={"fp16": "fp32"}, runs_here=_coreml_runs_here,
-        simulate=_coreml_simulate, check_files=_coreml_check),
+        "palette6": PrecisionSpec("6-bit k-means palettized weights, one table per tensor (palettize_weights); "
+                                  "image tower computes in float16"),
+        "palette4": PrecisionSpec("4-bit k-means palettized weights, one table per 16 output channels; iOS 18 / "
+                                  "macOS 15; image tower computes in float16"),
+    }, _coreml, _coreml_metadata, "coreml", text_override={"fp16": "fp32"},
+        auto_order=("palette4", "palette6", "int8-weights", "fp16", "fp32"), runs_here=_coreml_runs_here,
+        check_offline=_coreml_check_offline),
 }
 QUANTIZE_ALIASES = {"none": "fp32", "float32": "fp32", "float16": "fp16", "half": "fp16"}
+AUTO = "auto"  # --quantize auto: a precision per tower, chosen by measured accuracy
 
 
 def _closest(name: str, choices: Sequence[str]) -> str:
@@ -175,8 +183,8 @@ def get_target(name: str) -> Target:
 
 def get_precision(target: Target, quantize: str) -> str:
     precision = QUANTIZE_ALIASES.get(quantize.lower(), quantize.lower())
-    if precision not in target.precisions:
-        choices = ["none", *target.precisions]
+    if precision not in target.precisions and precision != AUTO:
+        choices = ["none", *target.precisions, AUTO]
         raise ClippingEdgeError(f"target {target.name} does not offer --quantize {quantize!r}: "
                                 f"{_closest(quantize, choices)}choose one of {', '.join(choices)}")
     return precision

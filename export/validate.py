@@ -9,8 +9,8 @@ numerics. Thresholds are per precision; a miss fails the export.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Protocol, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
@@ -23,6 +23,13 @@ class Encoder(Protocol):
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray: ...
 
     def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class SplitEncoder:
+    """Two towers from different places (an exported file, PyTorch, a stand-in) as one Encoder."""
+    encode_pixels: Callable[[np.ndarray], np.ndarray]
+    encode_text: Callable[[Sequence[str]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -40,8 +47,9 @@ THRESHOLDS: dict[str, Thresholds] = {
 
 
 def family(precision: str) -> str:
-    """fp32 / fp16 / int8: which thresholds a precision (int8, int8-static, int8-weights, ...) is held to."""
-    return "int8" if precision.startswith("int") else precision
+    """fp32 / fp16 / int8: which thresholds a precision is held to. Every compressed precision (int8,
+    int8-static, int8-weights, palette6, ...) is held to int8's."""
+    return precision if precision in ("fp32", "fp16") else "int8"
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -75,10 +83,14 @@ def compare(reference: Encoder, candidate: Encoder, logit_scale: float, pairs: P
     return record
 
 
-def gate(record: dict, image_precision: str, text_precision: str, problems: Sequence[str] = ()) -> dict:
-    """Apply the thresholds: each tower its own precision's cosine, the zero-shot gates the looser tower's."""
+def gate(record: dict, image_precision: str, text_precision: str, problems: Sequence[str] = (),
+         max_top1_drop: float | None = None) -> dict:
+    """Apply the thresholds: each tower its own precision's cosine, the zero-shot gates the looser tower's
+    (its top-1 drop replaced by `max_top1_drop` when given)."""
     image_t, text_t = THRESHOLDS[family(image_precision)], THRESHOLDS[family(text_precision)]
     zero_shot_t = min(image_t, text_t, key=lambda t: t.min_cosine)
+    if max_top1_drop is not None:
+        zero_shot_t = replace(zero_shot_t, max_top1_drop=max_top1_drop)
     failures = list(problems)
     if record["image_cosine_min"] < image_t.min_cosine:
         failures.append(f"image cosine {record['image_cosine_min']:.6f} < {image_t.min_cosine}")
@@ -93,11 +105,13 @@ def gate(record: dict, image_precision: str, text_precision: str, problems: Sequ
             "passed": not failures, "failures": failures}
 
 
-def describe(record: dict) -> str:
+def describe(record: dict, brief: bool = False) -> str:
     parts = [f"image cos min {record['image_cosine_min']:.6f}", f"text cos min {record['text_cosine_min']:.6f}"]
     if "zero_shot_agreement" in record:
         parts += [f"top-1 agreement {record['zero_shot_agreement']:.1%}", f"Δtop-1 {-record['top1_drop_points']:+.2f} pt",
                   f"max |Δp| {record['max_probability_diff']:.2e}"]
+    if brief:
+        return ", ".join(parts) + "".join(f"; {f}" for f in record["failures"])
     t = record["thresholds"]
     parts.append(f"(thresholds: cos ≥ {t['image']['min_cosine']} image / {t['text']['min_cosine']} text, "
                  f"agreement ≥ {t['zero_shot']['min_agreement']:.0%}, drop ≤ {t['zero_shot']['max_top1_drop']} pt)")
