@@ -8,11 +8,12 @@
 
 from .classifier import Prediction, ZeroShotClassifier, class_prototypes
 from .errors import ClippingEdgeError
+from .gallery import Hit, ImageGallery
 from .index import PrototypeIndex
 from .manifest import FORMAT_VERSION, Manifest, read_manifest
 from .model import EdgeModel, load
 
 __version__ = "0.1.0"
 
-__all__ = ["ClippingEdgeError", "EdgeModel", "FORMAT_VERSION", "Manifest", "Prediction", "PrototypeIndex",
+__all__ = ["ClippingEdgeError", "EdgeModel", "FORMAT_VERSION", "Hit", "ImageGallery", "Manifest", "Prediction", "PrototypeIndex",
            "ZeroShotClassifier", "class_prototypes", "load", "read_manifest", "__version__"]

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Protocol, Sequence
+from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 
 from .errors import ClippingEdgeError
 from .index import PrototypeIndex
 from .model import EdgeModel
+from .pipeline import embed_images
 from .preprocess import ImageInput
 from .prompts import DEFAULT_TEMPLATES
 
@@ -107,3 +108,10 @@ class ZeroShotClassifier:
 
     def classify(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[list[Prediction]]:
         return self.classify_embeddings(self.model.encode_image(images, batch_size), top_k)
+
+    def classify_stream(self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 32,
+                        skip_unreadable: bool = False) -> Iterator[tuple[ImageInput, list[Prediction]]]:
+        """(image, predictions) as each batch is done, decoding the next batches meanwhile: for
+        folders, cameras and video (an iterable of uint8 HxWx3 frames)."""
+        for sources, embeddings in embed_images(self.model, images, batch_size, skip_unreadable):
+            yield from zip(sources, self.classify_embeddings(embeddings, top_k))

@@ -27,6 +27,7 @@ def _read_labels(value: str) -> list[str]:
 def cmd_classify(args: argparse.Namespace) -> None:
     from .classifier import ZeroShotClassifier
     from .model import load
+    from .pipeline import expand_images
 
     model = load(args.bundle, threads=args.threads)
     if args.labels_index:
@@ -35,12 +36,49 @@ def cmd_classify(args: argparse.Namespace) -> None:
         if args.labels is None:
             raise ClippingEdgeError("no classes given: pass --labels 'a,b,c' (or a labels.txt) or --labels-index INDEX")
         classifier = ZeroShotClassifier(model, _read_labels(args.labels))
-    results = classifier.classify(args.images, top_k=args.top_k)
-    for image, preds in zip(args.images, results):
+    for image, preds in classifier.classify_stream(expand_images(args.images), top_k=args.top_k,
+                                                   batch_size=args.batch_size, skip_unreadable=args.skip_unreadable):
         if args.json:
-            print(json.dumps({"image": str(image), "predictions": [dataclasses.asdict(p) for p in preds]}))
+            print(json.dumps({"image": str(image), "predictions": [dataclasses.asdict(p) for p in preds]}), flush=True)
         else:
-            print(f"{image}: " + ", ".join(f"{p.label} {p.score:.3f}" for p in preds))
+            print(f"{image}: " + ", ".join(f"{p.label} {p.score:.3f}" for p in preds), flush=True)
+
+
+def cmd_index_build(args: argparse.Namespace) -> None:
+    from .classifier import ZeroShotClassifier
+    from .model import load
+
+    model = load(args.bundle, threads=args.threads)
+    classifier = ZeroShotClassifier(model, _read_labels(args.labels), index_dtype=args.dtype)
+    path = classifier.save_index(args.out)
+    print(f"prototype index of {len(classifier.labels)} classes ({args.dtype}) -> {path} ({path.stat().st_size / 1e3:.1f} kB)")
+    print(f"next: clipping-edge classify --bundle {args.bundle} --labels-index {path} IMAGES...")
+
+
+def cmd_index_add(args: argparse.Namespace) -> None:
+    from .gallery import open_or_create
+    from .model import load
+    from .pipeline import expand_images
+
+    model = load(args.bundle, threads=args.threads)
+    gallery = open_or_create(args.index, model, args.dtype)
+    added = gallery.add(model, expand_images(args.images), batch_size=args.batch_size)
+    path = gallery.save(args.index)
+    print(f"added {added} images ({len(gallery)} in all) -> {path}")
+    print(f"next: clipping-edge index search --bundle {args.bundle} --index {path} 'a red circle'")
+
+
+def cmd_index_search(args: argparse.Namespace) -> None:
+    from .gallery import ImageGallery
+    from .model import load
+
+    model = load(args.bundle, threads=args.threads)
+    gallery = ImageGallery.open(args.index, model, view=True)
+    if bool(args.query) == bool(args.image):
+        raise ClippingEdgeError("search with text or with --image, not both or neither: index search ... 'a red circle'")
+    hits = gallery.search_image(model, [args.image], args.top_k) if args.image else gallery.search_text(model, [args.query], args.top_k)
+    for rank, hit in enumerate(hits[0], 1):
+        print(json.dumps({"rank": rank, **dataclasses.asdict(hit)}) if args.json else f"{rank:>3}  {hit.score:.4f}  {hit.path}")
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -88,9 +126,10 @@ def cmd_export(args: argparse.Namespace) -> None:
     from export.bundle import export_bundle, export_all
 
     if args.target == "all":
-        export_all(args.checkpoint, Path(args.out), args.quantize, args.data, args.allow_degraded)
+        export_all(args.checkpoint, Path(args.out), args.quantize, args.data, args.allow_degraded, args.max_top1_drop)
     else:
-        export_bundle(args.checkpoint, args.out, args.target, args.quantize, args.data, args.allow_degraded)
+        export_bundle(args.checkpoint, args.out, args.target, args.quantize, args.data, args.allow_degraded,
+                      args.max_top1_drop)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -114,6 +153,7 @@ def _targets_help() -> str:
     for t in TARGETS.values():
         lines.append(f"  {t.name} ({', '.join(t.aliases)})")
         lines += [f"    {name:<13} {spec.recipe}" for name, spec in t.precisions.items()]
+        lines.append(f"    {'auto':<13} tries {' > '.join(t.auto_order)} per tower")
     return "\n".join(lines)
 
 
@@ -144,7 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_targets_help())
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--target", default="onnx", help="a target below, or 'all' (one bundle per target under --out)")
-    p.add_argument("--quantize", default="none", help="none (fp32) or a precision the target offers (below)")
+    p.add_argument("--quantize", default="none",
+                   help="none (fp32), a precision the target offers (below), or auto: per tower the fastest precision "
+                        "that stays within --max-top1-drop")
+    p.add_argument("--max-top1-drop", type=float, default=None,
+                   help="zero-shot top-1 points an export may lose (default: the precision's gate; auto: 1.0)")
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--data", help="labelled data to validate on (default: the training dataset's test split)")
     p.add_argument("--allow-degraded", action="store_true", help="keep a bundle that fails validation")
@@ -156,9 +200,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels-index", help="a prototype index saved by ZeroShotClassifier.save_index")
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--threads", type=int)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--skip-unreadable", action="store_true", help="warn about unreadable images and go on")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files or folders")
     p.set_defaults(func=cmd_classify)
+
+    index = sub.add_parser("index", help="prototype indexes (classes) and image galleries (retrieval)")
+    index_sub = index.add_subparsers(dest="index_command", required=True)
+    p = index_sub.add_parser("build", help="embed class prompts once into a prototype index: devices then need no text tower")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--labels", required=True, help="'a,b,c', or a labels.txt (one a line) / labels.json")
+    p.add_argument("--out", required=True, help="index path (.usearch, with a .json sidecar)")
+    p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="i8 only if it ranks like f32")
+    p.add_argument("--threads", type=int)
+    p.set_defaults(func=cmd_index_build)
+    p = index_sub.add_parser("add", help="add images (files or folders) to an image gallery, creating it if needed")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--index", required=True, help="gallery path (.usearch, with a .json sidecar)")
+    p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="for a new gallery")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--threads", type=int)
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_index_add)
+    p = index_sub.add_parser("search", help="the gallery's images most similar to a text or to --image")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--index", required=True)
+    p.add_argument("--image", help="search by this image instead of text")
+    p.add_argument("--top-k", type=int, default=10)
+    p.add_argument("--threads", type=int)
+    p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
+    p.add_argument("query", nargs="?", help="the text to search for")
+    p.set_defaults(func=cmd_index_search)
 
     p = sub.add_parser("info", help="print a bundle's manifest")
     p.add_argument("bundle")
