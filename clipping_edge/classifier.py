@@ -94,17 +94,16 @@ class ZeroShotClassifier:
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """(B, d) image embeddings -> (B, C) class probabilities, columns in label order."""
-        positions, cosines = self.index.search(embeddings, len(self.labels))
-        full = np.empty_like(cosines)
-        np.put_along_axis(full, positions, cosines, axis=1)
-        return softmax(self.model.logit_scale * full)
+        return softmax(self.model.logit_scale * self.index.cosines(embeddings))
 
     def classify_embeddings(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
         k = min(top_k, len(self.labels))
-        positions, cosines = self.index.search(embeddings, len(self.labels))
-        probs = softmax(self.model.logit_scale * cosines)  # sorted order; softmax does not care
-        return [[Prediction(self.labels[p], float(s), float(c)) for p, s, c in zip(pos[:k], pr[:k], co[:k])]
-                for pos, pr, co in zip(positions, probs, cosines)]
+        cosines = self.index.cosines(embeddings)
+        probs = softmax(self.model.logit_scale * cosines)
+        best = np.argpartition(-cosines, k - 1, axis=1)[:, :k] if k < len(self.labels) else np.tile(np.arange(k), (len(cosines), 1))
+        best = np.take_along_axis(best, np.argsort(-np.take_along_axis(cosines, best, 1), axis=1), 1)
+        return [[Prediction(self.labels[p], float(pr[p]), float(co[p])) for p in row]
+                for row, pr, co in zip(best, probs, cosines)]
 
     def classify(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[list[Prediction]]:
         return self.classify_embeddings(self.model.encode_image(images, batch_size), top_k)

@@ -16,6 +16,7 @@ import copy
 import json
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -108,18 +109,24 @@ def _check_interface(path: Path, job: TowerJob) -> list[str]:
     return problems
 
 
-def stored_weights(path: Path) -> dict[str, np.ndarray]:
-    """Every constant in the package, decompressed to float, keyed as the tower's parameter names with
-    dots as underscores (the converter's naming; its suffixes removed)."""
+@dataclass
+class StoredWeight:
+    value: np.ndarray  # decompressed to float32
+    compressed: bool  # stored quantized or palettized (the converter skips some, e.g. embeddings)
+
+
+def stored_weights(path: Path) -> dict[str, StoredWeight]:
+    """Every constant in the package, keyed as the tower's parameter names with dots as underscores
+    (the converter's naming, its suffixes removed)."""
     import coremltools as ct
     from coremltools.optimize.coreml import decompress_weights, get_weights_metadata
 
     model = ct.models.MLModel(str(path), skip_model_load=True)
     weights = {}
     for name, meta in get_weights_metadata(decompress_weights(model), weight_threshold=0).items():
-        for suffix in ("_palettized", "_quantized", "_to_fp16"):
-            name = name.removesuffix(suffix)
-        weights[name] = np.asarray(meta.val, np.float32)
+        key = name.removesuffix("_palettized").removesuffix("_quantized")
+        compressed = key != name
+        weights[key.removesuffix("_to_fp16")] = StoredWeight(np.asarray(meta.val, np.float32), compressed)
     return weights
 
 
@@ -177,19 +184,24 @@ def check_offline(job: TowerJob) -> OfflineCheck:
 
     Weights the converter fused (the conv stem's batch norms) have no stored counterpart: the stand-in
     applies the recipe to those itself. Each stored compressed weight is also held against the recipe
-    as documented (int8: the per-channel round trip; palettes: at most 2**nbits values per table)."""
+    as documented (int8: the per-channel round trip, within a step; palettes: at most 2**nbits values
+    per table)."""
     problems = _check_interface(job.path, job)
     stored = stored_weights(job.path)
     tower = copy.deepcopy(job.module).eval()
-    loaded, simulated, worst = 0, [], 0.0
+    loaded, simulated, steps_off, share_off = 0, [], 0.0, 0.0
     with torch.no_grad():
         for name, param in tower.named_parameters():
-            weight = stored.get(name.replace(".", "_"))
-            if weight is not None and weight.shape == tuple(param.shape):
-                if job.precision == "int8-weights" and param.numel() >= WEIGHT_THRESHOLD:
-                    expected = _int8_round_trip(param).numpy()
-                    worst = max(worst, float(np.abs(weight - expected).max() / max(np.abs(expected).max(), 1e-12)))
-                if job.precision in PALETTES and param.numel() >= WEIGHT_THRESHOLD:
+            entry = stored.get(name.replace(".", "_"))
+            if entry is not None and entry.value.shape == tuple(param.shape):
+                weight = entry.value
+                if job.precision == "int8-weights" and entry.compressed:
+                    # in int8 steps of each output channel: the converter's float16 scales may round a
+                    # value the other way (a step, a little more), anything further is not this recipe
+                    step = (param.abs().flatten(1).amax(1).clamp(min=1e-12) / 127.0).view(-1, *([1] * (param.ndim - 1)))
+                    off = (torch.from_numpy(weight) - _int8_round_trip(param)).abs() / step
+                    steps_off, share_off = max(steps_off, float(off.max())), max(share_off, float((off > 0.5).float().mean()))
+                if job.precision in PALETTES and entry.compressed:
                     if (count := _unique_per_lut(weight, job.precision)) > 2 ** PALETTES[job.precision][0]:
                         problems.append(f"{job.kind} {name} holds {count} values per table, more than its palette")
                 param.copy_(torch.from_numpy(weight))
@@ -197,9 +209,10 @@ def check_offline(job: TowerJob) -> OfflineCheck:
             elif param.ndim > 1 and param.numel() >= WEIGHT_THRESHOLD:
                 param.copy_(_recipe_round_trip(param, job.precision))
                 simulated.append(name)
-    # int8 values dequantized to float16 differ from the exact round trip by half an fp16 step (~5e-4)
-    if worst > 2e-3:
-        problems.append(f"{job.kind} stored int8 weights differ from the per-channel round trip by {worst:.1e} (relative)")
-    figures = {"stored_weights_loaded": loaded, "recipe_simulated": simulated, "int8_vs_round_trip_max_rel": worst}
+    if steps_off > 1.5 or share_off > 0.05:
+        problems.append(f"{job.kind} stored int8 weights are not the per-channel round trip: up to {steps_off:.1f} steps "
+                        f"off, {share_off:.1%} of a tensor off by a step")
+    figures = {"stored_weights_loaded": loaded, "recipe_simulated": simulated,
+               "int8_max_steps_off": steps_off, "int8_share_off_by_a_step": share_off}
     module = _Fp16Compute(tower) if _compute_precision(job) == "fp16" else tower
     return OfflineCheck(module, problems, figures)

@@ -97,11 +97,11 @@ def test_coreml_stand_in_runs_the_stored_weights(tiny_checkpoint: Path, tmp_path
     tower = TextTower(student)
     job = TowerJob("text", tower, TEXT_INPUT, tower.example, tmp_path / "text.mlpackage", "int8-weights")
     export_coreml(job)
-    stored = stored_weights(job.path)["text_blocks_0_mlp_0_weight"]
+    stored = stored_weights(job.path)["text_blocks_0_mlp_0_weight"].value
     check = check_offline(job)
-    assert not check.problems and check.figures["int8_vs_round_trip_max_rel"] < 2e-3
+    assert not check.problems and check.figures["int8_max_steps_off"] <= 1.5
     simulated = dict(check.simulated.named_parameters())["text.blocks.0.mlp.0.weight"].detach().numpy()
     assert (simulated == stored).all() and not (simulated == tower.text.blocks[0].mlp[0].weight.detach().numpy()).all()
     with torch.no_grad():
         tower.text.blocks[0].mlp[0].weight.mul_(1.05)  # no longer what the package holds
-    assert any("differ from the per-channel round trip" in p for p in check_offline(job).problems)
+    assert any("not the per-channel round trip" in p for p in check_offline(job).problems)
