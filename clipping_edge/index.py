@@ -117,8 +117,11 @@ class PrototypeIndex:
         return self._matrix
 
     def cosines(self, queries: np.ndarray) -> np.ndarray:
-        """(B, d) normalised queries -> (B, C) cosine to every prototype, columns in label order."""
-        return np.asarray(queries, dtype=np.float32) @ self.matrix.T
+        """(B, d) normalised queries -> (B, C) cosine to every prototype, columns in label order.
+        One matrix-vector product per query: a (B, d) x (d, C) product starts BLAS threads that
+        fight the backend's still-spinning threads (35 ms instead of 1 ms a batch of 32 here)."""
+        queries = np.asarray(queries, dtype=np.float32)
+        return np.stack([self.matrix @ q for q in queries]) if len(queries) else np.zeros((0, len(self.labels)), np.float32)
 
     @classmethod
     def build(cls, vectors: np.ndarray, labels: Sequence[str], fingerprint: str, dtype: str = "f16") -> "PrototypeIndex":
