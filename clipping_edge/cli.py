@@ -132,6 +132,13 @@ def cmd_export(args: argparse.Namespace) -> None:
                       args.max_top1_drop)
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from benchmarks.suite import run
+
+    return run(args.checkpoint, args.bundles or [], args.data, args.targets, args.precisions, args.threads,
+               Path(args.out), Path(args.bundle_dir) if args.bundle_dir else None, args.floor)
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     from .demo import run_demo
 
@@ -194,6 +201,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-degraded", action="store_true", help="keep a bundle that fails validation")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("benchmark", help="every target x precision side by side: latency, memory, accuracy",
+                       description="Exports what is missing, then measures every bundle with PyTorch eager, a naive "
+                                   "ONNX export and the machine's GEMM peak as reference rows.")
+    p.add_argument("--checkpoint", help="export and measure every target x precision of this student")
+    p.add_argument("--bundles", nargs="+", help="measure these bundles (or folders of bundles) instead / as well")
+    p.add_argument("--bundle-dir", help="where --checkpoint bundles live and missing ones are written (default OUT/bundles)")
+    p.add_argument("--data", help="labelled data (default: the checkpoint's training data, test split)")
+    p.add_argument("--targets", nargs="+", default=["onnx", "openvino", "tflite", "coreml"])
+    p.add_argument("--precisions", nargs="+", help="only these precisions (default: all a target offers)")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--floor", type=float, help="exit 1 if a valid row's zero-shot top-1 (%%) is below this")
+    p.add_argument("--out", default="runs/benchmark")
+    p.set_defaults(func=cmd_benchmark)
+
     p = sub.add_parser("classify", help="zero-shot classify images with a bundle")
     p.add_argument("--bundle", required=True)
     p.add_argument("--labels", help="'a,b,c', or a labels.txt (one a line) / labels.json")
@@ -252,14 +273,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)  # a command may return an exit status (benchmark --floor)
     except ClippingEdgeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

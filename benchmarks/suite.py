@@ -1,0 +1,393 @@
+"""`clipping-edge benchmark`: every target x precision side by side, with PyTorch, a naive export and
+the machine's limit as reference rows, so a deployer can pick what to ship.
+
+    clipping-edge benchmark --checkpoint runs/demo/train/checkpoint --bundle-dir runs/exports
+
+Bundles missing under --bundle-dir are exported first (from the export table). Latency is measured
+in rounds; each round visits every row, so drift of the machine hits all rows alike. Outputs: a
+Markdown table, OUT/benchmark.csv and .json (host and package versions), OUT/benchmark.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from clipping_edge.classifier import class_prototypes, softmax
+from clipping_edge.errors import ClippingEdgeError
+from clipping_edge.preprocess import preprocess_batch
+
+ROUNDS, CALLS_PER_ROUND, WARMUP = 5, 20, 5
+EVAL_IMAGES = 960
+
+
+@dataclass
+class Row:
+    name: str  # "onnx int8", "pytorch eager fp32", ...
+    kind: str  # "bundle" or "reference"
+    status: str  # ✅ valid, ❎ failed validation, ❌ failed to export, ⏭ cannot run here
+    encoder: object | None = None  # encode_pixels / encode_text
+    logit_scale: float = 100.0
+    precision: str = "fp32"  # for the GEMM peak it is compared with
+    figures: dict = field(default_factory=dict)
+    samples: dict[str, list[float]] = field(default_factory=dict)  # measure -> seconds per call
+
+
+def _fmt(value: object, spec: str = ".2f") -> str:
+    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else format(value, spec)
+
+
+# --- rows ---------------------------------------------------------------------------------------
+
+def bundle_rows(checkpoint: str | None, bundle_dir: Path, bundles: Sequence[str], targets: Sequence[str],
+                precisions: Sequence[str] | None, data: str | None, threads: int | None) -> list[Row]:
+    """One row per bundle: given ones, or target x precision exported from the checkpoint where missing."""
+    import clipping_edge
+    from export.targets import TARGETS, get_target
+
+    found: list[tuple[str, Path | None, str]] = []  # (name, bundle, error)
+    if checkpoint:
+        from export.bundle import export_bundle
+        from training.checkpoint import fingerprint
+
+        wanted_fp = fingerprint(checkpoint)
+        for target in (get_target(t) for t in targets):
+            for precision in [p for p in target.precisions if precisions is None or p in precisions]:
+                path = bundle_dir / f"{target.name}-{precision}"
+                manifest = path / "manifest.json"
+                if not (manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == wanted_fp):
+                    try:
+                        export_bundle(checkpoint, path, target.name, precision, data, allow_degraded=True)
+                    except ClippingEdgeError as exc:
+                        found.append((f"{target.name} {precision}", None, str(exc)))
+                        continue
+                found.append((f"{target.name} {precision}", path, ""))
+    for given in map(Path, bundles):
+        for manifest in sorted([given / "manifest.json"] if (given / "manifest.json").is_file() else given.glob("*/manifest.json")):
+            record = json.loads(manifest.read_text())
+            found.append((f"{record['target']} {record['precision']}", manifest.parent, ""))
+    rows = []
+    for name, path, error in found:
+        if path is None:
+            rows.append(Row(name, "bundle", "❌", figures={"error": error}))
+            continue
+        model = clipping_edge.load(path, threads=threads)
+        manifest = model.manifest
+        sizes = {f"{k}_mb": _size_mb(path / getattr(manifest, f"{k}_tower")) for k in ("image", "text")}
+        runs_here = TARGETS[manifest.target].runs_here()
+        status = ("✅" if manifest.parity.get("passed") else "❎") if runs_here else "⏭"
+        precision = manifest.quantization.get("image", {}).get("precision", manifest.precision)
+        rows.append(Row(name, "bundle", status, model if runs_here else None, manifest.logit_scale, precision,
+                        {"bundle": str(path), **sizes, "parity_top1_drop": manifest.parity.get("top1_drop_points")}))
+    return rows
+
+
+def _size_mb(path: Path) -> float:
+    from export.bundle import size_mb
+
+    return size_mb(path)
+
+
+def pytorch_row(checkpoint: str, threads: int | None) -> tuple[Row, object]:
+    """What a user has without us: the student in PyTorch eager mode, fp32."""
+    import torch
+
+    from export.towers import ImageTower, TextTower
+    from training.checkpoint import load_student
+    from training.evaluate import TorchEncoder
+
+    if threads:
+        torch.set_num_threads(threads)
+    student, tokenizer, _ = load_student(checkpoint)
+    encoder = TorchEncoder(ImageTower(student).eval(), TextTower(student).eval(), tokenizer, student.config.vision.image_size)
+    scale = float(student.logit_scale.exp().clamp(max=100).item())
+    return Row("pytorch eager fp32", "reference", "✅", encoder, scale), student
+
+
+class NaiveOnnx:
+    """The hand-rolled export: an fp32 ONNX file in a default ONNX Runtime session, classes scored by
+    a numpy product with the text embeddings (no index, no graph options, no quantization)."""
+
+    def __init__(self, bundle: Path):
+        import onnxruntime as ort
+
+        from clipping_edge.tokenizer import TextTokenizer
+
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        self.image = ort.InferenceSession(str(bundle / manifest["image_tower"]), providers=["CPUExecutionProvider"])
+        self.text = ort.InferenceSession(str(bundle / manifest["text_tower"]), providers=["CPUExecutionProvider"])
+        self.tokenizer = TextTokenizer(bundle / manifest["tokenizer"], manifest["context_length"])
+        self.image_size = manifest["image_size"]
+
+    def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        return self.image.run(None, {"pixels": pixels})[0]
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        return self.text.run(None, {"input_ids": self.tokenizer(texts, warn=False)})[0]
+
+
+# --- measurements -------------------------------------------------------------------------------
+
+def latency_jobs(row: Row, pixels: np.ndarray, image_paths: list[str], prompt: str, prototypes: np.ndarray,
+                 image_size: int) -> dict[str, Callable[[int], None]]:
+    """measure -> a call taking the iteration number. classify = decode + preprocess + tower + scores."""
+    enc = row.encoder
+
+    def classify(i: int) -> None:
+        emb = enc.encode_pixels(preprocess_batch([image_paths[i % len(image_paths)]], image_size))
+        softmax(row.logit_scale * np.stack([prototypes @ e for e in emb]))
+
+    return {
+        "image_b1": lambda i: enc.encode_pixels(pixels[i % len(pixels)][None]),
+        "image_b8": lambda i: enc.encode_pixels(pixels[(i * 8) % (len(pixels) - 8):][:8]),
+        "text_b1": lambda i: enc.encode_text([prompt]),
+        "classify_b1": classify,
+    }
+
+
+def measure_latency(rows: list[Row], jobs: dict[str, dict[str, Callable[[int], None]]], rounds: int,
+                    calls: int) -> None:
+    for row in rows:  # warm-up: first-call allocations and kernel selection do not count
+        for job in jobs[row.name].values():
+            for i in range(WARMUP):
+                job(i)
+    for r in range(rounds):
+        for row in rows:
+            for measure, job in jobs[row.name].items():
+                for i in range(calls):
+                    start = time.perf_counter()
+                    job(r * calls + i)
+                    row.samples.setdefault(measure, []).append(time.perf_counter() - start)
+    for row in rows:
+        for measure, samples in row.samples.items():
+            per = 8 if measure == "image_b8" else 1
+            median = statistics.median(samples)
+            row.figures[f"{measure}_ms"] = 1e3 * median / per
+            row.figures[f"{measure}_p90_ms"] = 1e3 * float(np.percentile(samples, 90)) / per
+            row.figures[f"{measure}_outliers"] = sum(s > 2 * median for s in samples)
+        row.figures["images_per_s"] = 1e3 / row.figures["image_b8_ms"]
+
+
+def measure_accuracy(rows: list[Row], pairs, reference_row: Row | None) -> None:
+    from training.evaluate import retrieval_metrics
+
+    task = pairs.zero_shot
+    subset = pairs.pairs[:EVAL_IMAGES]
+    labels = np.asarray([task.classes.index(p.label) for p in subset])
+    predictions = {}
+    for row in rows:
+        pixels = preprocess_batch([p.image for p in subset], _image_size(row))
+        images = np.concatenate([row.encoder.encode_pixels(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
+        prototypes = class_prototypes(row.encoder, task.classes, task.templates, task.synonyms)
+        predictions[row.name] = (images @ prototypes.T).argmax(1)
+        row.figures["zero_shot_top1"] = 100 * float((predictions[row.name] == labels).mean())
+        captions = [p.caption for p in subset]
+        texts = np.concatenate([row.encoder.encode_text(captions[i:i + 256]) for i in range(0, len(captions), 256)])
+        retrieval = retrieval_metrics(images, texts, captions, ks=(1,))
+        row.figures["R@1_i2t"] = 100 * retrieval["image_to_text_R@1"]
+        row.figures["R@1_t2i"] = 100 * retrieval["text_to_image_R@1"]
+    if reference_row is not None:
+        for row in rows:
+            row.figures["delta_top1"] = row.figures["zero_shot_top1"] - reference_row.figures["zero_shot_top1"]
+            row.figures["agreement"] = 100 * float((predictions[row.name] == predictions[reference_row.name]).mean())
+
+
+def _image_size(row: Row) -> int:
+    return row.encoder.manifest.image_size if hasattr(row.encoder, "manifest") else row.encoder.image_size
+
+
+def image_tower_flops(student) -> int:
+    """Multiply-adds x 2 of the image tower for one image, counted by PyTorch's FLOP counter."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    size = student.config.vision.image_size
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        student.visual(torch.rand(1, 3, size, size))
+    return int(counter.get_total_flops())
+
+
+def gemm_peaks(n: int = 1024, repeats: int = 10) -> dict[str, float]:
+    """GFLOP/s of a large fp32 matrix product (numpy's BLAS) and an int8 one (ONNX Runtime's
+    MatMulInteger), on all cores: what the machine can do at best, measured in the same run."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    def best_rate(call: Callable[[], object]) -> float:  # the fastest call: a peak, not an average
+        call()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - start)
+        return 2 * n ** 3 / min(times) / 1e9
+
+    a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
+    fp32 = best_rate(lambda: a @ b)
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "gemm",
+                              [helper.make_tensor_value_info("A", TensorProto.UINT8, [n, n]),
+                               helper.make_tensor_value_info("B", TensorProto.INT8, [n, n])],
+                              [helper.make_tensor_value_info("Y", TensorProto.INT32, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    feeds = {"A": np.random.randint(0, 255, (n, n), dtype=np.uint8), "B": np.random.randint(-127, 127, (n, n), dtype=np.int8)}
+    return {"fp32_gflops": fp32, "int8_gops": best_rate(lambda: session.run(None, feeds))}
+
+
+def cold_start_and_rss(row: Row, pairs, out: Path) -> None:
+    """Import + load + prototype index in a fresh process, and its peak RSS (benchmarks.runtime)."""
+    from benchmarks.runtime import cold_start
+    from clipping_edge import ZeroShotClassifier
+
+    task = pairs.zero_shot
+    index = ZeroShotClassifier(row.encoder, task.classes, task.templates, task.synonyms).save_index(
+        out / "indexes" / row.name.replace(" ", "-"))
+    figures = cold_start(Path(row.figures["bundle"]), index, Path(pairs.pairs[0].image), row.encoder.options.threads)
+    row.figures.update(cold_start_s=figures["cold_start_s"], peak_rss_mb=figures["peak_rss_mb"])
+
+
+# --- report -------------------------------------------------------------------------------------
+
+COLUMNS = [("status", "", "s"), ("image_mb", "img MB", ".2f"), ("text_mb", "txt MB", ".2f"),
+           ("image_b1_ms", "img b1 ms", ".2f"), ("image_b1_p90_ms", "p90", ".2f"), ("image_b8_ms", "img b8 ms/img", ".2f"),
+           ("images_per_s", "img/s", ".0f"), ("text_b1_ms", "txt ms/prompt", ".2f"), ("classify_b1_ms", "classify ms", ".2f"),
+           ("cold_start_s", "cold s", ".2f"), ("peak_rss_mb", "RSS MB", ".0f"), ("zero_shot_top1", "top-1 %", ".1f"),
+           ("delta_top1", "Δ pt", "+.2f"), ("agreement", "agree %", ".1f"), ("R@1_i2t", "R@1 i→t", ".1f"),
+           ("R@1_t2i", "R@1 t→i", ".1f"), ("speedup_b1", "× torch b1", ".2f"), ("gemm_fraction", "% peak", ".0f")]
+
+
+def markdown(rows: list[Row]) -> str:
+    lines = ["| row | " + " | ".join(h for _, h, _ in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for row in rows:
+        cells = [row.status if key == "status" else _fmt(row.figures.get(key), spec) for key, _, spec in COLUMNS]
+        lines.append(f"| {row.name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both lower latency and higher accuracy."""
+    return [i for i, (x, y) in enumerate(points)
+            if not any((x2 <= x and y2 >= y) and (x2, y2) != (x, y) for x2, y2 in points)]
+
+
+def plot(rows: list[Row], path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot (pip install 'clipping-edge[bench]')", file=sys.stderr)
+        return None
+    measured = [r for r in rows if "image_b1_ms" in r.figures and "zero_shot_top1" in r.figures]
+    points = [(r.figures["image_b1_ms"], r.figures["zero_shot_top1"]) for r in measured]
+    front = set(pareto(points))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for i, (row, (x, y)) in enumerate(zip(measured, points)):
+        ax.scatter(x, y, marker="*" if i in front else "o", s=120 if i in front else 40,
+                   color="tab:red" if row.kind == "reference" else "tab:blue")
+        ax.annotate(row.name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+    ordered = sorted(points[i] for i in front)
+    ax.plot([p[0] for p in ordered], [p[1] for p in ordered], "--", color="grey", linewidth=1, label="Pareto front")
+    ax.set_xlabel("image tower latency, batch 1 (ms, median)")
+    ax.set_ylabel("zero-shot top-1 (%)")
+    ax.set_title("accuracy vs latency (red: reference rows, stars: Pareto front)")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def host() -> dict:
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    return {"platform": platform.platform(), "python": platform.python_version(), "cpu": model, "cores": os.cpu_count()}
+
+
+def run(checkpoint: str | None, bundles: Sequence[str], data: str | None, targets: Sequence[str],
+        precisions: Sequence[str] | None, threads: int | None, out: Path, bundle_dir: Path | None,
+        floor: float | None, rounds: int = ROUNDS, calls: int = CALLS_PER_ROUND) -> int:
+    from export.bundle import package_versions
+    from training.data.pairs import read_pairs, resolve_split
+
+    if not checkpoint and not bundles:
+        raise ClippingEdgeError("nothing to benchmark: pass --checkpoint C (exports what is missing) or --bundles DIR...")
+    if checkpoint and not data:
+        from training.checkpoint import load_student
+
+        data = load_student(checkpoint)[2].get("train", {}).get("data")
+    pairs = read_pairs(resolve_split(data or "synthetic", "test"))
+    if pairs.zero_shot is None or not all(p.label for p in pairs.pairs):
+        raise ClippingEdgeError(f"{pairs.root} has no labelled zero-shot task: benchmark on labelled data (--data)")
+    out.mkdir(parents=True, exist_ok=True)
+    rows = bundle_rows(checkpoint, bundle_dir or out / "bundles", bundles, targets, precisions, data, threads)
+    reference, student = pytorch_row(checkpoint, threads) if checkpoint else (None, None)
+    fp32_onnx = next((Path(r.figures["bundle"]) for r in rows if r.name == "onnx fp32" and r.encoder), None)
+    references = [r for r in (reference,) if r] + (
+        [Row("naive onnx fp32 + numpy", "reference", "✅", NaiveOnnx(fp32_onnx), rows[0].logit_scale)] if fp32_onnx else [])
+    runnable = [r for r in references + rows if r.encoder is not None]
+    if not runnable:
+        raise ClippingEdgeError("no row can run on this machine (Core ML needs macOS)")
+
+    print(f"accuracy on {min(len(pairs), EVAL_IMAGES)} images of {pairs.root} ...", file=sys.stderr)
+    measure_accuracy(runnable, pairs, reference)
+    task = pairs.zero_shot
+    image_paths = [str(p.image) for p in pairs.pairs[:64]]
+    jobs = {}
+    for row in runnable:
+        size = _image_size(row)
+        prototypes = class_prototypes(row.encoder, task.classes, task.templates, task.synonyms)
+        jobs[row.name] = latency_jobs(row, preprocess_batch(image_paths, size), image_paths, task.templates[0].format(task.classes[0]),
+                                      prototypes, size)
+    print(f"latency: {rounds} rounds x {len(runnable)} rows ...", file=sys.stderr)
+    measure_latency(runnable, jobs, rounds, calls)
+    for row in runnable:
+        if row.kind == "bundle":
+            cold_start_and_rss(row, pairs, out)
+    machine = gemm_peaks()
+    flops = image_tower_flops(student) if student is not None else None
+    for row in runnable:
+        if reference is not None:
+            row.figures["speedup_b1"] = reference.figures["image_b1_ms"] / row.figures["image_b1_ms"]
+        if flops:
+            achieved = flops / (row.figures["image_b8_ms"] / 1e3) / 1e9
+            peak = machine["int8_gops"] if row.precision.startswith("int8") and "weights" not in row.precision else machine["fp32_gflops"]
+            row.figures.update(achieved_gflops=achieved, gemm_fraction=100 * achieved / peak)
+
+    ordered = references + rows
+    print("\n" + markdown(ordered))
+    print(f"\nmachine: {host()['cpu']}, {os.cpu_count()} cores; GEMM peak fp32 {machine['fp32_gflops']:.1f} GFLOP/s, "
+          f"int8 {machine['int8_gops']:.1f} GOP/s; image tower {flops / 1e6 if flops else float('nan'):.1f} MFLOP/image")
+    with open(out / "benchmark.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        keys = sorted({k for r in ordered for k in r.figures})
+        writer.writerow(["row", "kind", "status", *keys])
+        for r in ordered:
+            writer.writerow([r.name, r.kind, r.status, *[r.figures.get(k, "") for k in keys]])
+    record = {"host": host(), "versions": package_versions(), "machine": {**machine, "image_tower_flops": flops},
+              "data": str(pairs.root), "rounds": rounds, "calls_per_round": calls,
+              "rows": [{"name": r.name, "kind": r.kind, "status": r.status, **r.figures} for r in ordered]}
+    (out / "benchmark.json").write_text(json.dumps(record, indent=2, default=str))
+    png = plot(ordered, out / "benchmark.png")
+    print(f"wrote {out / 'benchmark.csv'}, {out / 'benchmark.json'}" + (f", {png}" if png else ""))
+    if floor is not None:
+        below = [r.name for r in rows if r.status == "✅" and r.figures.get("zero_shot_top1", 100.0) < floor]
+        if below:
+            print(f"error: below the top-1 floor of {floor} %: {', '.join(below)}", file=sys.stderr)
+            return 1
+    return 0

@@ -1,0 +1,33 @@
+"""`clipping-edge benchmark` end to end on the tiny student (one round), and its Pareto front."""
+
+import csv
+import json
+from pathlib import Path
+
+from benchmarks.suite import pareto, run
+
+
+def test_pareto_front():
+    # (latency, accuracy): the third is slower and less accurate than the first
+    assert pareto([(1.0, 50.0), (2.0, 60.0), (3.0, 40.0), (0.5, 10.0)]) == [0, 1, 3]
+
+
+def test_benchmark_measures_every_row_and_gates_on_the_floor(tiny_checkpoint: Path, small_data: Path, tmp_path: Path):
+    args = dict(checkpoint=str(tiny_checkpoint), bundles=[], data=str(small_data), targets=["onnx", "tflite"],
+                precisions=["fp32", "int8"], threads=None, out=tmp_path / "bench", bundle_dir=None, rounds=1, calls=3)
+    assert run(floor=0.0, **args) == 0
+    record = json.loads((tmp_path / "bench" / "benchmark.json").read_text())
+    rows = {r["name"]: r for r in record["rows"]}
+    assert list(rows) == ["pytorch eager fp32", "naive onnx fp32 + numpy", "onnx fp32", "onnx int8", "tflite fp32", "tflite int8"]
+    for name, row in rows.items():
+        assert row["image_b1_ms"] > 0 and row["image_b8_ms"] > 0 and row["text_b1_ms"] > 0 and row["classify_b1_ms"] > 0
+        assert 0 < row["zero_shot_top1"] <= 100 and row["gemm_fraction"] > 0
+        if row["kind"] == "bundle":
+            assert row["status"] == "✅" and row["peak_rss_mb"] > 10 and row["cold_start_s"] > 0
+    # fp32 exports agree with PyTorch; the reference row is its own baseline
+    assert rows["onnx fp32"]["agreement"] >= 99.0 and rows["pytorch eager fp32"]["delta_top1"] == 0
+    assert record["machine"]["fp32_gflops"] > 0 and record["machine"]["image_tower_flops"] > 0
+    assert len(list(csv.reader((tmp_path / "bench" / "benchmark.csv").open()))) == 1 + len(rows)
+    assert (tmp_path / "bench" / "benchmark.png").stat().st_size > 1000
+    # the bundles now exist: a second run re-measures without exporting, and the floor fails it
+    assert run(floor=101.0, **args) == 1
