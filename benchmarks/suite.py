@@ -138,13 +138,13 @@ class NaiveOnnx:
 
 # --- measurements -------------------------------------------------------------------------------
 
-def latency_jobs(row: Row, pixels: np.ndarray, image_paths: list[str], prompt: str, prototypes: np.ndarray,
+def latency_jobs(row: Row, pixels: np.ndarray, images: list[Path | bytes], prompt: str, prototypes: np.ndarray,
                  image_size: int) -> dict[str, Callable[[int], None]]:
     """measure -> a call taking the iteration number. classify = decode + preprocess + tower + scores."""
     enc = row.encoder
 
     def classify(i: int) -> None:
-        emb = enc.encode_pixels(preprocess_batch([image_paths[i % len(image_paths)]], image_size))
+        emb = enc.encode_pixels(preprocess_batch([images[i % len(images)]], image_size))
         softmax(row.logit_scale * np.stack([prototypes @ e for e in emb]))
 
     return {
@@ -186,7 +186,7 @@ def measure_accuracy(rows: list[Row], pairs, reference_row: Row | None) -> None:
     labels = np.asarray([task.classes.index(p.label) for p in subset])
     predictions = {}
     for row in rows:
-        pixels = preprocess_batch([p.image for p in subset], _image_size(row))
+        pixels = preprocess_batch([p.source() for p in subset], _image_size(row))
         images = np.concatenate([row.encoder.encode_pixels(pixels[i:i + 32]) for i in range(0, len(pixels), 32)])
         prototypes = class_prototypes(row.encoder, task.classes, task.templates, task.synonyms)
         predictions[row.name] = (images @ prototypes.T).argmax(1)
@@ -256,7 +256,11 @@ def cold_start_and_rss(row: Row, pairs, out: Path) -> None:
     task = pairs.zero_shot
     index = ZeroShotClassifier(row.encoder, task.classes, task.templates, task.synonyms).save_index(
         out / "indexes" / row.name.replace(" ", "-"))
-    figures = cold_start(Path(row.figures["bundle"]), index, Path(pairs.pairs[0].image), row.encoder.options.threads)
+    image = pairs.pairs[0].source()
+    if isinstance(image, bytes):  # a shard member: the fresh process reads a file
+        (out / "cold-start-image").write_bytes(image)
+        image = out / "cold-start-image"
+    figures = cold_start(Path(row.figures["bundle"]), index, image, row.encoder.options.threads)
     row.figures.update(cold_start_s=figures["cold_start_s"], peak_rss_mb=figures["peak_rss_mb"])
 
 
@@ -347,12 +351,12 @@ def run(checkpoint: str | None, bundles: Sequence[str], data: str | None, target
     print(f"accuracy on {min(len(pairs), EVAL_IMAGES)} images of {pairs.root} ...", file=sys.stderr)
     measure_accuracy(runnable, pairs, reference)
     task = pairs.zero_shot
-    image_paths = [str(p.image) for p in pairs.pairs[:64]]
+    images = [p.source() for p in pairs.pairs[:64]]
     jobs = {}
     for row in runnable:
         size = _image_size(row)
         prototypes = class_prototypes(row.encoder, task.classes, task.templates, task.synonyms)
-        jobs[row.name] = latency_jobs(row, preprocess_batch(image_paths, size), image_paths, task.templates[0].format(task.classes[0]),
+        jobs[row.name] = latency_jobs(row, preprocess_batch(images, size), images, task.templates[0].format(task.classes[0]),
                                       prototypes, size)
     print(f"latency: {rounds} rounds x {len(runnable)} rows ...", file=sys.stderr)
     measure_latency(runnable, jobs, rounds, calls)

@@ -152,6 +152,30 @@ def cmd_data_synth(args: argparse.Namespace) -> None:
     print(f"wrote {args.n_train} train and {args.n_test} test pairs to {out}")
 
 
+def cmd_data_prepare(args: argparse.Namespace) -> None:
+    from training.data.prepare import prepare
+
+    # Dataset-specific flags travel only when given, so one that does not apply is reported, not ignored.
+    options = {k: getattr(args, k) for k in ("image_size", "skin_tones", "label", "font", "max_pixels")
+               if getattr(args, k) is not None}
+    done = prepare(args.name, args.out, source=args.source, seed=args.seed, limit_per_class=args.limit_per_class,
+                   **options)
+    counts = ", ".join(f"{split} {n}" for split, n in done.counts.items() if n)
+    classes = ", ".join(done.classes[:12]) + (f", ... ({len(done.classes)} in all)" if len(done.classes) > 12 else "")
+    print(f"wrote {done.name} to {done.out} in {done.seconds:.1f} s: {counts} pairs; {len(done.classes)} classes: {classes}")
+    if done.skipped:
+        print("skipped: " + ", ".join(f"{n} {why}" for why, n in done.skipped.items()))
+    print(f"next: clipping-edge train --data {done.out} --out runs/{done.name}")
+
+
+def cmd_data_shard(args: argparse.Namespace) -> None:
+    from training.data.shards import write_shards
+
+    written = write_shards(args.data, args.out, args.per_shard)
+    print(f"wrote {args.out}: " + ", ".join(f"{split} {n} pairs in {k} shard(s)" for split, (n, k) in written.items()))
+    print(f"next: clipping-edge train --data {args.out} --out runs/shards")
+
+
 def _targets_help() -> str:
     """The export table as help text. Reading it imports no converter."""
     from export.targets import TARGETS
@@ -266,6 +290,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", type=int, default=64)
     p.set_defaults(func=cmd_data_synth)
+    p = data.add_parser("prepare", help="write a real dataset that ships in Debian packages in the generic format",
+                        description="fashion-mnist (dataset-fashion-mnist), emoji (unicode-data + fonts-noto-color-emoji) "
+                                    "or openclipart (openclipart-png + openclipart-svg), read from the packages' files "
+                                    "or your own copy in the same upstream format (--source).")
+    p.add_argument("name", help="fashion-mnist, emoji or openclipart")
+    p.add_argument("--out", required=True, help="dataset folder to write (train/, val/, test/, zeroshot.json)")
+    p.add_argument("--source", help="the upstream files: the IDX folder, emoji-test.txt, or the folder holding png/ and svg/")
+    p.add_argument("--seed", type=int, default=0, help="fixes the split and the caption choices")
+    p.add_argument("--limit-per-class", type=int, help="keep at most N pairs per class (fashion-mnist: per upstream file)")
+    p.add_argument("--image-size", type=int, help="emoji (default 96) and openclipart (default 128): square side in px")
+    p.add_argument("--skin-tones", action="store_true", default=None,
+                   help="emoji: keep skin-tone variants (each in its base emoji's split) instead of the base only")
+    p.add_argument("--label", choices=["subgroup", "group"], help="emoji: classes are CLDR subgroups (default) or groups")
+    p.add_argument("--font", help="emoji: a colour emoji font that opens at size 109 (default: Noto Color Emoji)")
+    p.add_argument("--max-pixels", type=int, help="openclipart: skip PNGs larger than this (default 40 000 000)")
+    p.set_defaults(func=cmd_data_prepare)
+    p = data.add_parser("shard", help="write a generic-format dataset as webdataset-style .tar shards")
+    p.add_argument("--data", required=True, help="a dataset in the generic format (or 'synthetic')")
+    p.add_argument("--out", required=True, help="folder to write: <split>/<split>-NNNNNN.tar and zeroshot.json")
+    p.add_argument("--per-shard", type=int, default=1000, help="pairs per shard")
+    p.set_defaults(func=cmd_data_shard)
     return parser
 
 

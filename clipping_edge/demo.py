@@ -25,7 +25,7 @@ def run_demo(out: Path, epochs: int = 8, data: str = "synthetic") -> dict:
     rows, t0 = [], time.perf_counter()
     train_dir, test_dir = resolve_split(data, "train"), resolve_split(data, "test")
     test = read_pairs(test_dir)
-    rows.append(_row("data", time.perf_counter() - t0, f"{len(read_pairs(train_dir))} train / {len(test)} test pairs in {train_dir.parent}"))
+    rows.append(_row("data", time.perf_counter() - t0, f"{len(read_pairs(train_dir))} train / {len(test)} test pairs in {test.root.parent}"))
 
     t = time.perf_counter()
     # Synthetic scenes are 64 px: the image teacher sees them at 128 px, 3x faster than its native 224.
@@ -58,7 +58,7 @@ def run_demo(out: Path, epochs: int = 8, data: str = "synthetic") -> dict:
     classifier = ZeroShotClassifier(model, task.classes, task.templates, task.synonyms)
     index_path = classifier.save_index(out / "prototypes.usearch")
     sample = [p for p in test.pairs if p.label in task.held_out][:3] + [p for p in test.pairs if p.label not in task.held_out][:3]
-    predictions = classifier.classify([p.image for p in sample], top_k=1)
+    predictions = classifier.classify([p.source() for p in sample], top_k=1)
     hits = sum(p.label == pred[0].label for p, pred in zip(sample, predictions))
     rows.append(_row("classify", time.perf_counter() - t, f"{hits}/{len(sample)} test images right (3 of never-seen classes) with the ONNX runtime, "
                                                            f"{len(task.classes)} prototypes in {index_path}"))

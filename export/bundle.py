@@ -154,7 +154,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
     out = Path(out)
     start = time.perf_counter()
     towers = {"image": (ImageTower(student), IMAGE_INPUT), "text": (TextTower(student), TEXT_INPUT)}
-    run = ExportRun(tgt, towers, TorchEncoder(towers["image"][0], towers["text"][0], tokenizer, cfg.vision.image_size),
+    # The reference is the student as trained (unfused), so validation also checks re-parameterization.
+    run = ExportRun(tgt, towers, TorchEncoder.from_student(student, tokenizer),
                     tokenizer, data, read_pairs(resolve_split(data, "test")), cfg.vision.image_size,
                     float(student.logit_scale.exp().clamp(max=100).item()))
     files = {kind: f"{kind}{tgt.suffix}" for kind in towers}

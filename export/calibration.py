@@ -15,7 +15,7 @@ def calibration_batches(kind: str, pairs: PairSet, tokenizer: TextTokenizer, ima
     picks = np.linspace(0, len(pairs) - 1, num=min(samples, len(pairs))).round().astype(int)
     chosen = [pairs.pairs[i] for i in picks]
     if kind == "image":
-        inputs = preprocess_batch([p.image for p in chosen], image_size)
+        inputs = preprocess_batch([p.source() for p in chosen], image_size)
     else:
         inputs = tokenizer([p.caption for p in chosen], warn=False)
     return [inputs[i:i + batch_size] for i in range(0, len(inputs), batch_size)]

@@ -3,8 +3,9 @@
 image: (B, 3, H, W) float32 RGB in [0, 1] -> (B, d) L2-normalised (mean/std inside)
 text:  (B, L) int32 token ids              -> (B, d) L2-normalised (pooled at the EOT position)
 
-The student's towers already honour this; the wrappers pin the input dtype and give the example
-inputs each converter traces with.
+The student's towers already honour this; the wrappers pin the input dtype, give the example inputs
+each converter traces with, and export re-parameterizable image towers (MobileOne, FastViT) in their
+fused inference form.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ IMAGE_INPUT, TEXT_INPUT, OUTPUT = "pixels", "input_ids", "embeddings"
 class ImageTower(nn.Module):
     def __init__(self, student: Student):
         super().__init__()
-        self.visual = student.visual
+        self.visual = student.visual.fused()
         self.image_size = student.config.vision.image_size
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
@@ -36,11 +37,12 @@ class TextTower(nn.Module):
         self.text = student.text
         self.context_length = student.config.text.context_length
         self.eot_id = student.config.text.eot_id
+        self.vocab_size = student.config.text.vocab_size
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.text(input_ids)
 
     def example(self, batch: int = 2) -> torch.Tensor:
-        ids = torch.randint(3, self.text.token_embed.num_embeddings, (batch, self.context_length), dtype=torch.int32)
+        ids = torch.randint(3, self.vocab_size, (batch, self.context_length), dtype=torch.int32)
         ids[:, self.context_length // 2] = self.eot_id
         return ids

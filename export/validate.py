@@ -59,7 +59,7 @@ def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def compare(reference: Encoder, candidate: Encoder, logit_scale: float, pairs: PairSet, image_size: int,
             max_images: int = 1024) -> dict:
     subset = pairs.pairs[:max_images]
-    pixels = preprocess_batch([p.image for p in subset], image_size)
+    pixels = preprocess_batch([p.source() for p in subset], image_size)
     ref_images, cand_images = reference.encode_pixels(pixels), candidate.encode_pixels(pixels)
     image_cos = _row_cosines(cand_images, ref_images)
     task = pairs.zero_shot

@@ -62,7 +62,7 @@ def test_export_and_train_errors(capsys: pytest.CaptureFixture, tiny_checkpoint:
     err = one_error_line(capsys, "export", "--checkpoint", str(tiny_checkpoint), "--quantize", "int3", "--out", str(tmp_path / "b"))
     assert "--quantize 'int3'" in err
     assert "is not a checkpoint" in one_error_line(capsys, "export", "--checkpoint", str(tmp_path), "--out", str(tmp_path / "b"))
-    assert "unknown method" in one_error_line(capsys, "train", "--method", "clip-pong", "--out", str(tmp_path / "r"))
+    assert "unknown --method 'clip-pong'" in one_error_line(capsys, "train", "--method", "clip-pong", "--out", str(tmp_path / "r"))
     assert "does not exist" in one_error_line(capsys, "train", "--data", str(tmp_path / "nodata"), "--out", str(tmp_path / "r"))
     assert "unknown student" in one_error_line(capsys, "train", "--student", "vit-nan", "--data", "synthetic", "--out", str(tmp_path / "r"), "--limit", "8")
 

@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from training.losses import ClipLoss, ClipPingLoss, NeighbourNCE, NeighbourTargets
+from training.losses import ClipLoss, ClipObjective, ClipPingObjective, Embeddings, NeighbourHeads, NeighbourNCE, NeighbourTargets
 
 
 def naive_infonce(queries: torch.Tensor, keys: torch.Tensor, scale: float) -> float:
@@ -59,17 +59,33 @@ def test_neighbour_nce_does_not_use_a_shared_target_as_a_negative():
 def test_clip_ping_is_clip_plus_weighted_neighbour_terms():
     torch.manual_seed(0)
     d, di, dt, b = 8, 10, 6, 5
-    loss = ClipPingLoss(d, di, dt, lambda_nn=0.5, lambda_xnn=2.0, temperature=0.2)
+    heads = NeighbourHeads(d, di, dt)
+    objective = ClipPingObjective(lambda_nn=0.5, lambda_xnn=2.0, temperature=0.2)
     zi, zt = unit(b, d, 7), unit(b, d, 8)
-    targets = NeighbourTargets(torch.arange(b), torch.arange(b) + 10, unit(b, di, 9), unit(b, dt, 10),
-                               unit(b, dt, 11), unit(b, di, 12))
+    j, k = torch.arange(b), torch.arange(b) + 10
+    targets = NeighbourTargets(unit(b, di, 9), j, unit(b, dt, 10), j, unit(b, dt, 11), k, unit(b, di, 12), k)
     scale = torch.tensor(2.0)
-    out = loss(zi, zt, scale, targets)
+    emb = Embeddings(zi[None], zt[None], scale, {n: v[None] for n, v in heads(zi, zt).items()})
+    out = objective(emb, targets)
     nce = NeighbourNCE(0.2)
-    nn_term = nce(loss.image_to_image(zi), targets.image_of_image_nn, targets.image_nn) + \
-        nce(loss.text_to_text(zt), targets.text_of_text_nn, targets.text_nn)
-    xnn_term = nce(loss.image_to_text(zi), targets.text_of_image_nn, targets.image_nn) + \
-        nce(loss.text_to_image(zt), targets.image_of_text_nn, targets.text_nn)
+    nn_term = nce(heads.image_to_image(zi), targets.image_nn, j) + nce(heads.text_to_text(zt), targets.text_nn, k)
+    xnn_term = nce(heads.image_to_text(zi), targets.image_xnn, j) + nce(heads.text_to_image(zt), targets.text_xnn, k)
     expected = ClipLoss()(zi, zt, scale) + 0.5 * nn_term + 2.0 * xnn_term
     assert torch.allclose(out["loss"], expected, atol=1e-6)
     assert out["nn"].item() > 0 and out["xnn"].item() > 0
+
+
+def test_views_average_clip_over_every_pair_and_smooth_only_augmented_terms():
+    b, d = 6, 8
+    images, texts = torch.stack([unit(b, d, 20), unit(b, d, 21)]), torch.stack([unit(b, d, 22), unit(b, d, 23)])
+    scale = torch.tensor(1.5)
+    got = ClipObjective(label_smoothing=0.2)(Embeddings(images, texts, scale))["loss"]
+    clip = ClipLoss()
+    expected = (clip(images[0], texts[0], scale) + clip(images[0], texts[1], scale, 0.2)
+                + clip(images[1], texts[0], scale, 0.2) + clip(images[1], texts[1], scale, 0.2)) / 4
+    assert torch.allclose(got, expected, atol=1e-6)
+    # smoothing is applied: without it the augmented terms differ
+    assert not torch.allclose(ClipObjective(0.0)(Embeddings(images, texts, scale))["loss"], expected, atol=1e-4)
+    # one view each is plain CLIP
+    single = ClipObjective(0.2)(Embeddings(images[:1], texts[:1], scale))["loss"]
+    assert torch.allclose(single, clip(images[0], texts[0], scale), atol=1e-6)

@@ -2,12 +2,15 @@
 
 A bank is computed once and cached under a key of (dataset fingerprint, teacher identity with its
 preprocessing); a later run with the same key reuses it, a change to any of them builds a new one.
+Extraction is split into shards that ranks of a distributed run share and that survive a kill.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipping_edge.atomic import atomic_directory
+from clipping_edge.atomic import atomic_directory, write_bytes_atomic
 
 from .data.pairs import PairSet
 from .data.synthetic_cache import cache_dir
 from .data.transforms import EvalTransform, ImageCaptionDataset, worker_context
+from .distributed import Distributed
 from .progress import progress_bar
 from .teachers import ImageTeacher, TextTeacher
 
@@ -52,36 +56,79 @@ def open_banks(path: Path, reused: bool = True) -> FeatureBanks:
                         json.loads((path / "meta.json").read_text()), reused)
 
 
+SHARD_ROWS = 8192  # rows per bank shard: the unit of resumption and of the work split across ranks
+
+
+def _extract_shard(pairs: PairSet, rows: range, image_teacher: ImageTeacher, text_teacher: TextTeacher, batch_size: int,
+                   workers: int, device: torch.device, timing: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    subset = [pairs.pairs[i] for i in rows]
+    loader = torch.utils.data.DataLoader(
+        ImageCaptionDataset(subset, EvalTransform(image_teacher.image_size)), batch_size=batch_size,
+        num_workers=workers, multiprocessing_context=worker_context(workers), collate_fn=_stack_with_indices)
+    start = time.perf_counter()
+    images = [image_teacher.encode(pixels.to(device, non_blocking=True)).cpu().numpy()
+              for pixels, _ in progress_bar(loader, desc=f"image bank ({image_teacher.name}) rows {rows.start}-{rows.stop}")]
+    timing["image_seconds"] += time.perf_counter() - start
+    timing["images"] += len(rows)
+    start = time.perf_counter()
+    captions = [p.caption for p in subset]
+    texts = [text_teacher.encode(captions[i:i + 256]).cpu().numpy() for i in range(0, len(captions), 256)]
+    timing["text_seconds"] += time.perf_counter() - start
+    return np.concatenate(images).astype(np.float16), np.concatenate(texts).astype(np.float16)
+
+
 def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextTeacher, root: Path | None = None,
-                batch_size: int = 64, workers: int = 1) -> FeatureBanks:
-    """Return the cached banks for these pairs and teachers, computing them first if needed."""
+                batch_size: int = 64, workers: int = 1, dist: Distributed | None = None,
+                device: torch.device | str = "cpu", shard_rows: int = SHARD_ROWS) -> FeatureBanks:
+    """Return the cached banks for these pairs and teachers, computing them first if needed.
+
+    The rows are cut into shards of `shard_rows`; rank r of a distributed run extracts shards r, r + world,
+    ... Each finished shard is saved at once under `<bank>.partial/`, so an interrupted extraction
+    resumes where it stopped (with any world size); rank 0 then merges the shards into one bank."""
+    dist = dist or Distributed()
     path = (root or cache_dir() / "banks") / bank_key(pairs, image_teacher, text_teacher)
     if (path / "meta.json").is_file():
-        print(f"feature banks: reusing {path}")
+        if dist.is_main:
+            print(f"feature banks: reusing {path}")
         return open_banks(path)
     n = len(pairs)
-    with atomic_directory(path) as tmp:
-        image_bank = np.lib.format.open_memmap(tmp / "image.npy", "w+", np.float16, (n, image_teacher.dim))
-        text_bank = np.lib.format.open_memmap(tmp / "text.npy", "w+", np.float16, (n, text_teacher.dim))
-        loader = torch.utils.data.DataLoader(
-            ImageCaptionDataset(pairs.pairs, EvalTransform(image_teacher.image_size)), batch_size=batch_size,
-            num_workers=workers, multiprocessing_context=worker_context(workers), collate_fn=_stack_with_indices)
-        start = time.perf_counter()
-        for pixels, idx in progress_bar(loader, desc=f"image bank ({image_teacher.name})"):  # in order: no shuffle
-            image_bank[idx[0]:idx[-1] + 1] = image_teacher.encode(pixels).numpy()
-        image_seconds = time.perf_counter() - start
-        start = time.perf_counter()
-        captions = pairs.captions
-        for i in progress_bar(range(0, n, 256), desc=f"text bank ({text_teacher.name})"):
-            text_bank[i:i + 256] = text_teacher.encode(captions[i:i + 256]).numpy()
-        text_seconds = time.perf_counter() - start
-        image_bank.flush()
-        text_bank.flush()
-        del image_bank, text_bank
-        stats = {"n": n, "image_teacher": image_teacher.identity, "text_teacher": text_teacher.identity,
-                 "dataset": str(pairs.root), "image_seconds": round(image_seconds, 2),
-                 "text_seconds": round(text_seconds, 2), "images_per_second": round(n / image_seconds, 1)}
-        (tmp / "meta.json").write_text(json.dumps(stats, indent=2))
-    print(f"feature banks: {n} pairs in {image_seconds:.1f}s (images, {n / image_seconds:.0f}/s) "
-          f"+ {text_seconds:.1f}s (captions) -> {path}")
+    parts = path.with_name(path.name + ".partial")
+    parts.mkdir(parents=True, exist_ok=True)
+    shards = [range(start, min(n, start + shard_rows)) for start in range(0, n, shard_rows)]
+    image_teacher.to(torch.device(device))
+    text_teacher.to(torch.device(device))
+    timing = {"image_seconds": 0.0, "text_seconds": 0.0, "images": 0}
+    done_before = 0
+    for s, rows in enumerate(shards):
+        if s % dist.world != dist.rank:
+            continue
+        if (parts / f"{s:05d}.npz").is_file():
+            done_before += 1
+            continue
+        image, text = _extract_shard(pairs, rows, image_teacher, text_teacher, batch_size, workers, torch.device(device), timing)
+        buffer = io.BytesIO()
+        np.savez(buffer, image=image, text=text)
+        write_bytes_atomic(parts / f"{s:05d}.npz", buffer.getvalue())
+    dist.barrier()
+    if dist.is_main:
+        with atomic_directory(path) as tmp:
+            image_bank = np.lib.format.open_memmap(tmp / "image.npy", "w+", np.float16, (n, image_teacher.dim))
+            text_bank = np.lib.format.open_memmap(tmp / "text.npy", "w+", np.float16, (n, text_teacher.dim))
+            for s, rows in enumerate(shards):
+                with np.load(parts / f"{s:05d}.npz") as shard:
+                    image_bank[rows.start:rows.stop], text_bank[rows.start:rows.stop] = shard["image"], shard["text"]
+            image_bank.flush()
+            text_bank.flush()
+            del image_bank, text_bank
+            # Throughput of this process's share (rank 0), which is what one process of the run achieved.
+            stats = {"n": n, "image_teacher": image_teacher.identity, "text_teacher": text_teacher.identity,
+                     "dataset": str(pairs.root), "shards": len(shards), "world": dist.world,
+                     "resumed_shards": done_before, "image_seconds": round(timing["image_seconds"], 2),
+                     "text_seconds": round(timing["text_seconds"], 2),
+                     "images_per_second": round(timing["images"] / timing["image_seconds"], 1) if timing["images"] else None}
+            (tmp / "meta.json").write_text(json.dumps(stats, indent=2))
+        shutil.rmtree(parts, ignore_errors=True)
+        print(f"feature banks: {n} pairs, {len(shards)} shard(s) on {dist.world} process(es); this one: images "
+              f"{timing['image_seconds']:.1f}s, captions {timing['text_seconds']:.1f}s -> {path}")
+    dist.barrier()
     return open_banks(path, reused=False)

@@ -18,7 +18,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 @dataclass
 class VisionConfig:
+    # "vit": our ViT (fields below). "timm": any timm architecture by name, random init (CNNs such as
+    # MobileNetV3, re-parameterizable ones such as MobileOne / FastViT, fused before export).
+    kind: str = "vit"
     image_size: int = 64
+    timm_model: str = ""  # kind "timm": e.g. "mobilenetv3_small_100", "mobileone_s0", "fastvit_t8"
     patch_size: int = 8  # ViT patch side; image_size must be a multiple
     # "patch": one strided conv (plain ViT). "conv": stride-2 3x3 convs down to the patch grid, which
     # optimises much faster on small data (Xiao et al. 2021, "Early convolutions help transformers see better").
@@ -33,12 +37,18 @@ class VisionConfig:
 
 @dataclass
 class TextConfig:
+    # "causal": CLIP's text transformer (causal mask, pooled at the end-of-text token). "bert": a
+    # MobileBERT-style bidirectional encoder built from a transformers config (bottlenecked blocks,
+    # stacked feed-forwards), random init, pooled at the end-of-text token too.
+    kind: str = "causal"
     context_length: int = 32  # tokens including start and end
     width: int = 128
     depth: int = 3
     heads: int = 4
     mlp_ratio: float = 4.0
     vocab_size: int = 2048  # upper bound for the BPE tokenizer trained on the captions
+    bottleneck: int = 0  # kind "bert": intra-block bottleneck width (MobileBERT's); 0 = width // 2
+    feedforwards: int = 2  # kind "bert": feed-forward networks stacked per block (MobileBERT uses 4)
     # Filled from the tokenizer when the student is built: the pooled position is where this id sits.
     eot_id: int = -1
 
@@ -81,34 +91,54 @@ def student_config(name_or_path: str) -> StudentConfig:
     return StudentConfig.from_json(data)
 
 
-METHODS = ("clip", "clip-ping")
+METHODS = ("clip", "clip-ping", "a-clip-ping")
 
 
 @dataclass
 class TrainConfig:
-    """Every training switch; the CLI makes one --flag per field."""
+    """Every training switch; the CLI makes one --flag per field. Defaults follow DESIGN.md."""
 
-    data: str = "synthetic"  # dataset root, split folder, or "synthetic"
+    data: str = "synthetic"  # dataset root, split folder, .tar shards, "synthetic", or several joined by "+"
     out: str = "runs/train"
     student: str = "vit-nano"
+    # clip: the baseline. clip-ping: + NN/XNN guidance mined from the feature banks before each epoch.
+    # a-clip-ping: the teachers run online on the augmented views; neighbours searched every step.
     method: str = "clip-ping"
+    # basic: CLIP's preprocessing. improved: Fini et al. 2023 (strong image and text augmentation on
+    # extra views, label smoothing on their terms, word dropout).
+    recipe: str = "basic"
+    image_views: int = 2  # improved: image views per pair (view 0 plain, the rest strongly augmented)
+    text_views: int = 2  # improved: caption views per pair (view 0 as written, the rest augmented)
+    label_smoothing: float = 0.1  # improved: on CLIP terms that involve an augmented view
+    hue: float = 0.0  # improved: hue jitter; off by default because captions name colours
+    flip: bool = False  # improved: horizontal flips; off by default because captions name sides
     epochs: int = 10
-    batch_size: int = 128
+    batch_size: int = 128  # per process, per optimizer step
+    accum_steps: int = 1  # split each batch into this many micro-batches; gradients equal the full batch's
     lr: float = 1e-3
     weight_decay: float = 0.1
     warmup_steps: int = 100
     grad_clip: float = 1.0
-    # CLIP-PING (DESIGN.md): loss weights, NCE temperature, support-set size, teachers
+    # CLIP-PING (DESIGN.md): loss weights, NCE temperature, support set, neighbours, teachers
     lambda_nn: float = 1.0
     lambda_xnn: float = 1.0
     nce_temperature: float = 0.1
     support_size: int = 65536
-    image_teacher: str = "efficientnet-lite0"
-    text_teacher: str = "minilm"
+    support_refresh: int = 0  # re-draw the support set (and re-mine) every N steps; 0: once per epoch
+    neighbours: int = 1  # k: each step pulls towards one of the k nearest, drawn at random
+    neighbour_query: str = "teacher"  # teacher: the pair's teacher features; student: its projected embedding
+    xnn: str = "pairing"  # pairing: image -> caption of its image-NN; swap: image -> caption of its text-NN
+    mining: str = "auto"  # exact (chunked matmuls), usearch (HNSW, for millions of rows), auto: by bank size
+    image_teacher: str = "efficientnet-lite0"  # a packaged name, timm:NAME[=/weights], or a local timm folder
+    text_teacher: str = "minilm"  # a packaged name, st:NAME_OR_PATH, or a local Hugging Face folder
     teacher_image_size: int | None = None  # None: the teacher's own (224 for EfficientNet-Lite0)
     seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     device: str = "auto"
     amp: bool = True  # bf16 (or fp16 with loss scaling) autocast on CUDA; ignored on CPU
+    channels_last: bool = True  # image batches in channels-last memory on CUDA
+    compile: bool = False  # torch.compile the student
+    local_loss: bool = False  # distributed: contrast within each process's batch instead of the global one
     workers: int = 1
     limit: int | None = None  # use only the first N training pairs (quick runs, tests)
     eval_every: int = 0  # evaluate on the test split every N epochs (0: only at the end)

@@ -1,8 +1,10 @@
-"""The student: a ViT image tower and a causal text transformer, CLIP style, small enough for a phone.
+"""The student: an image tower and a text tower, CLIP style, small enough for a phone.
 
-Attention is written out with matmuls (no fused SDPA) and the causal mask is a buffer, so the same
-module exports unchanged to ONNX, OpenVINO, Core ML and TFLite. Both towers return L2-normalised
-embeddings; the image tower takes RGB in [0, 1] and applies mean/std itself.
+Towers come from two small registries (IMAGE_TOWERS, TEXT_TOWERS) keyed by the config's `kind`:
+our ViT or any timm architecture for images; CLIP's causal text transformer or a MobileBERT-style
+encoder for text. Our own attention is written out with matmuls (no fused SDPA) and the causal mask
+is a buffer, so the same module exports unchanged to ONNX, OpenVINO, Core ML and TFLite. Both towers
+return L2-normalised embeddings; the image tower takes RGB in [0, 1] and applies mean/std itself.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .compat import declare_torchvision_ops, import_timm
 from .config import StudentConfig, TextConfig, VisionConfig
+
+declare_torchvision_ops()  # before anything imports transformers or timm
 
 
 class Attention(nn.Module):
@@ -64,14 +69,25 @@ def conv_stem(width: int, patch_size: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.Conv2d(channels, width, 1))
 
 
-class VisionTransformer(nn.Module):
-    def __init__(self, cfg: VisionConfig, embed_dim: int):
+class ImageTowerBase(nn.Module):
+    """Mean/std inside the graph; subclasses map normalised pixels to the embedding."""
+
+    def __init__(self, cfg: VisionConfig):
         super().__init__()
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
+
+    def fused(self) -> nn.Module:
+        """The tower to export: itself, or a re-parameterized copy with the same function."""
+        return self
+
+
+class VisionTransformer(ImageTowerBase):
+    def __init__(self, cfg: VisionConfig, embed_dim: int):
+        super().__init__(cfg)
         if cfg.image_size % cfg.patch_size:
             raise ValueError(f"image size {cfg.image_size} is not a multiple of patch size {cfg.patch_size}")
         n_patches = (cfg.image_size // cfg.patch_size) ** 2
-        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
         if cfg.stem == "conv":
             self.patch_embed: nn.Module = conv_stem(cfg.width, cfg.patch_size)
         elif cfg.stem == "patch":
@@ -93,6 +109,38 @@ class VisionTransformer(nn.Module):
         return F.normalize(self.proj(self.norm(x[:, 0])), dim=-1)
 
 
+class TimmImageTower(ImageTowerBase):
+    """Any timm architecture (random init), globally pooled, projected to the embedding."""
+
+    def __init__(self, cfg: VisionConfig, embed_dim: int):
+        super().__init__(cfg)
+        if not cfg.timm_model:
+            raise ValueError("vision kind 'timm' needs timm_model, e.g. \"mobilenetv3_small_100\"")
+        self.trunk = import_timm().create_model(cfg.timm_model, pretrained=False, num_classes=0)
+        # The pooled width, which some heads (MobileNetV3's conv head) make differ from num_features.
+        with torch.no_grad():
+            width = self.trunk.eval()(torch.zeros(1, 3, cfg.image_size, cfg.image_size)).shape[-1]
+        self.proj = nn.Linear(width, embed_dim, bias=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(self.trunk((pixels - self.mean) / self.std)), dim=-1)
+
+    def fused(self) -> nn.Module:
+        """MobileOne / FastViT / RepViT train with parallel branches and fold them into single convs
+        for inference; a no-op copy for architectures without branches."""
+        import copy
+
+        from timm.utils.model import reparameterize_model
+
+        return reparameterize_model(copy.deepcopy(self).eval())
+
+
+def _pool_at_eot(x: torch.Tensor, ids: torch.Tensor, eot_id: int) -> torch.Tensor:
+    """Pool by multiplying with a one-hot of the EOT position: no argmax, no gather on ids, so it
+    survives fp16/int8 conversion and every converter. The tokenizer guarantees one EOT per row."""
+    return (x * (ids == eot_id).to(x.dtype).unsqueeze(-1)).sum(1)
+
+
 class TextTransformer(nn.Module):
     def __init__(self, cfg: TextConfig, embed_dim: int):
         super().__init__()
@@ -112,18 +160,52 @@ class TextTransformer(nn.Module):
         x = self.token_embed(ids.long()) + self.pos_embed
         for block in self.blocks:
             x = block(x, self.causal_mask)
-        # Pool by multiplying with a one-hot of the EOT position: no argmax, no gather on ids, so it
-        # survives fp16/int8 conversion and every converter. The tokenizer guarantees one EOT per row.
-        at_eot = (ids == self.eot_id).to(x.dtype).unsqueeze(-1)
-        return F.normalize(self.proj(self.norm((x * at_eot).sum(1))), dim=-1)
+        return F.normalize(self.proj(self.norm(_pool_at_eot(x, ids, self.eot_id))), dim=-1)
+
+
+class MobileBertTextTower(nn.Module):
+    """A MobileBERT-style bidirectional encoder (transformers' MobileBertModel, random init, eager
+    attention): narrow bottlenecked blocks with stacked feed-forwards, padding masked out."""
+
+    def __init__(self, cfg: TextConfig, embed_dim: int):
+        super().__init__()
+        if cfg.eot_id < 0:
+            raise ValueError("TextConfig.eot_id is unset: build the student with the tokenizer's end-of-text id")
+        from transformers import MobileBertConfig, MobileBertModel
+
+        bottleneck = cfg.bottleneck or cfg.width // 2
+        config = MobileBertConfig(
+            vocab_size=cfg.vocab_size, hidden_size=cfg.width, num_hidden_layers=cfg.depth, num_attention_heads=cfg.heads,
+            true_hidden_size=bottleneck, intra_bottleneck_size=bottleneck, embedding_size=bottleneck,
+            intermediate_size=int(bottleneck * cfg.mlp_ratio), num_feedforward_networks=cfg.feedforwards,
+            max_position_embeddings=cfg.context_length, type_vocab_size=1, pad_token_id=0,
+            attn_implementation="eager")
+        self.eot_id = cfg.eot_id
+        self.encoder = MobileBertModel(config, add_pooling_layer=False)
+        self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        ids = ids.long()
+        hidden = self.encoder(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state  # 0 = <pad>
+        return F.normalize(self.proj(_pool_at_eot(hidden, ids, self.eot_id)), dim=-1)
+
+
+IMAGE_TOWERS: dict[str, type[nn.Module]] = {"vit": VisionTransformer, "timm": TimmImageTower}
+TEXT_TOWERS: dict[str, type[nn.Module]] = {"causal": TextTransformer, "bert": MobileBertTextTower}
+
+
+def _build(registry: dict[str, type[nn.Module]], kind: str, what: str, cfg, embed_dim: int) -> nn.Module:
+    if kind not in registry:
+        raise ValueError(f"unknown {what} tower kind {kind!r}: choose one of {', '.join(registry)}")
+    return registry[kind](cfg, embed_dim)
 
 
 class Student(nn.Module):
     def __init__(self, cfg: StudentConfig):
         super().__init__()
         self.config = cfg
-        self.visual = VisionTransformer(cfg.vision, cfg.embed_dim)
-        self.text = TextTransformer(cfg.text, cfg.embed_dim)
+        self.visual = _build(IMAGE_TOWERS, cfg.vision.kind, "image", cfg.vision, cfg.embed_dim)
+        self.text = _build(TEXT_TOWERS, cfg.text.kind, "text", cfg.text, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         self.apply(_init_weights)
 

@@ -1,7 +1,14 @@
-"""The training loop: CLIP or CLIP-PING on CPU or CUDA (AMP), with atomic checkpoints and --resume."""
+"""The training loop: CLIP, CLIP-PING or A-CLIP-PING, with the basic or the improved recipe, on CPU or
+CUDA (AMP, channels-last, torch.compile), in one process or many under torchrun (DistributedDataParallel;
+contrastive losses over the global batch), with exact gradient accumulation, atomic checkpoints and
+--resume (also with another number of processes).
+
+    torchrun --nproc_per_node 2 -m training --data synthetic --method clip-ping --out runs/ddp
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import random
@@ -13,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.tokenizer import TextTokenizer
@@ -20,32 +28,40 @@ from clipping_edge.tokenizer import TextTokenizer
 from .banks import FeatureBanks, build_banks
 from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, save_checkpoint
 from .config import METHODS, StudentConfig, TrainConfig, student_config
-from .data.pairs import PairSet, read_pairs, resolve_split
-from .data.transforms import ImageCaptionDataset, basic_train_transform, worker_context
+from .data.augment import RECIPES, MultiViewDataset, collate_views, make_recipe
+from .data.pairs import read_pairs, resolve_split
+from .data.transforms import worker_context
+from .distributed import Distributed, GlobalBatchSampler
 from .evaluate import evaluate, format_metrics
-from .losses import MAX_LOGIT_SCALE, ClipLoss, ClipPingLoss, NeighbourTargets
+from .losses import MAX_LOGIT_SCALE, ClipObjective, ClipPingObjective, Embeddings, NeighbourHeads, NeighbourTargets
 from .models import Student
-from .neighbours import mine_neighbours
+from .neighbours import XNN_MODES, SupportSet, draw_support, mine_neighbours, targets_for
 from .progress import progress_bar
-from .teachers import load_image_teacher, load_text_teacher
+from .teachers import ImageTeacher, TextTeacher, load_image_teacher, load_text_teacher
 from .tokenizer_build import train_tokenizer
 
+NEIGHBOUR_QUERIES = ("teacher", "student")
 
-def seed_everything(seed: int) -> None:
+
+def seed_everything(seed: int, deterministic: bool = False) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, dist: Distributed) -> torch.device:
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ClippingEdgeError("--device cuda was asked for but torch sees no CUDA GPU: use --device cpu")
+    if name == "cuda":  # one GPU per process under torchrun
+        return torch.device("cuda", dist.local_rank)
     return torch.device(name)
 
 
-def param_groups(modules: list[torch.nn.Module], weight_decay: float) -> list[dict]:
+def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
     """AdamW groups: no decay on norms, biases, embeddings' positions, tokens and the logit scale."""
     decay, no_decay = [], []
     for module in modules:
@@ -62,17 +78,6 @@ def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def neighbour_targets(banks: FeatureBanks, image_nn: torch.Tensor, text_nn: torch.Tensor, idx: torch.Tensor,
-                      device: torch.device) -> NeighbourTargets:
-    j, k = image_nn[idx], text_nn[idx]
-
-    def rows(bank: np.ndarray, which: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(bank[which.numpy()], dtype=np.float32)).to(device, non_blocking=True)
-
-    return NeighbourTargets(j.to(device), k.to(device), rows(banks.image, j), rows(banks.text, j),
-                            rows(banks.text, k), rows(banks.image, k))
-
-
 @dataclass
 class Amp:
     """Autocast settings: bf16 on CUDA where supported, else fp16 with loss scaling; off on CPU."""
@@ -86,155 +91,385 @@ class Amp:
         return cls(enabled, torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16)
 
 
+class TrainingModel(nn.Module):
+    """The student plus the training-only neighbour heads: what DistributedDataParallel wraps."""
+
+    def __init__(self, student: Student, heads: NeighbourHeads | None):
+        super().__init__()
+        self.student = student
+        self.heads = heads
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor, image_views: int, text_views: int) -> dict[str, torch.Tensor]:
+        z_img = self.student.visual(pixels).float().unflatten(0, (image_views, -1))
+        z_txt = self.student.text(ids).float().unflatten(0, (text_views, -1))
+        out = {"image": z_img, "text": z_txt, "logit_scale": self.student.logit_scale}
+        return out | (self.heads(z_img, z_txt) if self.heads is not None else {})
+
+
+def as_embeddings(out: dict[str, torch.Tensor]) -> Embeddings:
+    projected = {k: v for k, v in out.items() if k not in ("image", "text", "logit_scale")}
+    return Embeddings(out["image"], out["text"], out["logit_scale"], projected or None)
+
+
+def splice(cache: Embeddings, part: Embeddings, start: int, end: int, scale_grad: bool) -> Embeddings:
+    """The cached batch with rows [start, end) replaced by `part` (which carries gradients). The logit
+    scale enters every micro-batch's loss whole, so only one of them may carry its gradient."""
+    def put(full: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
+        return torch.cat([full[:, :start], fresh, full[:, end:]], dim=1)
+
+    projected = {k: put(v, part.projected[k]) for k, v in cache.projected.items()} if cache.projected else None
+    scale = part.logit_scale if scale_grad else part.logit_scale.detach()
+    return Embeddings(put(cache.image, part.image), put(cache.text, part.text), scale, projected)
+
+
+def scale_gradient(t: torch.Tensor, factor: float) -> torch.Tensor:
+    """The same value, with the gradient that flows back through it multiplied by `factor`."""
+    return t * factor + (t * (1 - factor)).detach()
+
+
+class NeighbourGuide:
+    """Where each step's NN/XNN targets come from.
+
+    clip-ping, teacher query: the whole bank mined against a support set before the epoch (and every
+    `support_refresh` steps). a-clip-ping: the teachers embed the batch's augmented view online and
+    the support set is searched at every step. Student query: the heads' projections of the student
+    search the support set at every step. With k > 1 neighbours, each pair uses one of its k, drawn
+    from a table fixed per refresh, so any number of processes picks the same ones.
+    """
+
+    def __init__(self, cfg: TrainConfig, banks: FeatureBanks, device: torch.device,
+                 teachers: tuple[ImageTeacher, TextTeacher] | None):
+        self.cfg, self.banks, self.device, self.teachers = cfg, banks, device, teachers
+        self.online = cfg.method == "a-clip-ping" or cfg.neighbour_query == "student"
+        self.mined = self.support = self.choice = None
+        self.mining_seconds = 0.0
+        self.mining_method = ""
+
+    def refresh(self, epoch: int, step: int) -> None:
+        every = self.cfg.support_refresh
+        if step > 0 and not (every and step % every == 0):
+            return
+        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch * 10_007 + step)
+        n = len(self.banks)
+        if self.online:
+            start = time.perf_counter()
+            self.support = SupportSet(self.banks.image, self.banks.text, draw_support(n, self.cfg.support_size, generator),
+                                      self.device)
+            self.mining_seconds += time.perf_counter() - start
+        else:
+            self.mined = mine_neighbours(self.banks.image, self.banks.text, self.cfg.support_size, generator,
+                                         self.cfg.neighbours, self.cfg.mining)
+            self.mining_seconds += self.mined.seconds
+            self.mining_method = self.mined.method
+        self.choice = torch.randint(self.cfg.neighbours, (n,), generator=generator)
+
+    def _pick(self, neighbours: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        column = self.choice[idx.cpu()].clamp(max=neighbours.shape[1] - 1).to(neighbours.device)
+        return neighbours.gather(1, column.unsqueeze(1)).squeeze(1)
+
+    @torch.no_grad()
+    def targets(self, idx: torch.Tensor, pixels: torch.Tensor, captions: list[str], emb: Embeddings) -> NeighbourTargets:
+        """Targets for the local batch. pixels/captions: the first view of each pair, as the student saw it."""
+        if not self.online:
+            image_nn, text_nn = self.mined.image_nn[idx], self.mined.text_nn[idx]
+        else:
+            if self.cfg.neighbour_query == "student":
+                image_query, text_query = emb.projected["image_to_image"][0], emb.projected["text_to_text"][0]
+            else:
+                image_teacher, text_teacher = self.teachers
+                image_query, text_query = image_teacher.encode(pixels), text_teacher.encode(captions)
+            image_nn, text_nn = self.support.search(image_query, text_query, idx, self.cfg.neighbours)
+        j, k = self._pick(image_nn, idx), self._pick(text_nn, idx)
+        return targets_for(self.banks.image, self.banks.text, j, k, self.device, self.cfg.xnn)
+
+
 @dataclass
 class TrainingState:
-    """Everything --resume restores: weights, heads, optimizer, schedule, loss scaler, RNG, epoch."""
+    """Everything --resume restores: weights, heads, optimizer, loss scaler, RNG, epoch. The learning-rate
+    schedule is a function of the step, recomputed from the epoch, so another world size resumes too."""
 
-    model: Student
-    loss_fn: torch.nn.Module
+    model: TrainingModel
     optimizer: torch.optim.Optimizer
-    schedule: torch.optim.lr_scheduler.LambdaLR
     scaler: torch.amp.GradScaler
     epoch: int = 0
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "loss": self.loss_fn.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "schedule": self.schedule.state_dict(), "scaler": self.scaler.state_dict(),
+        return {"epoch": self.epoch, "heads": self.model.heads.state_dict() if self.model.heads is not None else {},
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "torch_rng": torch.get_rng_state()}
 
     def restore(self, ckpt_dir: Path, device: torch.device) -> None:
         if not (ckpt_dir / TRAINER_STATE).is_file():
             raise ClippingEdgeError(f"--resume: {ckpt_dir} has no {TRAINER_STATE} to resume from: drop --resume to start anew")
         state = torch.load(ckpt_dir / TRAINER_STATE, map_location=device, weights_only=False)
-        self.model.load_state_dict(load_file(str(ckpt_dir / WEIGHTS), device=str(device)))
-        self.loss_fn.load_state_dict(state["loss"])
+        self.model.student.load_state_dict(load_file(str(ckpt_dir / WEIGHTS), device=str(device)))
+        if self.model.heads is not None:
+            self.model.heads.load_state_dict(state["heads"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["schedule"])
         self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["torch_rng"])
         self.epoch = state["epoch"]
 
 
-def prepare_tokenizer(cfg: TrainConfig, scfg: StudentConfig, captions: list[str], out: Path) -> TextTokenizer:
-    """A new run trains a BPE tokenizer on its captions; a resumed run keeps the one it was trained with."""
-    path, saved = out / TOKENIZER, out / "checkpoint" / TOKENIZER
-    if cfg.resume and saved.is_file():
-        shutil.copyfile(saved, path)
-        return TextTokenizer(path, scfg.text.context_length)
-    return train_tokenizer(captions, scfg.text.vocab_size, scfg.text.context_length, path)
+def validate_config(cfg: TrainConfig) -> None:
+    choices = {"method": METHODS, "recipe": RECIPES, "xnn": XNN_MODES, "neighbour_query": NEIGHBOUR_QUERIES,
+               "mining": ("auto", "exact", "usearch")}
+    for name, allowed in choices.items():
+        if getattr(cfg, name) not in allowed:
+            raise ClippingEdgeError(f"unknown --{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")
+    if cfg.accum_steps < 1 or cfg.batch_size % cfg.accum_steps:
+        raise ClippingEdgeError(f"--batch-size {cfg.batch_size} is not divisible into --accum-steps {cfg.accum_steps} "
+                                "micro-batches: pick a divisor")
+    if cfg.neighbours < 1:
+        raise ClippingEdgeError("--neighbours must be at least 1")
 
 
-def prepare_loss(cfg: TrainConfig, scfg: StudentConfig, pairs: PairSet) -> tuple[torch.nn.Module, FeatureBanks | None]:
-    if cfg.method == "clip":
-        return ClipLoss(), None
-    banks = build_banks(pairs, load_image_teacher(cfg.image_teacher, cfg.teacher_image_size),
-                        load_text_teacher(cfg.text_teacher), workers=cfg.workers)  # teachers dropped: banks suffice
-    return ClipPingLoss(scfg.embed_dim, banks.image.shape[1], banks.text.shape[1], cfg.lambda_nn, cfg.lambda_xnn,
-                        cfg.nce_temperature), banks
+class Trainer:
+    def __init__(self, cfg: TrainConfig):
+        validate_config(cfg)
+        self.cfg = cfg
+        seed_everything(cfg.seed, cfg.deterministic)
+        self.dist = Distributed.from_environment("cuda" if cfg.device.startswith("cuda") or
+                                                 (cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+        self.device = pick_device(cfg.device, self.dist)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        self.out, self.ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoint"
+        if not cfg.resume and (self.ckpt_dir / TRAINER_STATE).exists():
+            raise ClippingEdgeError(f"{self.out} already holds a training run: pass --resume to continue it, or a new --out")
+        self.out.mkdir(parents=True, exist_ok=True)
 
+        self.pairs = read_pairs(resolve_split(cfg.data, "train"), limit=cfg.limit)
+        self.scfg = student_config(cfg.student)
+        self.tokenizer = self._tokenizer()
+        self.scfg.text.vocab_size, self.scfg.text.eot_id = self.tokenizer.vocab_size, self.tokenizer.eot_id
+        student = Student(self.scfg)
+        self.banks, teachers = self._banks()
+        heads = None
+        if self.banks is not None:
+            # Seeded on their own: building the banks (or finding them cached) must not change the init.
+            with torch.random.fork_rng():
+                torch.manual_seed(cfg.seed + 1)
+                heads = NeighbourHeads(self.scfg.embed_dim, self.banks.image.shape[1], self.banks.text.shape[1])
+        self.model = TrainingModel(student, heads).to(self.device)
+        if self.device.type == "cuda" and cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.guide = NeighbourGuide(cfg, self.banks, self.device, teachers) if self.banks is not None else None
+        self.recipe = make_recipe(cfg.recipe, self.scfg.vision.image_size, cfg.image_views, cfg.text_views,
+                                  cfg.label_smoothing, cfg.hue, cfg.flip)
+        self.objective = (ClipPingObjective(cfg.lambda_nn, cfg.lambda_xnn, cfg.nce_temperature, self.recipe.label_smoothing)
+                          if self.banks is not None else ClipObjective(self.recipe.label_smoothing))
+        self.dataset = MultiViewDataset(self.pairs.pairs, self.recipe, cfg.seed)
+        self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, self.dist.rank, self.dist.world, cfg.seed)
+        self.steps_per_epoch = len(self.sampler)
+        if self.steps_per_epoch == 0:
+            raise ClippingEdgeError(f"{len(self.dataset)} training pairs is fewer than one global batch of "
+                                    f"{cfg.batch_size} x {self.dist.world} process(es): lower --batch-size")
+        optimizer = torch.optim.AdamW(param_groups([self.model], cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+        self.amp = Amp.for_device(self.device, cfg.amp)
+        self.state = TrainingState(self.model, optimizer,
+                                   torch.amp.GradScaler("cuda", enabled=self.amp.enabled and self.amp.dtype == torch.float16))
+        if cfg.resume:
+            self.state.restore(self.ckpt_dir, self.device)
+            self._log(f"resuming {self.out} at epoch {self.state.epoch}")
+            self._truncate_log()
+        wrapped: nn.Module = self.model
+        if self.dist.world > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            wrapped = nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.forward = torch.compile(wrapped) if cfg.compile else wrapped
+        self.wrapped = wrapped
 
-def collate(batch: list) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-    return torch.stack([x[0] for x in batch]), [x[1] for x in batch], torch.tensor([x[2] for x in batch])
+    # --- setup ----------------------------------------------------------------------------------
 
+    def _log(self, message: str) -> None:
+        if self.dist.is_main:
+            print(message, flush=True)
 
-def train_epoch(cfg: TrainConfig, run: TrainingState, dataset: ImageCaptionDataset, tokenizer: TextTokenizer,
-                banks: FeatureBanks | None, device: torch.device, amp: Amp) -> dict:
-    """One pass over the data (neighbours mined first for CLIP-PING); returns the epoch's log record."""
-    epoch = run.epoch
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + epoch)
-    dataset.epoch = epoch
-    neighbours = mine_neighbours(banks.image, banks.text, cfg.support_size, generator) if banks is not None else None
-    loader = torch.utils.data.DataLoader(dataset, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         generator=generator, num_workers=cfg.workers, collate_fn=collate,
-                                         multiprocessing_context=worker_context(cfg.workers))
-    model, loss_fn = run.model.train(), run.loss_fn
-    params = list(model.parameters()) + list(loss_fn.parameters())
-    start, seen, sums = time.perf_counter(), 0, {}
-    for step, (pixels, captions, idx) in enumerate(progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}")):
-        pixels = pixels.to(device, non_blocking=True)
-        ids = torch.from_numpy(tokenizer(captions, warn=False)).to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp.dtype, enabled=amp.enabled):
-            z_img, z_txt = (z.float() for z in model(pixels, ids))
-            if neighbours is not None:
-                targets = neighbour_targets(banks, neighbours.image_nn, neighbours.text_nn, idx, device)
-                losses = loss_fn(z_img, z_txt, model.logit_scale, targets)
+    def _truncate_log(self) -> None:
+        """Drop log lines of epochs after the checkpoint: a run killed between logging an epoch and saving
+        it repeats that epoch, and the log must say so only once."""
+        log = self.out / "log.jsonl"
+        if self.dist.is_main and log.is_file():
+            kept = [line for line in log.read_text().splitlines() if json.loads(line)["epoch"] <= self.state.epoch]
+            log.write_text("".join(line + "\n" for line in kept))
+
+    def _tokenizer(self) -> TextTokenizer:
+        """A new run trains a BPE tokenizer on its captions (rank 0); a resumed run keeps its own."""
+        path, saved = self.out / TOKENIZER, self.ckpt_dir / TOKENIZER
+        if self.dist.is_main:
+            if self.cfg.resume and saved.is_file():
+                shutil.copyfile(saved, path)
             else:
-                losses = {"loss": loss_fn(z_img, z_txt, model.logit_scale)}
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise ClippingEdgeError(f"loss became {loss.item()} at epoch {epoch + 1} step {step}: lower --lr "
-                                    "(or disable AMP with --no-amp) and --resume from the last checkpoint")
-        run.optimizer.zero_grad(set_to_none=True)
-        run.scaler.scale(loss).backward()
-        run.scaler.unscale_(run.optimizer)
-        torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        run.scaler.step(run.optimizer)
-        run.scaler.update()
-        run.schedule.step()
+                train_tokenizer(self.pairs.captions, self.scfg.text.vocab_size, self.scfg.text.context_length, path)
+        self.dist.barrier()
+        return TextTokenizer(path, self.scfg.text.context_length)
+
+    def _banks(self) -> tuple[FeatureBanks | None, tuple[ImageTeacher, TextTeacher] | None]:
+        if self.cfg.method == "clip":
+            return None, None
+        teachers = (load_image_teacher(self.cfg.image_teacher, self.cfg.teacher_image_size),
+                    load_text_teacher(self.cfg.text_teacher))
+        banks = build_banks(self.pairs, *teachers, workers=self.cfg.workers, dist=self.dist, device=self.device)
+        if self.dist.is_main:
+            (self.out / "banks.json").write_text(json.dumps({"path": str(banks.path), "reused": banks.reused, **banks.stats}, indent=2))
+        # Only A-CLIP-PING keeps its teachers: the others need nothing but the banks from here on.
+        return banks, (teachers if self.cfg.method == "a-clip-ping" else None)
+
+    # --- one step -------------------------------------------------------------------------------
+
+    def _gather(self, emb: Embeddings, targets: NeighbourTargets | None) -> tuple[Embeddings, NeighbourTargets | None]:
+        if self.dist.world == 1 or self.cfg.local_loss:
+            return emb, targets
+        return (emb.gather(lambda t: self.dist.gather(t, dim=1)),
+                targets.map(lambda t: self.dist.gather(t, dim=0)) if targets is not None else None)
+
+    @property
+    def _global_loss(self) -> bool:
+        return self.dist.world > 1 and not self.cfg.local_loss
+
+    def _loss(self, emb: Embeddings, targets: NeighbourTargets | None) -> dict[str, torch.Tensor]:
+        emb, targets = self._gather(emb, targets)
+        if self._global_loss:
+            # Every rank sees the whole global loss through the logit scale (not just its own rows), so its
+            # gradient is cut by the world size to survive the scaling in _backward unchanged.
+            emb.logit_scale = scale_gradient(emb.logit_scale, 1 / self.dist.world)
+        return self.objective(emb, targets)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        # DDP averages gradients over ranks, and each rank's covers only its own rows of the global loss:
+        # scaling by the world size makes the average the gradient of the global-batch loss, as on one process.
+        self.state.scaler.scale(loss * (self.dist.world if self._global_loss else 1)).backward()
+
+    def step(self, pixels: torch.Tensor, captions: list[str], idx: torch.Tensor) -> dict[str, float]:
+        cfg, views, text_views = self.cfg, len(self.recipe.image_views), len(self.recipe.text_views)
+        pixels = pixels.to(self.device, non_blocking=True)
+        if self.device.type == "cuda" and cfg.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        ids = torch.from_numpy(self.tokenizer(captions, warn=False)).to(self.device, non_blocking=True)
+        pixels, ids = pixels.unflatten(0, (views, -1)), ids.unflatten(0, (text_views, -1))
+        batch = len(idx)
+        autocast = torch.autocast(self.device.type, dtype=self.amp.dtype, enabled=self.amp.enabled)
+
+        def run(rows: slice, grad: bool) -> Embeddings:
+            with autocast, torch.set_grad_enabled(grad):
+                model = self.forward if grad else self.model
+                return as_embeddings(model(pixels[:, rows].flatten(0, 1), ids[:, rows].flatten(0, 1), views, text_views))
+
+        def targets_for_batch(emb: Embeddings) -> NeighbourTargets | None:
+            if self.guide is None:
+                return None
+            return self.guide.targets(idx, pixels[0], captions[:batch], emb.detach())
+
+        self.state.optimizer.zero_grad(set_to_none=True)
+        if cfg.accum_steps == 1:
+            emb = run(slice(None), grad=True)
+            with autocast:
+                losses = self._loss(emb, targets_for_batch(emb))
+            self._check_finite(losses["loss"])
+            self._backward(losses["loss"])
+        else:
+            # Exact accumulation for contrastive losses (as open_clip's accum_freq): embed the whole batch
+            # without gradients, then re-embed one micro-batch at a time with gradients, spliced into
+            # the cached batch so every micro-batch still contrasts against all rows.
+            micro = batch // cfg.accum_steps
+            parts = [run(slice(m * micro, (m + 1) * micro), grad=False) for m in range(cfg.accum_steps)]
+            cache = Embeddings(torch.cat([p.image for p in parts], 1), torch.cat([p.text for p in parts], 1),
+                               self.model.student.logit_scale,
+                               {k: torch.cat([p.projected[k] for p in parts], 1) for k in parts[0].projected}
+                               if parts[0].projected else None)
+            targets = targets_for_batch(cache)
+            for m in range(cfg.accum_steps):
+                last = m == cfg.accum_steps - 1
+                sync = contextlib.nullcontext() if last or self.dist.world == 1 else self.wrapped.no_sync()
+                with sync:
+                    emb = splice(cache, run(slice(m * micro, (m + 1) * micro), grad=True), m * micro, (m + 1) * micro,
+                                 scale_grad=last)
+                    with autocast:
+                        losses = self._loss(emb, targets)
+                    self._check_finite(losses["loss"])
+                    self._backward(losses["loss"])
+        self.state.scaler.unscale_(self.state.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.state.scaler.step(self.state.optimizer)
+        self.state.scaler.update()
         with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
-        seen += len(pixels)
-        for key, value in losses.items():
-            sums[key] = sums.get(key, 0.0) + value.item()
-    seconds = time.perf_counter() - start
-    record = {"epoch": epoch + 1, **{k: round(v / (step + 1), 4) for k, v in sums.items()},
-              "samples_per_second": round(seen / seconds, 1), "seconds": round(seconds, 1),
-              "logit_scale": round(model.logit_scale.exp().item(), 2)}
-    if neighbours is not None:
-        record["mining_seconds"] = round(neighbours.seconds, 2)
-    return record
+            self.model.student.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+        return {k: v.item() for k, v in losses.items()}
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        # Every rank must stop together, or the others would wait forever at the next collective.
+        if not math.isfinite(self.dist.all_reduce_mean(loss.item())):
+            raise ClippingEdgeError(f"loss became {loss.item()} at epoch {self.state.epoch + 1}: lower --lr "
+                                    "(or disable AMP with --no-amp) and --resume from the last checkpoint")
+
+    # --- epochs ---------------------------------------------------------------------------------
+
+    def epoch(self) -> dict:
+        cfg, epoch = self.cfg, self.state.epoch
+        self.sampler.epoch = self.dataset.epoch = epoch
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.sampler, num_workers=cfg.workers,
+                                             collate_fn=collate_views, multiprocessing_context=worker_context(cfg.workers),
+                                             pin_memory=self.device.type == "cuda")
+        total = self.steps_per_epoch * cfg.epochs
+        self.model.train()
+        if self.guide is not None:
+            self.guide.mining_seconds = 0.0
+        start, seen, sums, steps = time.perf_counter(), 0, {}, 0
+        bar = progress_bar(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not self.dist.is_main)
+        for step, (pixels, captions, idx) in enumerate(bar):
+            if self.guide is not None:
+                self.guide.refresh(epoch, step)
+            global_step = epoch * self.steps_per_epoch + step
+            for group in self.state.optimizer.param_groups:
+                group["lr"] = cfg.lr * cosine_with_warmup(global_step, cfg.warmup_steps, total)
+            for key, value in self.step(pixels, captions, idx).items():
+                sums[key] = sums.get(key, 0.0) + value
+            seen, steps = seen + len(idx), steps + 1
+        seconds = time.perf_counter() - start
+        record = {"epoch": epoch + 1, **{k: round(self.dist.all_reduce_mean(v / steps), 4) for k, v in sums.items()},
+                  "samples_per_second": round(seen * self.dist.world / seconds, 1), "seconds": round(seconds, 1),
+                  "logit_scale": round(self.model.student.logit_scale.exp().item(), 2)}
+        if self.guide is not None:
+            record["mining_seconds"] = round(self.guide.mining_seconds, 2)
+        return record
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            meta = {"train": asdict(self.cfg), "epoch": self.state.epoch, "world_size": self.dist.world}
+            save_checkpoint(self.ckpt_dir, self.model.student, self.out / TOKENIZER, meta, self.state.state_dict())
+        self.dist.barrier()
+
+    def evaluate(self, split_pairs=None) -> dict[str, float]:
+        pairs = split_pairs or read_pairs(resolve_split(self.cfg.data, "test"))
+        return evaluate(self.model.student, self.tokenizer, pairs, self.device)
+
+    def fit(self) -> Path:
+        cfg = self.cfg
+        amp = f", autocast {str(self.amp.dtype)[6:]}" if self.amp.enabled else ""
+        self._log(f"training {self.scfg.name} with {cfg.method} ({cfg.recipe} recipe) on {len(self.pairs)} pairs, "
+                  f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, batch {cfg.batch_size} x {self.dist.world} "
+                  f"process(es), device {self.device}{amp}")
+        test_pairs = None
+        while self.state.epoch < cfg.epochs:
+            record = self.epoch()
+            self.state.epoch += 1
+            if self.dist.is_main and cfg.eval_every and self.state.epoch % cfg.eval_every == 0 and self.state.epoch < cfg.epochs:
+                test_pairs = test_pairs or read_pairs(resolve_split(cfg.data, "test"))
+                record.update({k: round(v, 4) for k, v in self.evaluate(test_pairs).items()})
+            self._log(" ".join(f"{k}={v}" for k, v in record.items()))
+            if self.dist.is_main:
+                with open(self.out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            self.save()
+        if self.dist.is_main:
+            metrics = self.evaluate(test_pairs)
+            print(f"held-out: {format_metrics(metrics)}")
+            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        self.dist.barrier()
+        return self.ckpt_dir
 
 
 def train(cfg: TrainConfig) -> Path:
     """Train a student; returns the checkpoint directory (`<out>/checkpoint`)."""
-    if cfg.method not in METHODS:
-        raise ClippingEdgeError(f"unknown method {cfg.method!r}: choose one of {', '.join(METHODS)}")
-    seed_everything(cfg.seed)
-    device = pick_device(cfg.device)
-    out, ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoint"
-    if not cfg.resume and (ckpt_dir / TRAINER_STATE).exists():
-        raise ClippingEdgeError(f"{out} already holds a training run: pass --resume to continue it, or a new --out")
-    out.mkdir(parents=True, exist_ok=True)
-
-    pairs = read_pairs(resolve_split(cfg.data, "train"), limit=cfg.limit)
-    scfg = student_config(cfg.student)
-    tokenizer = prepare_tokenizer(cfg, scfg, pairs.captions, out)
-    scfg.text.vocab_size, scfg.text.eot_id = tokenizer.vocab_size, tokenizer.eot_id
-    model = Student(scfg).to(device)
-    loss_fn, banks = prepare_loss(cfg, scfg, pairs)
-    loss_fn = loss_fn.to(device)
-    if banks is not None:
-        (out / "banks.json").write_text(json.dumps({"path": str(banks.path), "reused": banks.reused, **banks.stats}, indent=2))
-
-    dataset = ImageCaptionDataset(pairs.pairs, basic_train_transform(scfg.vision.image_size), cfg.seed)
-    steps_per_epoch = len(dataset) // cfg.batch_size
-    if steps_per_epoch == 0:
-        raise ClippingEdgeError(f"{len(dataset)} training pairs is fewer than one batch of {cfg.batch_size}: lower --batch-size")
-    total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(param_groups([model, loss_fn], cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    amp = Amp.for_device(device, cfg.amp)
-    run = TrainingState(model, loss_fn, optimizer,
-                        torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, cfg.warmup_steps, total_steps)),
-                        torch.amp.GradScaler("cuda", enabled=amp.enabled and amp.dtype == torch.float16))
-    if cfg.resume:
-        run.restore(ckpt_dir, device)
-        print(f"resuming {out} at epoch {run.epoch}")
-
-    print(f"training {scfg.name} with {cfg.method} on {len(pairs)} pairs, {cfg.epochs} epochs x {steps_per_epoch} steps, "
-          f"batch {cfg.batch_size}, device {device}" + (f", autocast {str(amp.dtype)[6:]}" if amp.enabled else ""))
-    test_pairs = None
-    while run.epoch < cfg.epochs:
-        record = train_epoch(cfg, run, dataset, tokenizer, banks, device, amp)
-        run.epoch += 1
-        if cfg.eval_every and run.epoch % cfg.eval_every == 0 and run.epoch < cfg.epochs:
-            test_pairs = test_pairs or read_pairs(resolve_split(cfg.data, "test"))
-            record.update({k: round(v, 4) for k, v in evaluate(model, tokenizer, test_pairs, device).items()})
-        print(" ".join(f"{k}={v}" for k, v in record.items()))
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        save_checkpoint(ckpt_dir, model, out / TOKENIZER, {"train": asdict(cfg), "epoch": run.epoch}, run.state_dict())
-
-    metrics = evaluate(model, tokenizer, test_pairs or read_pairs(resolve_split(cfg.data, "test")), device)
-    print(f"held-out: {format_metrics(metrics)}")
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    return ckpt_dir
+    return Trainer(cfg).fit()

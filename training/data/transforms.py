@@ -93,4 +93,4 @@ class ImageCaptionDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, str, int]:
         pair = self.pairs[i]
         rng = random.Random(f"{self.seed}/{self.epoch}/{i}")
-        return self.transform(load_image(pair.image), rng), pair.caption, i
+        return self.transform(load_image(pair.source()), rng), pair.caption, i
