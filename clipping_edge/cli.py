@@ -100,26 +100,31 @@ def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
                                 help=f"(default: {f.default})")
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from training.trainer import TrainConfig, train
+def cmd_train(args: argparse.Namespace) -> int | None:
+    from training.config import TrainConfig
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    if args.nproc > 1:
+        from training.distributed import launch_torchrun
+
+        return launch_torchrun(cfg, args.nproc)
+    from training.trainer import train
+
     train(cfg)
+    return None
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from training.checkpoint import load_student
-    from training.data.pairs import read_pairs, resolve_split
-    from training.evaluate import evaluate
+    from training.evaluate import evaluate_checkpoint, format_report
 
-    model, tokenizer, meta = load_student(args.checkpoint)
-    data = args.data or meta.get("train", {}).get("data", "synthetic")
-    metrics = evaluate(model, tokenizer, read_pairs(resolve_split(data, args.split)))
-    width = max(map(len, metrics))
-    for key, value in metrics.items():
-        print(f"{key:<{width}}  {value:.4f}")
+    from .atomic import write_json_atomic
+
+    report = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.templates, args.probe, args.probe_limit,
+                                 args.device)
+    print(format_report(report))
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2))
+        write_json_atomic(args.json, report.to_json())
+        print(f"wrote {args.json}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -202,13 +207,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a student (CLIP or CLIP-PING); writes OUT/checkpoint")
     _add_dataclass_args(p, TrainConfig)
+    p.add_argument("--nproc", type=int, default=1, help="processes on this machine, launched with torchrun (DDP)")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="zero-shot and retrieval metrics of a checkpoint on a held-out split")
+    p = sub.add_parser("eval", help="zero-shot, retrieval, linear-probe and composition metrics of a checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
     p.add_argument("--split", default="test")
-    p.add_argument("--json", help="also write the metrics to this JSON file")
+    p.add_argument("--templates", help="prompt set for zero-shot: dataset (its zeroshot.json templates, else 7), "
+                                       "7 (CLIP's ImageNet ensemble) or 80 (CLIP's full ImageNet set); default: dataset")
+    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
+                   help="linear probe: logistic regression on frozen image features of the labelled train split")
+    p.add_argument("--probe-limit", type=int, default=5000, help="train images for the linear probe, a random subset")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    p.add_argument("--json", help="also write the report to this JSON file")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("export", help="export both towers to a validated bundle",

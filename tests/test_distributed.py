@@ -1,4 +1,4 @@
-"""torch.distributed on CPU with Gloo, 2 processes launched by the real torchrun: the same training as one
+"""torch.distributed on CPU with Gloo, 2 processes launched by `clipping-edge train --nproc 2` (torchrun): the same training as one
 process with the global batch, sharded bank extraction equal to one process's, and resumption."""
 
 import json
@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from training.config import TrainConfig, student_config
 from training.trainer import train
 
-TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+# `clipping-edge train --nproc 2`, which launches torchrun --standalone with `python -m training`
+LAUNCH = [sys.executable, "-m", "clipping_edge.cli", "train", "--nproc", "2"]
 TOLERANCE = 1e-5  # largest |weight difference| after 2 epochs, one process vs two
 
 
@@ -39,7 +40,7 @@ def flags(cfg: dict) -> list[str]:
 
 def torchrun(cfg: dict, **popen) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
-    return subprocess.Popen([*TORCHRUN, "-m", "training", *flags(cfg)], env=env, stdout=subprocess.PIPE,
+    return subprocess.Popen([*LAUNCH, *flags(cfg)], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, **popen)
 
 

@@ -7,7 +7,9 @@ One process is the world of size 1: every call here is then a no-op, so the trai
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import subprocess
+import sys
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from typing import Iterator
 
@@ -80,3 +82,19 @@ class GlobalBatchSampler(torch.utils.data.Sampler[list[int]]):
         for start in range(0, len(self) * step, step):
             mine = start + self.rank * self.batch_size
             yield order[mine:mine + self.batch_size]
+
+
+def launch_torchrun(cfg, nproc: int) -> int:
+    """`clipping-edge train --nproc N`: the same training in N local processes under torchrun
+    (single node; for several nodes call torchrun yourself, see README)."""
+    argv = []
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif value is not None:
+            argv += [flag, str(value)]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "training", *argv]
+    print("launching: " + " ".join(command), flush=True)
+    return subprocess.call(command)

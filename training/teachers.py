@@ -71,6 +71,13 @@ def _file_identity(path: str | Path) -> str:
     return f"{os.path.basename(path)}|{st.st_size}|{st.st_mtime_ns}"
 
 
+def _folder_identity(folder: str | Path) -> str:
+    """A model folder changes when its weights change: name them by their file's size and mtime."""
+    folder = Path(folder)
+    weights = next((folder / f for f in ("model.safetensors", "pytorch_model.bin", "config.json") if (folder / f).is_file()), None)
+    return f"{folder.resolve()}|{_file_identity(weights)}" if weights else str(folder.resolve())
+
+
 def _device_of(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
@@ -102,7 +109,7 @@ def timm_teacher(spec: str, image_size: int | None = None) -> ImageTeacher:
     timm = import_timm()
     name, _, weights = spec.partition("=")
     if Path(name).is_dir():
-        net, ident = timm.create_model(f"local-dir:{name}", pretrained=True, num_classes=0), f"{name}|{_file_identity(Path(name) / 'config.json')}"
+        net, ident = timm.create_model(f"local-dir:{name}", pretrained=True, num_classes=0), _folder_identity(name)
     elif weights:
         if not Path(weights).is_file():
             raise ClippingEdgeError(f"teacher weights {weights} do not exist: pass timm:NAME=/path/to/weights.safetensors")
@@ -144,9 +151,8 @@ def hf_mean_pooling(path: str | Path, name: str) -> TextTeacher:
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
 
-    weights = next((Path(path) / f for f in ("model.safetensors", "pytorch_model.bin") if (Path(path) / f).is_file()), None)
-    ident = _file_identity(weights) if weights else str(path)
-    return TextTeacher(name, model.config.hidden_size, forward, identity=f"{name}|{ident}|mean-pool|len128", module=model)
+    return TextTeacher(name, model.config.hidden_size, forward, identity=f"hf|{_folder_identity(path)}|mean-pool|len128",
+                       module=model)
 
 
 def minilm() -> TextTeacher:
@@ -177,9 +183,9 @@ def sentence_transformer(name_or_path: str) -> TextTeacher:
     def forward(texts: Sequence[str]) -> torch.Tensor:
         return model.encode(list(texts), convert_to_tensor=True, device=str(_device_of(model)), normalize_embeddings=False)
 
-    ident = _file_identity(Path(name_or_path) / "config.json") if Path(name_or_path).is_dir() else "hub"
+    ident = _folder_identity(name_or_path) if Path(name_or_path).is_dir() else f"{name_or_path}|hub"
     return TextTeacher(f"st:{name_or_path}", model.get_sentence_embedding_dimension(), forward,
-                       identity=f"st|{name_or_path}|{ident}", module=model)
+                       identity=f"st|{ident}", module=model)
 
 
 IMAGE_TEACHERS: dict[str, Callable[[int | None], ImageTeacher]] = {
