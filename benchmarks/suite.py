@@ -220,7 +220,6 @@ def image_tower_flops(student) -> int:
 def gemm_peaks(n: int = 1024, repeats: int = 10) -> dict[str, float]:
     """GFLOP/s of a large fp32 matrix product (numpy's BLAS) and an int8 one (ONNX Runtime's
     MatMulInteger), on all cores: what the machine can do at best, measured in the same run."""
-    import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 

@@ -47,3 +47,18 @@ def tiny_bundle(tiny_checkpoint: Path, small_data: Path, tmp_path_factory: pytes
 
     bundle, _ = export_bundle(tiny_checkpoint, tmp_path_factory.mktemp("export") / "bundle", "onnx", "none", str(small_data))
     return bundle
+
+
+@pytest.fixture(scope="session")
+def batchnorm_free_student(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """test-tiny with a patch stem instead of the conv stem's batch norm, whose statistics belong to each
+    micro-batch or process: without it, accumulated and distributed steps equal the full batch's exactly."""
+    import json
+
+    from training.config import student_config
+
+    cfg = student_config("test-tiny").to_json()
+    cfg["vision"]["stem"] = "patch"
+    path = tmp_path_factory.mktemp("students") / "test-tiny-patch.json"
+    path.write_text(json.dumps(cfg))
+    return str(path)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clipping_edge import ClippingEdgeError
-from training.config import TrainConfig, student_config
+from training.config import TrainConfig
 from training.data.augment import StrongImageAugment, TextAugment, make_recipe
 from training.trainer import Trainer, train
 
@@ -63,20 +63,12 @@ def test_bad_switches_get_one_clear_error(small_data: Path, tmp_path: Path):
         Trainer(quick(small_data, tmp_path / "b", accum_steps=5))
 
 
-def patch_stem_student(tmp_path: Path) -> str:
-    """test-tiny without batch norm: micro-batches and processes then see exactly the full batch's function."""
-    cfg = student_config("test-tiny").to_json()
-    cfg["vision"]["stem"] = "patch"
-    path = tmp_path / "test-tiny-patch.json"
-    path.write_text(json.dumps(cfg))
-    return str(path)
-
-
 @pytest.mark.parametrize("method", ["clip", "clip-ping"])
-def test_gradient_accumulation_gives_the_full_batch_update(method: str, small_data: Path, tmp_path: Path):
+def test_gradient_accumulation_gives_the_full_batch_update(method: str, small_data: Path, tmp_path: Path,
+                                                            batchnorm_free_student: str):
     weights = []
     for accum in (1, 4):
-        trainer = Trainer(quick(small_data, tmp_path / f"acc{accum}", student=patch_stem_student(tmp_path), method=method,
+        trainer = Trainer(quick(small_data, tmp_path / f"acc{accum}", student=batchnorm_free_student, method=method,
                                 accum_steps=accum, lr=1e-2))
         loader = torch.utils.data.DataLoader(trainer.dataset, batch_sampler=trainer.sampler,
                                              collate_fn=__import__("training.data.augment", fromlist=["x"]).collate_views)

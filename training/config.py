@@ -132,6 +132,7 @@ class TrainConfig:
     image_teacher: str = "efficientnet-lite0"  # a packaged name, timm:NAME[=/weights], or a local timm folder
     text_teacher: str = "minilm"  # a packaged name, st:NAME_OR_PATH, or a local Hugging Face folder
     teacher_image_size: int | None = None  # None: the teacher's own (224 for EfficientNet-Lite0)
+    teacher_bf16: bool = True  # a-clip-ping: online teacher queries in bfloat16 where the hardware has it
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     device: str = "auto"

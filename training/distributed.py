@@ -21,7 +21,6 @@ import torch.distributed as dist
 class Distributed:
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -36,7 +35,7 @@ class Distributed:
             return cls()
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(minutes=30))
-        return cls(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+        return cls(dist.get_rank(), dist.get_world_size())
 
     def barrier(self) -> None:
         if self.world > 1:
