@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--student", default="vit-nano")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--teacher-image-size", type=int, default=128)
+    parser.add_argument("--teacher-image-size", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))

@@ -58,11 +58,12 @@ def log_of(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("method", ["clip", "clip-ping"])
-def test_two_processes_train_like_one_with_the_global_batch(method: str, small_data: Path, tmp_path: Path,
-                                                          batchnorm_free_student: str):
+@pytest.mark.parametrize("method,accum_steps", [("clip", 1), ("clip-ping", 1), ("clip-ping", 2)])
+def test_two_processes_train_like_one_with_the_global_batch(method: str, accum_steps: int, small_data: Path,
+                                                          tmp_path: Path, batchnorm_free_student: str):
+    # Gradient clipping is active throughout (the gradient norm exceeds --grad-clip 1.0 at every step here).
     common = dict(data=str(small_data), student=batchnorm_free_student, method=method, epochs=2, limit=128,
-                  workers=0, warmup_steps=2, lr=3e-3, teacher_image_size=64, support_size=100)
+                  workers=0, warmup_steps=2, lr=3e-3, teacher_image_size=64, support_size=100, accum_steps=accum_steps)
     two = finish(torchrun({**common, "out": tmp_path / "two", "batch_size": 16}))
     assert "batch 16 x 2 process(es)" in two
     torch.set_num_threads(1)
