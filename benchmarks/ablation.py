@@ -1,10 +1,11 @@
 """The method ablation: clip vs clip-ping vs a-clip-ping, each with the basic and the improved recipe,
 at equal epochs, over several seeds (mean ± std), trained on synthetic + real captioned data.
 
+    clipping-edge data synth --out runs/data/synthetic-4k --n-train 4000   # once
     clipping-edge data prepare emoji --out runs/data/emoji          # once (Debian packages: see README)
     clipping-edge data prepare openclipart --out runs/data/openclipart
     clipping-edge data prepare fashion-mnist --out runs/data/fashion-mnist
-    python -m benchmarks.ablation --epochs 3 --seeds 0 1 2 --out runs/ablation
+    python -m benchmarks.ablation --seeds 0 1 2 --out runs/ablation   # 3 epochs, teacher at 64 px
 
 Evaluated on the held-out synthetic split (with its never-seen colour-shape compositions), zero-shot
 Fashion-MNIST and emoji subgroups, and image<->text retrieval on the synthetic split. Each run is kept
@@ -22,9 +23,9 @@ from pathlib import Path
 from training.config import METHODS, TrainConfig
 
 RECIPES = ("basic", "improved")
-DEFAULT_DATA = "synthetic+runs/data/emoji+runs/data/openclipart"
+DEFAULT_DATA = "runs/data/synthetic-4k+runs/data/emoji+runs/data/openclipart"
 EVALS = {  # name -> (dataset, test images used)
-    "synthetic": ("synthetic", None),
+    "synthetic": ("runs/data/synthetic-4k", None),
     "fashion-mnist": ("runs/data/fashion-mnist", 2000),
     "emoji": ("runs/data/emoji", None),
 }

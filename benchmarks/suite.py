@@ -38,7 +38,7 @@ class Row:
     status: str  # ✅ valid, ❎ failed validation, ❌ failed to export, ⏭ cannot run here
     encoder: object | None = None  # encode_pixels / encode_text
     logit_scale: float = 100.0
-    precision: str = "fp32"  # for the GEMM peak it is compared with
+    compute: str = "fp32"  # the arithmetic it runs (the export table's), for the GEMM peak it is compared with
     figures: dict = field(default_factory=dict)
     samples: dict[str, list[float]] = field(default_factory=dict)  # measure -> seconds per call
 
@@ -87,7 +87,8 @@ def bundle_rows(checkpoint: str | None, bundle_dir: Path, bundles: Sequence[str]
         runs_here = TARGETS[manifest.target].runs_here()
         status = ("✅" if manifest.parity.get("passed") else "❎") if runs_here else "⏭"
         precision = manifest.quantization.get("image", {}).get("precision", manifest.precision)
-        rows.append(Row(name, "bundle", status, model if runs_here else None, manifest.logit_scale, precision,
+        compute = TARGETS[manifest.target].precisions[precision].compute
+        rows.append(Row(name, "bundle", status, model if runs_here else None, manifest.logit_scale, compute,
                         {"bundle": str(path), **sizes, "parity_top1_drop": manifest.parity.get("top1_drop_points")}))
     return rows
 
@@ -301,21 +302,27 @@ def plot(rows: list[Row], path: Path) -> Path | None:
     except ImportError:
         print("matplotlib is not installed: no plot (pip install 'clipping-edge[bench]')", file=sys.stderr)
         return None
-    measured = [r for r in rows if "image_b1_ms" in r.figures and "zero_shot_top1" in r.figures]
+    # Rows that failed validation are in the table; here they would only squash the axis.
+    measured = [r for r in rows if r.status == "✅" and "image_b1_ms" in r.figures and "zero_shot_top1" in r.figures]
     points = [(r.figures["image_b1_ms"], r.figures["zero_shot_top1"]) for r in measured]
     front = set(pareto(points))
-    fig, ax = plt.subplots(figsize=(8, 5))
-    for i, (row, (x, y)) in enumerate(zip(measured, points)):
-        ax.scatter(x, y, marker="*" if i in front else "o", s=120 if i in front else 40,
+    fig, ax = plt.subplots(figsize=(11, 5.5))
+    legend = []
+    for i, (row, (x, y)) in enumerate(zip(measured, points), 1):
+        ax.scatter(x, y, marker="*" if i - 1 in front else "o", s=160 if i - 1 in front else 50, zorder=3,
                    color="tab:red" if row.kind == "reference" else "tab:blue")
-        ax.annotate(row.name, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        # Numbers on the points, names in a key beside the plot: rows of similar speed overlap otherwise.
+        ax.annotate(str(i), (x, y), fontsize=8, xytext=(5, 4), textcoords="offset points")
+        legend.append(f"{i:>2}  {row.name}: {x:.2f} ms, {y:.1f} %")
     ordered = sorted(points[i] for i in front)
     ax.plot([p[0] for p in ordered], [p[1] for p in ordered], "--", color="grey", linewidth=1, label="Pareto front")
     ax.set_xlabel("image tower latency, batch 1 (ms, median)")
     ax.set_ylabel("zero-shot top-1 (%)")
     ax.set_title("accuracy vs latency (red: reference rows, stars: Pareto front)")
     ax.legend(loc="lower right")
-    fig.tight_layout()
+    ax.grid(alpha=0.3)
+    fig.text(0.67, 0.5, "\n".join(legend), fontsize=8, family="monospace", va="center")
+    fig.subplots_adjust(left=0.06, right=0.65)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -374,7 +381,7 @@ def run(checkpoint: str | None, bundles: Sequence[str], data: str | None, target
             row.figures["speedup_b1"] = reference.figures["image_b1_ms"] / row.figures["image_b1_ms"]
         if flops:
             achieved = flops / (row.figures["image_b8_ms"] / 1e3) / 1e9
-            peak = machine["int8_gops"] if row.precision.startswith("int8") and "weights" not in row.precision else machine["fp32_gflops"]
+            peak = machine["int8_gops"] if row.compute == "int8" else machine["fp32_gflops"]
             row.figures.update(achieved_gflops=achieved, gemm_fraction=100 * achieved / peak)
 
     ordered = references + rows

@@ -42,6 +42,7 @@ class OfflineCheck:
 class PrecisionSpec:
     recipe: str  # what is done, recorded in the manifest
     calibrated: bool = False  # needs calibration batches from the training data
+    compute: str = "fp32"  # the arithmetic the runtime does (fp32/fp16/int8): the benchmark's GEMM peak to compare with
 
 
 @dataclass(frozen=True)
@@ -129,23 +130,26 @@ TARGETS: dict[str, Target] = {
     "onnx": Target("onnx", ("ort", "onnxruntime"), ".onnx", {
         "fp32": PrecisionSpec("float32"),
         "fp16": PrecisionSpec("float16 weights and compute; LayerNorm, Softmax and reductions kept in float32, float32 I/O"),
-        "int8": PrecisionSpec("dynamic int8: per-channel int8 weights, activations quantized at run time (ORT quantize_dynamic)"),
+        "int8": PrecisionSpec("dynamic int8: per-channel int8 weights, activations quantized at run time (ORT quantize_dynamic)",
+                              compute="int8"),
         "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm (conv stem kept float), per-channel weights, min-max calibration",
-                                     calibrated=True),
+                                     calibrated=True, compute="int8"),
     }, _onnx, _onnx_metadata, "onnx", auto_order=("int8-static", "int8", "fp16", "fp32")),
     "openvino": Target("openvino", ("ov", "ir", "openvino-ir"), ".xml", {
         "fp32": PrecisionSpec("float32 IR"),
         "fp16": PrecisionSpec("float16-compressed weights, float32 inference"),
         "int8": PrecisionSpec("NNCF post-training quantization, transformer model type (SmoothQuant), calibrated",
-                              calibrated=True),
-        "int8-weights": PrecisionSpec("NNCF int8 weight compression (asymmetric, per-channel), float activations"),
+                              calibrated=True, compute="int8"),
+        # The CPU plugin quantizes the activations of weight-compressed layers dynamically: int8 arithmetic.
+        "int8-weights": PrecisionSpec("NNCF int8 weight compression (asymmetric, per-channel), float activations",
+                                      compute="int8"),
     }, _openvino, _openvino_metadata, "openvino", auto_order=("int8", "int8-weights", "fp16", "fp32")),
     "tflite": Target("tflite", ("litert", "tf-lite"), ".tflite", {
         "fp32": PrecisionSpec("float32; signatures for batch 1 and 8 sharing weights"),
-        "int8": PrecisionSpec("ai-edge-quantizer dynamic_wi8_afp32: int8 weights, dynamic int8 activations"),
+        "int8": PrecisionSpec("ai-edge-quantizer dynamic_wi8_afp32: int8 weights, dynamic int8 activations", compute="int8"),
         "int8-weights": PrecisionSpec("ai-edge-quantizer weight_only_wi8_afp32: int8 weights, float compute"),
         "int8-static": PrecisionSpec("ai-edge-quantizer static_wi8_ai8: int8 weights and activations, calibrated "
-                                     "(collapsed a ViT to cosine 0.6 here: the gate decides)", calibrated=True),
+                                     "(collapsed a ViT to cosine 0.6 here: the gate decides)", calibrated=True, compute="int8"),
     }, _tflite, _tflite_metadata, "tflite",
         # The LiteRT interpreter aborts the process running a statically quantized text tower (its int32
         # embedding lookup), so that tower gets dynamic int8.

@@ -442,6 +442,8 @@ class Trainer:
                   "logit_scale": round(self.model.student.logit_scale.exp().item(), 2)}
         if self.guide is not None:
             record["mining_seconds"] = round(self.guide.mining_seconds, 2)
+            if self.guide.mining_method:
+                record["mining"] = self.guide.mining_method
         return record
 
     def save(self) -> None:
