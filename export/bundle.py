@@ -90,7 +90,13 @@ class ExportRun:
             train_pairs = read_pairs(resolve_split(self.data, "train"))
             job.calibration = calibration_batches(kind, train_pairs, self.tokenizer, self.image_size)
             self.calibration_source = {"data": str(train_pairs.root), "samples": sum(len(b) for b in job.calibration)}
-        self.target.export_tower(job)
+        try:
+            self.target.export_tower(job)
+        except Exception as exc:  # a converter's own failure: one line naming target, tower and cause
+            cause = (str(exc).strip().splitlines() or [""])[-1][:300]
+            raise ClippingEdgeError(f"{self.target.name} could not convert the {kind} tower at {precision} "
+                                    f"({type(exc).__name__}: {cause}): export to another target or precision, or "
+                                    "report it with the student's config.json") from exc
         self.convert_seconds[kind] = round(time.perf_counter() - start, 2)
 
     def tower_encoder(self, kind: str, precision: str, path: Path) -> tuple[Callable, list[str], dict]:
@@ -122,7 +128,13 @@ def choose_precisions(run: ExportRun, tmp: Path, files: dict[str, str], budget: 
         order = dict.fromkeys(run.target.tower_precision(kind, p) for p in run.target.auto_order)
         for precision in order:
             path = tmp / f"{kind}.{precision}{run.target.suffix}"
-            run.write_tower(kind, precision, path)
+            try:
+                run.write_tower(kind, precision, path)
+            except ClippingEdgeError as exc:  # a precision the converter cannot make is a rejected try
+                tries.append({"tower": kind, "precision": precision, "passed": False, "failures": [str(exc)]})
+                print(f"  auto: {kind} {precision:<13} rejected: {exc}")
+                _remove_tower(path)
+                continue
             encoder, problems, _ = run.tower_encoder(kind, precision, path)
             record = run.validate({**encoders, kind: encoder}, {**precisions, kind: precision}, problems, budget)
             tries.append({"tower": kind, "precision": precision, "passed": record["passed"],

@@ -77,3 +77,17 @@ def test_a_wrong_export_fails_validation_and_writes_nothing(tiny_checkpoint: Pat
     kept, parity = export_bundle(tiny_checkpoint, out, "onnx", "none", str(small_data), allow_degraded=True)
     assert not parity["passed"] and parity["failures"]
     assert json.loads((kept / "manifest.json").read_text())["parity"]["passed"] is False
+
+
+def test_a_converter_crash_is_one_clear_error_and_writes_nothing(tiny_checkpoint: Path, small_data: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch):
+    import export.to_onnx
+
+    def crash(job):
+        raise NotImplementedError("Traceback noise\nPyTorch convert function for op 'new_ones' not implemented.")
+
+    monkeypatch.setattr(export.to_onnx, "export_onnx", crash)
+    with pytest.raises(ClippingEdgeError, match=r"onnx could not convert the image tower at fp32 \(NotImplementedError: "
+                                                r"PyTorch convert function for op 'new_ones' not implemented.\)"):
+        export_bundle(tiny_checkpoint, tmp_path / "bundle", "onnx", "none", str(small_data))
+    assert list(tmp_path.iterdir()) == []

@@ -42,6 +42,9 @@ def test_timm_and_bert_students_train_and_export(student: str, small_data: Path,
                              batch_size=32, warmup_steps=2, workers=0, limit=128))
     _, parity = export_bundle(ckpt, tmp_path / "bundle", "onnx", "none", str(small_data))
     assert parity["passed"] and parity["image_cosine_min"] > 0.9999 and parity["text_cosine_min"] > 0.9999
+    if student == "test-tiny-cnn":  # the MobileBERT-style text tower through coremltools too (no new_ones)
+        _, parity = export_bundle(ckpt, tmp_path / "coreml", "coreml", "none", str(small_data))
+        assert parity["passed"] and parity["text_cosine_min"] > 0.9999
 
     import clipping_edge
 

@@ -186,7 +186,11 @@ class MobileBertTextTower(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids = ids.long()
-        hidden = self.encoder(input_ids=ids, attention_mask=(ids != 0).long()).last_hidden_state  # 0 = <pad>
+        # A ready additive (B, 1, 1, L) mask over padding (id 0): transformers then builds none itself, and
+        # its mask builders use ops (new_ones, vmapped index functions) that Core ML cannot convert.
+        # -1e4 rather than the dtype's minimum keeps it finite in fp16 exports.
+        mask = (ids == 0).to(self.proj.weight.dtype)[:, None, None, :] * -1e4
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
         return F.normalize(self.proj(_pool_at_eot(hidden, ids, self.eot_id)), dim=-1)
 
 
