@@ -40,12 +40,14 @@ def run_one(method: str, recipe: str, seed: int, args: argparse.Namespace) -> di
     from training.evaluate import evaluate
     from training.trainer import train
 
-    out = Path(args.out) / f"{method}-{recipe}-s{seed}"
+    weights = "" if (args.lambda_nn, args.lambda_xnn) == (1.0, 1.0) else f"-l{args.lambda_nn:g}-{args.lambda_xnn:g}"
+    out = Path(args.out) / f"{method}-{recipe}{weights}-s{seed}"
     result_file = out / "ablation-result.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
     train(TrainConfig(data=args.data, out=str(out), student=args.student, method=method, recipe=recipe, epochs=args.epochs,
                       seed=seed, batch_size=args.batch_size, teacher_image_size=args.teacher_image_size,
+                      lambda_nn=args.lambda_nn, lambda_xnn=args.lambda_xnn,
                       resume=(out / "checkpoint" / "trainer_state.pt").exists()))
     model, tokenizer, _ = load_student(out / "checkpoint")
     metrics = {name: evaluate(model, tokenizer, read_pairs(resolve_split(data, "test"), limit=limit))
@@ -86,20 +88,32 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--teacher-image-size", type=int, default=64)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--lambda-nn", type=float, default=1.0)
+    parser.add_argument("--lambda-xnn", type=float, default=1.0)
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--out", default="runs/ablation")
+    parser.add_argument("--report", action="store_true", help="only tabulate the runs already finished under --out")
     args = parser.parse_args()
 
     results = []
     for seed in args.seeds:  # seed-major: a cut-off run still has every config at the first seeds
         for method in args.methods:
             for recipe in args.recipes:
-                results.append(run_one(method, recipe, seed, args))
-                report = table(results, args.seeds)
-                Path(args.out, "ablation.md").write_text(f"{args.student}, {args.epochs} epochs, data {args.data}\n\n{report}\n")
-                Path(args.out, "ablation.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
-    print(report)
+                if args.report:
+                    results += [json.loads(f.read_text()) for f in Path(args.out).glob(f"{method}-{recipe}-s{seed}/ablation-result.json")]
+                else:
+                    results.append(run_one(method, recipe, seed, args))
+                    write_report(results, args)
+    print(write_report(results, args))
+
+
+def write_report(results: list[dict], args: argparse.Namespace) -> str:
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    report = f"{args.student}, {args.epochs} epochs, data {args.data}\n\n{table(results, sorted({r['seed'] for r in results}))}\n"
+    Path(args.out, "ablation.md").write_text(report)
+    Path(args.out, "ablation.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
+    return report
 
 
 if __name__ == "__main__":

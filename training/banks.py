@@ -65,15 +65,17 @@ def _extract_shard(pairs: PairSet, rows: range, image_teacher: ImageTeacher, tex
     loader = torch.utils.data.DataLoader(
         ImageCaptionDataset(subset, EvalTransform(image_teacher.image_size)), batch_size=batch_size,
         num_workers=workers, multiprocessing_context=worker_context(workers), collate_fn=_stack_with_indices)
-    start = time.perf_counter()
-    images = [image_teacher.encode(pixels.to(device, non_blocking=True)).cpu().numpy()
-              for pixels, _ in progress_bar(loader, desc=f"image bank ({image_teacher.name}) rows {rows.start}-{rows.stop}")]
-    timing["image_seconds"] += time.perf_counter() - start
-    timing["images"] += len(rows)
+    batches = iter(loader)  # the workers start and decode the first images while the captions are embedded
     start = time.perf_counter()
     captions = [p.caption for p in subset]
     texts = [text_teacher.encode(captions[i:i + 256]).cpu().numpy() for i in range(0, len(captions), 256)]
     timing["text_seconds"] += time.perf_counter() - start
+    start = time.perf_counter()
+    images = [image_teacher.encode(pixels.to(device, non_blocking=True)).cpu().numpy()
+              for pixels, _ in progress_bar(batches, desc=f"image bank ({image_teacher.name}) rows {rows.start}-{rows.stop}",
+                                            total=len(loader))]
+    timing["image_seconds"] += time.perf_counter() - start
+    timing["images"] += len(rows)
     return np.concatenate(images).astype(np.float16), np.concatenate(texts).astype(np.float16)
 
 

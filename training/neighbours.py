@@ -47,12 +47,16 @@ def as_float_tensor(bank: np.ndarray | torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def top_k_exact(queries: torch.Tensor, keys: torch.Tensor, key_ids: torch.Tensor, query_ids: torch.Tensor, k: int = 1,
                 chunk: int = 4096) -> torch.Tensor:
-    """(Q, k) ids of the most similar keys of each query, never the query's own id."""
+    """(Q, k) ids of the most similar keys of each query, never the query's own id. `key_ids` is sorted
+    (support sets are), so each query finds its own column by binary search, not a (Q, K) comparison."""
     k = min(k, len(keys) - 1) if len(keys) > 1 else 1
     out = torch.empty(len(queries), k, dtype=torch.long, device=queries.device)
     for start in range(0, len(queries), chunk):
         sims = queries[start:start + chunk] @ keys.T
-        sims[query_ids[start:start + chunk].unsqueeze(1) == key_ids.unsqueeze(0)] = float("-inf")
+        ids = query_ids[start:start + chunk]
+        column = torch.searchsorted(key_ids, ids).clamp(max=len(key_ids) - 1)
+        own = key_ids[column] == ids
+        sims[torch.arange(len(ids), device=sims.device)[own], column[own]] = float("-inf")
         out[start:start + chunk] = key_ids[sims.topk(k, dim=1).indices]
     return out
 
