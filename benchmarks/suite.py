@@ -116,17 +116,23 @@ def pytorch_row(checkpoint: str, threads: int | None) -> tuple[Row, object]:
 
 
 class NaiveOnnx:
-    """The hand-rolled export: an fp32 ONNX file in a default ONNX Runtime session, classes scored by
-    a numpy product with the text embeddings (no index, no graph options, no quantization)."""
+    """The hand-rolled export: an fp32 ONNX file in a default ONNX Runtime session (only the thread count
+    set, as every row's), classes scored by a numpy product with the text embeddings (no index, no
+    quantization)."""
 
-    def __init__(self, bundle: Path):
+    def __init__(self, bundle: Path, threads: int | None):
         import onnxruntime as ort
 
         from clipping_edge.tokenizer import TextTokenizer
 
         manifest = json.loads((bundle / "manifest.json").read_text())
-        self.image = ort.InferenceSession(str(bundle / manifest["image_tower"]), providers=["CPUExecutionProvider"])
-        self.text = ort.InferenceSession(str(bundle / manifest["text_tower"]), providers=["CPUExecutionProvider"])
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or 0  # 0: ONNX Runtime's default, all cores
+
+        def session(name: str) -> ort.InferenceSession:
+            return ort.InferenceSession(str(bundle / manifest[name]), options, providers=["CPUExecutionProvider"])
+
+        self.image, self.text = session("image_tower"), session("text_tower")
         self.tokenizer = TextTokenizer(bundle / manifest["tokenizer"], manifest["context_length"])
         self.image_size = manifest["image_size"]
 
@@ -354,7 +360,7 @@ def run(checkpoint: str | None, bundles: Sequence[str], data: str | None, target
     reference, student = pytorch_row(checkpoint, threads) if checkpoint else (None, None)
     fp32_onnx = next((Path(r.figures["bundle"]) for r in rows if r.name == "onnx fp32" and r.encoder), None)
     references = [r for r in (reference,) if r] + (
-        [Row("naive onnx fp32 + numpy", "reference", "✅", NaiveOnnx(fp32_onnx), rows[0].logit_scale)] if fp32_onnx else [])
+        [Row("naive onnx fp32 + numpy", "reference", "✅", NaiveOnnx(fp32_onnx, threads), rows[0].logit_scale)] if fp32_onnx else [])
     runnable = [r for r in references + rows if r.encoder is not None]
     if not runnable:
         raise ClippingEdgeError("no row can run on this machine (Core ML needs macOS)")
