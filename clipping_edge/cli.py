@@ -244,7 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundles", nargs="+", help="measure these bundles (or folders of bundles) instead / as well")
     p.add_argument("--bundle-dir", help="where --checkpoint bundles live and missing ones are written (default OUT/bundles)")
     p.add_argument("--data", help="labelled data (default: the checkpoint's training data, test split)")
-    p.add_argument("--targets", nargs="+", default=["onnx", "openvino", "tflite", "coreml"])
+    from export.targets import TARGETS  # the table only: imports no converter
+
+    p.add_argument("--targets", nargs="+", default=list(TARGETS))
     p.add_argument("--precisions", nargs="+", help="only these precisions (default: all a target offers)")
     p.add_argument("--threads", type=int)
     p.add_argument("--floor", type=float, help="exit 1 if a valid row's zero-shot top-1 (%%) is below this")
