@@ -1,0 +1,37 @@
+"""The ablation's plan and table: which runs it trains, in which order, and how seeds are pooled per row."""
+
+import argparse
+
+from benchmarks.ablation import COLUMNS, VARIANTS, Plan, Run, table
+
+
+def plan_args(**overrides) -> argparse.Namespace:
+    args = {"seeds": [0, 1], "methods": ["clip", "clip-ping"], "recipes": ["basic"], "variants": ["lambda-0.25"],
+            "data": "d", "student": "test-tiny", "epochs": 1, "batch_size": 8, "teacher_image_size": 64, "workers": 0}
+    return argparse.Namespace(**{**args, **overrides})
+
+
+def test_plan_is_seed_major_and_variants_change_one_setting(tmp_path):
+    plan = Plan.from_args(plan_args())
+    assert [r.name for r in plan.runs] == ["clip-basic-s0", "clip-ping-basic-s0", "clip-ping-basic-lambda-0.25-s0",
+                                           "clip-basic-s1", "clip-ping-basic-s1", "clip-ping-basic-lambda-0.25-s1"]
+    default, variant = (r.config(plan_args(), tmp_path) for r in plan.runs[1:3])
+    changed = {k for k, v in vars(variant).items() if vars(default)[k] != v}
+    assert changed == set(VARIANTS["lambda-0.25"])
+    teacher = Run("clip-ping", "basic", 0, "teacher-128px").config(plan_args(), tmp_path)
+    assert teacher.teacher_image_size == 128 and default.teacher_image_size == 64
+
+
+def result(method: str, variant: str, seed: int, top1: float) -> dict:
+    metrics = {ev: {key: top1 for _, key, _ in COLUMNS} for ev, _, _ in COLUMNS}
+    return {"method": method, "recipe": "basic", "variant": variant, "seed": seed, "metrics": metrics}
+
+
+def test_table_pools_seeds_per_row_and_keeps_variants_apart():
+    rows = table([result("clip", "", 0, 0.10), result("clip", "", 1, 0.20), result("clip-ping", "", 0, 0.30),
+                  result("clip-ping", "lambda-0.25", 0, 0.50)]).splitlines()
+    clip = next(line for line in rows if line.startswith("| clip | basic | defaults"))
+    assert "| 2 | 15.0 ± 7.1 |" in clip
+    assert any(line.startswith("| clip-ping | basic | defaults | 1 | 30.0 |") for line in rows)
+    assert any(line.startswith("| clip-ping | basic | lambda-0.25 | 1 | 50.0 |") for line in rows)
+    assert rows[-1].endswith("of 0, 1)")
