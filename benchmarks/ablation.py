@@ -36,7 +36,8 @@ EVALS = {  # name -> (dataset, test images used)
     "fashion-mnist": ("runs/data/fashion-mnist", 2000),
     "emoji": ("runs/data/emoji", None),
 }
-COLUMNS = [("synthetic", "zero_shot_top1", "synthetic top-1"), ("synthetic", "zero_shot_top1_held_out", "held-out compositions"),
+COLUMNS = [("synthetic", "zero_shot_top1", "synthetic top-1"), ("synthetic", "zero_shot_top1_seen", "seen compositions"),
+           ("synthetic", "zero_shot_top1_held_out", "held-out compositions"),
            ("fashion-mnist", "zero_shot_top1", "Fashion-MNIST top-1"), ("emoji", "zero_shot_top1", "emoji subgroup top-1"),
            ("synthetic", "image_to_text_R@1", "R@1 i→t"), ("synthetic", "text_to_image_R@1", "R@1 t→i")]
 # The investigation: clip-ping basic with one setting changed from the defaults at a time.
