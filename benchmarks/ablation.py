@@ -142,15 +142,16 @@ def mean_std(values: list[float]) -> str:
 
 def table(results: list[dict]) -> str:
     seeds = sorted({r["seed"] for r in results})
-    lines = ["| method | recipe | variant | seeds | " + " | ".join(c[2] for c in COLUMNS) + " |",
-             "|---" * (len(COLUMNS) + 4) + "|"]
+    lines = ["| method | recipe | variant | seeds | " + " | ".join(c[2] for c in COLUMNS) + " | train min |",
+             "|---" * (len(COLUMNS) + 5) + "|"]
     rows = [(m, r, "") for m in METHODS for r in RECIPES] + [(VARIANT_METHOD, VARIANT_RECIPE, v) for v in VARIANTS]
     for method, recipe, variant in rows:
         runs = [r for r in results if (r["method"], r["recipe"], r.get("variant", "")) == (method, recipe, variant)]
         if runs:
             cells = [mean_std([r["metrics"][ev][key] for r in runs]) for ev, key, _ in COLUMNS]
+            cells.append(f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f}")
             lines.append(f"| {method} | {recipe} | {variant or 'defaults'} | {len(runs)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + f"\n\n(%, mean ± std over the seeds run, of {', '.join(map(str, seeds))})"
+    return "\n".join(lines) + f"\n\n(%, mean ± std over the seeds run, of {', '.join(map(str, seeds))}; train min: mean wall time of training)"
 
 
 def write_report(results: list[dict], args: argparse.Namespace) -> str:

@@ -24,14 +24,15 @@ def test_plan_is_seed_major_and_variants_change_one_setting(tmp_path):
 
 def result(method: str, variant: str, seed: int, top1: float) -> dict:
     metrics = {ev: {key: top1 for _, key, _ in COLUMNS} for ev, _, _ in COLUMNS}
-    return {"method": method, "recipe": "basic", "variant": variant, "seed": seed, "metrics": metrics}
+    return {"method": method, "recipe": "basic", "variant": variant, "seed": seed, "metrics": metrics,
+            "train_seconds": 60.0 * (seed + 1)}
 
 
 def test_table_pools_seeds_per_row_and_keeps_variants_apart():
     rows = table([result("clip", "", 0, 0.10), result("clip", "", 1, 0.20), result("clip-ping", "", 0, 0.30),
                   result("clip-ping", "lambda-0.25", 0, 0.50)]).splitlines()
     clip = next(line for line in rows if line.startswith("| clip | basic | defaults"))
-    assert "| 2 | 15.0 ± 7.1 |" in clip
+    assert "| 2 | 15.0 ± 7.1 |" in clip and clip.endswith("| 1.5 |")
     assert any(line.startswith("| clip-ping | basic | defaults | 1 | 30.0 |") for line in rows)
     assert any(line.startswith("| clip-ping | basic | lambda-0.25 | 1 | 50.0 |") for line in rows)
-    assert rows[-1].endswith("of 0, 1)")
+    assert "of 0, 1;" in rows[-1]
