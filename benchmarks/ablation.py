@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from clipping_edge.atomic import write_bytes_atomic
@@ -68,17 +68,12 @@ class Run:
                            resume=(out / "checkpoint" / "trainer_state.pt").exists(), **settings)
 
 
-@dataclass
-class Plan:
-    runs: list[Run] = field(default_factory=list)
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> "Plan":
-        plan = cls()
-        for seed in args.seeds:  # seed-major: a cut-off ablation still has every row at the first seeds
-            plan.runs += [Run(m, r, seed) for m in args.methods for r in args.recipes]
-            plan.runs += [Run(VARIANT_METHOD, VARIANT_RECIPE, seed, v) for v in args.variants]
-        return plan
+def planned_runs(args: argparse.Namespace) -> list[Run]:
+    runs = []
+    for seed in args.seeds:  # seed-major: a cut-off ablation still has every row at the first seeds
+        runs += [Run(m, r, seed) for m in args.methods for r in args.recipes]
+        runs += [Run(VARIANT_METHOD, VARIANT_RECIPE, seed, v) for v in args.variants]
+    return runs
 
 
 def result_path(run: Run, args: argparse.Namespace) -> Path:
@@ -104,25 +99,24 @@ def train_and_evaluate(run: Run, args: argparse.Namespace) -> dict:
     return result
 
 
-def build_banks_once(plan: Plan, args: argparse.Namespace) -> None:
+def build_banks_once(runs: list[Run], args: argparse.Namespace) -> None:
     """Extract every feature bank the plan needs before parallel runs start, so that they only read them."""
     from training.banks import build_banks
     from training.data.pairs import read_pairs, resolve_split
     from training.teachers import load_image_teacher, load_text_teacher
 
     configs = {(c.image_teacher, c.teacher_image_size, c.text_teacher)
-               for c in (r.config(args, Path(args.out)) for r in plan.runs if r.method != "clip")}
+               for c in (r.config(args, Path(args.out)) for r in runs if r.method != "clip")}
     pairs = read_pairs(resolve_split(args.data, "train"))
     for image_teacher, size, text_teacher in sorted(configs, key=str):
         build_banks(pairs, load_image_teacher(image_teacher, size), load_text_teacher(text_teacher), workers=args.workers)
 
 
 def run_in_subprocess(run: Run, args: argparse.Namespace, threads: int) -> dict | None:
-    """Train one run in its own interpreter so its thread count is its own (torch reads it at import)."""
-    command = [sys.executable, "-m", "benchmarks.ablation", "--single", run.method, run.recipe, str(run.seed), run.variant,
-               "--data", args.data, "--student", args.student, "--epochs", str(args.epochs), "--batch-size",
-               str(args.batch_size), "--teacher-image-size", str(args.teacher_image_size), "--workers", str(args.workers),
-               "--out", args.out]
+    """Train one run in its own interpreter so its thread count is its own (torch reads it at import).
+    It gets this invocation's own options, so it trains with exactly the settings asked for here."""
+    command = [sys.executable, "-m", "benchmarks.ablation", *sys.argv[1:],
+               "--single", run.method, run.recipe, str(run.seed), run.variant]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     Path(args.out, run.name).mkdir(parents=True, exist_ok=True)
     log_path = Path(args.out, run.name, "stdout.txt")
@@ -186,15 +180,15 @@ def main() -> None:
         method, recipe, seed, variant = args.single
         train_and_evaluate(Run(method, recipe, int(seed), variant), args)
         return
-    plan = Plan.from_args(args)
-    done = [r for r in plan.runs if result_path(r, args).is_file()]
+    runs = planned_runs(args)
+    done = [r for r in runs if result_path(r, args).is_file()]
     results = [json.loads(result_path(r, args).read_text()) for r in done]
-    todo = [r for r in plan.runs if r not in done]
+    todo = [r for r in runs if r not in done]
     if args.report or not todo:
         print(write_report(results, args))
         return
     print(f"ablation: {len(done)} runs finished, {len(todo)} to train, {args.jobs} at a time")
-    build_banks_once(plan, args)
+    build_banks_once(runs, args)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
         for result in pool.map(lambda run: run_in_subprocess(run, args, threads), todo):
@@ -202,7 +196,7 @@ def main() -> None:
                 continue
             results.append(result)
             write_report(results, args)
-            print(f"ablation: {len(results)}/{len(plan.runs)} runs finished", flush=True)
+            print(f"ablation: {len(results)}/{len(runs)} runs finished", flush=True)
     print(write_report(results, args))
 
 

@@ -2,7 +2,7 @@
 
 import argparse
 
-from benchmarks.ablation import COLUMNS, VARIANTS, Plan, Run, table
+from benchmarks.ablation import COLUMNS, VARIANTS, Run, planned_runs, table
 
 
 def plan_args(**overrides) -> argparse.Namespace:
@@ -12,10 +12,10 @@ def plan_args(**overrides) -> argparse.Namespace:
 
 
 def test_plan_is_seed_major_and_variants_change_one_setting(tmp_path):
-    plan = Plan.from_args(plan_args())
-    assert [r.name for r in plan.runs] == ["clip-basic-s0", "clip-ping-basic-s0", "clip-ping-basic-lambda-0.25-s0",
+    runs = planned_runs(plan_args())
+    assert [r.name for r in runs] == ["clip-basic-s0", "clip-ping-basic-s0", "clip-ping-basic-lambda-0.25-s0",
                                            "clip-basic-s1", "clip-ping-basic-s1", "clip-ping-basic-lambda-0.25-s1"]
-    default, variant = (r.config(plan_args(), tmp_path) for r in plan.runs[1:3])
+    default, variant = (r.config(plan_args(), tmp_path) for r in runs[1:3])
     changed = {k for k, v in vars(variant).items() if vars(default)[k] != v}
     assert changed == set(VARIANTS["lambda-0.25"])
     teacher = Run("clip-ping", "basic", 0, "teacher-128px").config(plan_args(), tmp_path)
