@@ -65,7 +65,7 @@ class Run:
         settings = {"teacher_image_size": args.teacher_image_size, **VARIANTS.get(self.variant, {})}
         return TrainConfig(data=args.data, out=str(out), student=args.student, method=self.method, recipe=self.recipe,
                            epochs=args.epochs, seed=self.seed, batch_size=args.batch_size, workers=args.workers,
-                           resume=(out / "checkpoint" / "trainer_state.pt").exists(), **settings)
+                           resume=(out / "checkpoint" / "trainer_state.json").exists(), **settings)
 
 
 def planned_runs(args: argparse.Namespace) -> list[Run]:

@@ -6,6 +6,10 @@
     clf.classify(["photo.png"], top_k=2)
 """
 
+from ._native import preload_cxx_runtime
+
+preload_cxx_runtime()  # before anything of ours imports usearch: see _native.py
+
 from .classifier import Prediction, ZeroShotClassifier, class_prototypes
 from .errors import ClippingEdgeError
 from .gallery import Hit, ImageGallery

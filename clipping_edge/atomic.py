@@ -1,47 +1,175 @@
-"""Write files and directories so that readers see either nothing or the complete result."""
+"""Write files and directories so that readers see either nothing or the complete result, and never
+replace what a user owns.
+
+An output directory carries a small marker naming its kind (bundle, checkpoint, dataset, ...). An
+existing path is replaced only when it is our own previous output of the same kind (or empty), never
+when it holds one of the command's inputs; `force=True` replaces anything else, once the new output
+is complete. Temporary siblings carry the writer's pid, so the next writer of the same output removes
+those whose process is gone.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
+
+from .errors import ClippingEdgeError
+
+MARKER = ".clipping-edge-output"
+# What older versions wrote before the marker existed, recognised by their defining files.
+_LEGACY_SIGNS = {"bundle": ("manifest.json",), "checkpoint": ("model.safetensors", "config.json"),
+                 "dataset": ("dataset.json",), "banks": ("image.npy", "text.npy", "meta.json")}
+
+
+def umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _honour_umask(path: Path, directory: bool) -> None:
+    """mkdtemp/mkstemp create 0700/0600; the finished output gets the permissions a plain mkdir/open would."""
+    path.chmod((0o777 if directory else 0o666) & ~umask())
+
+
+def output_kind(path: Path) -> str | None:
+    """The kind of clipping-edge output a directory holds, or None if it is not one of ours."""
+    marker = path / MARKER
+    if marker.is_file():
+        try:
+            kind = json.loads(marker.read_text(encoding="utf-8")).get("kind")
+            return kind if isinstance(kind, str) else None
+        except (ValueError, OSError, AttributeError):
+            return None
+    for kind, files in _LEGACY_SIGNS.items():
+        if all((path / name).is_file() for name in files):
+            return kind
+    return None
+
+
+def _inside(child: Path, parent: Path) -> bool:
+    child, parent = child.resolve(), parent.resolve()
+    return child == parent or parent in child.parents
+
+
+def check_replaceable(target: str | os.PathLike[str], kind: str, inputs: Iterable[str | os.PathLike[str] | None] = (),
+                      force: bool = False) -> None:
+    """Raise unless `target` may become a new `kind` output: absent, empty, or our own `kind` (any with
+    `force`); never when it holds an input. Called before the work starts, so a refusal costs nothing."""
+    target = Path(target)
+    for source in inputs:
+        if source is not None and str(source) and Path(source).exists() and _inside(Path(source), target):
+            raise ClippingEdgeError(f"--out {target} holds the input {source}: writing there would delete it; "
+                                    "choose another --out")
+    if not (target.exists() or target.is_symlink()):
+        return
+    if target.is_dir() and not target.is_symlink():
+        found = output_kind(target)
+        if found == kind or not any(target.iterdir()):
+            return
+        what = f"a clipping-edge {found}" if found else "files clipping-edge did not write"
+    else:
+        what = "a file" if not target.is_symlink() else "a symbolic link"
+    if not force:
+        raise ClippingEdgeError(f"{target} already exists and holds {what}, not a previous {kind}: choose another "
+                                "output path, or pass --force to replace it")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def remove_stale_siblings(target: Path) -> None:
+    """Temporary siblings of `target` left by writers that were killed (their pid is gone)."""
+    if not target.parent.is_dir():
+        return
+    for sibling in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = sibling.name[len(target.name) + 2:].split(".", 1)[0]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            _remove(sibling)
+
+
+def _swap_names(target: Path) -> tuple[Path, Path]:
+    return target.with_name(f".{target.name}.new"), target.with_name(f".{target.name}.old")
+
+
+def recover(target: str | os.PathLike[str]) -> Path:
+    """Finish a swap that a crash interrupted: with `target` gone, a complete `.new` (the finished output)
+    or else the `.old` (the previous one) becomes `target` again. Returns `target`."""
+    target = Path(target)
+    new, old = _swap_names(target)
+    if not target.exists():
+        for candidate in (new, old):
+            if candidate.is_dir():
+                candidate.rename(target)
+                break
+    if target.exists():
+        for leftover in (new, old):
+            _remove(leftover)
+    return target
 
 
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike[str], overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary sibling directory; on success it replaces `target`, on error it is removed."""
+def atomic_directory(target: str | os.PathLike[str], kind: str, inputs: Iterable[str | os.PathLike[str] | None] = (),
+                     force: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling directory; on success it replaces `target`, on error it is removed.
+
+    `target` must be replaceable (see check_replaceable); the check runs again before the swap, so an
+    output that appeared meanwhile is not lost either."""
     target = Path(target)
+    inputs = list(inputs)
+    check_replaceable(target, kind, inputs, force)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    recover(target)
+    remove_stale_siblings(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
     try:
         yield tmp
-        if target.exists():
-            if not overwrite:
-                raise FileExistsError(f"{target} already exists")
-            # Move the old one aside first so the swap leaves no moment without a complete target.
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
+        (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n", encoding="utf-8")
+        _honour_umask(tmp, directory=True)
+        check_replaceable(target, kind, inputs, force)
+        new, old = _swap_names(target)
+        tmp.rename(new)  # from here on the finished output survives a crash (see recover)
+        if target.exists() or target.is_symlink():
+            _remove(old)
             target.rename(old)
-            tmp.rename(target)
-            shutil.rmtree(old, ignore_errors=True)
+            new.rename(target)
+            _remove(old)
         else:
-            tmp.rename(target)
+            new.rename(target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove(tmp)
         raise
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        _honour_umask(Path(tmp), directory=False)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -51,3 +179,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:
     write_bytes_atomic(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)

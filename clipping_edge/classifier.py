@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Protocol, Sequence
@@ -43,6 +44,31 @@ class TextEncoder(Protocol):
     def encode_text(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+def untrained_pieces(model: EdgeModel, labels: Sequence[str]) -> dict[str, list[str]]:
+    """Labels the vocabulary spells with word pieces the student's text tower never trained on -> those pieces."""
+    trained = model.manifest.trained_token_ids
+    if trained is None:
+        return {}
+    known = set(trained)
+    tokenizer = model.tokenizer.tokenizer
+    found = {}
+    for label in labels:
+        encoding = tokenizer.encode(label[:256], add_special_tokens=False)
+        pieces = [t for t, i in zip(encoding.tokens, encoding.ids) if i not in known and t != "<pad>"]
+        if pieces:
+            found[label] = pieces
+    return found
+
+
+def warn_untrained(model: EdgeModel, labels: Sequence[str]) -> None:
+    found = untrained_pieces(model, labels)
+    if found:
+        named = ", ".join(f"{label!r} ({' '.join(p)})" for label, p in list(found.items())[:8])
+        more = f" and {len(found) - 8} more" if len(found) > 8 else ""
+        warnings.warn(f"{len(found)} label(s) use word pieces the student never trained on, so their scores are "
+                      f"unreliable: {named}{more}", stacklevel=3)
+
+
 def class_prototypes(model: TextEncoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
                      synonyms: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
     """Every template x synonym embedded, normalised, averaged, normalised again: (C, d)."""
@@ -75,6 +101,7 @@ class ZeroShotClassifier:
         self.model = model
         if index is None:
             labels = check_labels(labels or [])
+            warn_untrained(model, labels)
             index = PrototypeIndex.build(class_prototypes(model, labels, templates, synonyms), labels,
                                          model.manifest.fingerprint, index_dtype)
         elif index.fingerprint != model.manifest.fingerprint:
@@ -89,14 +116,19 @@ class ZeroShotClassifier:
     def labels(self) -> list[str]:
         return self.index.labels
 
-    def save_index(self, path: str | Path) -> Path:
-        return self.index.save(path)
+    def save_index(self, path: str | Path, force: bool = False) -> Path:
+        return self.index.save(path, force)
 
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """(B, d) image embeddings -> (B, C) class probabilities, columns in label order."""
         return softmax(self.model.logit_scale * self.index.cosines(embeddings))
 
     def classify_embeddings(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+        if embeddings.ndim != 2 or embeddings.shape[1] != self.model.manifest.embed_dim:
+            raise ClippingEdgeError(f"embeddings must have shape (B, {self.model.manifest.embed_dim}), got {embeddings.shape}")
+        if top_k < 1:
+            raise ClippingEdgeError(f"top_k must be at least 1, got {top_k}")
         k = min(top_k, len(self.labels))
         cosines = self.index.cosines(embeddings)
         probs = softmax(self.model.logit_scale * cosines)
@@ -105,7 +137,9 @@ class ZeroShotClassifier:
         return [[Prediction(self.labels[p], float(pr[p]), float(co[p])) for p in row]
                 for row, pr, co in zip(best, probs, cosines)]
 
-    def classify(self, images: Sequence[ImageInput], top_k: int = 5, batch_size: int = 32) -> list[list[Prediction]]:
+    def classify(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 5, batch_size: int = 32) -> list[list[Prediction]]:
+        """One image or a list (paths, bytes, Pillow images, RGB uint8 HxWx3 frames: convert OpenCV's BGR
+        first) -> per image the top-k predictions, best first."""
         return self.classify_embeddings(self.model.encode_image(images, batch_size), top_k)
 
     def classify_stream(self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 32,

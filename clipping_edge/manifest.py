@@ -1,20 +1,27 @@
 """The bundle manifest: what a bundle holds and how to run it.
 
 A bundle is a directory with the two towers, `tokenizer.json` and `manifest.json`. The manifest is
-the only thing the runtime trusts; every path in it must stay inside the bundle directory.
+the only thing the runtime trusts; it is checked against one schema (types and ranges) when read,
+every path in it must stay inside the bundle directory, and every file it lists is checked against
+the SHA-256 it records before a backend reads it. The text tower may be left out of a bundle that
+classifies from a prototype index.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from .errors import ClippingEdgeError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+# Largest logit scale a manifest may carry: training clamps it at 100.
+MAX_LOGIT_SCALE = 100.0
 
 
 @dataclass
@@ -38,19 +45,91 @@ class Manifest:
     quantization: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    # Bundle-relative path -> SHA-256 of every file the bundle holds besides the manifest.
+    files: dict[str, str] = field(default_factory=dict)
+    # Token ids the text tower was trained on; None: every id (a pretrained text tower).
+    trained_token_ids: list[int] | None = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "Manifest":
-        known = {f for f in cls.__dataclass_fields__}
-        missing = [f for f in ("model_name", "embed_dim", "image_size", "context_length", "logit_scale",
-                               "target", "precision", "image_tower", "text_tower") if f not in data]
-        if missing:
-            raise ClippingEdgeError(f"manifest is missing {', '.join(missing)}: re-export the bundle with `clipping-edge export`")
+    def from_json(cls, data: Any, where: str = "manifest") -> "Manifest":
+        check_schema(data, where)
+        known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _positive_int(limit: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= limit
+
+
+def _finite_scale(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= MAX_LOGIT_SCALE
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and 0 < len(v) <= 4096
+
+
+def _hashes(v: Any) -> bool:
+    return isinstance(v, dict) and all(_text(k) and isinstance(h, str) and len(h) == 64 for k, h in v.items())
+
+
+# field -> (required, check, what a valid value is)
+SCHEMA: dict[str, tuple[bool, Any, str]] = {
+    "format_version": (True, lambda v: v == FORMAT_VERSION, f"{FORMAT_VERSION}"),
+    "model_name": (True, _text, "a name"),
+    "embed_dim": (True, _positive_int(65_536), "an integer in 1..65536"),
+    "image_size": (True, _positive_int(4096), "an integer in 1..4096"),
+    "context_length": (True, _positive_int(4096), "an integer in 1..4096"),
+    "logit_scale": (True, _finite_scale, f"a finite number in (0, {MAX_LOGIT_SCALE:g}]"),
+    "target": (True, _text, "a target name"),
+    "precision": (True, _text, "a precision name"),
+    "image_tower": (True, _text, "a bundle-relative path"),
+    "text_tower": (True, _text, "a bundle-relative path"),
+    "tokenizer": (False, _text, "a bundle-relative path"),
+    "fingerprint": (False, lambda v: isinstance(v, str), "a string"),
+    "preprocess": (False, lambda v: isinstance(v, dict), "an object"),
+    "quantization": (False, lambda v: isinstance(v, dict), "an object"),
+    "parity": (False, lambda v: isinstance(v, dict), "an object"),
+    "versions": (False, lambda v: isinstance(v, dict), "an object"),
+    "files": (True, _hashes, "an object of path -> SHA-256 hex"),
+    "trained_token_ids": (False, lambda v: v is None or (isinstance(v, list) and all(isinstance(i, int) for i in v)),
+                          "null or a list of token ids"),
+}
+
+
+def check_schema(data: Any, where: str) -> None:
+    if not isinstance(data, dict):
+        raise ClippingEdgeError(f"{where} is not a JSON object: re-export the bundle with `clipping-edge export`")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ClippingEdgeError(
+            f"{where} has bundle format version {version!r}, this clipping-edge reads version {FORMAT_VERSION}: "
+            "re-export the bundle with this version, or install the clipping-edge that wrote it")
+    for name, (required, valid, expected) in SCHEMA.items():
+        if name not in data:
+            if required:
+                raise ClippingEdgeError(f"{where} is missing {name}: re-export the bundle with `clipping-edge export`")
+            continue
+        if not valid(data[name]):
+            raise ClippingEdgeError(f"{where}: {name} is {str(data[name])[:60]!r}, expected {expected}: "
+                                    "the manifest is corrupt; re-export the bundle")
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, or of a directory (an .mlpackage) as its sorted relative paths and contents."""
+    digest = hashlib.sha256()
+    items = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for item in items:
+        if path.is_dir():
+            digest.update(item.relative_to(path).as_posix().encode() + b"\0")
+        with open(item, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def read_manifest(bundle: str | Path) -> tuple[Manifest, Path]:
@@ -64,27 +143,40 @@ def read_manifest(bundle: str | Path) -> tuple[Manifest, Path]:
     if not path.is_file():
         raise ClippingEdgeError(f"{root} has no {MANIFEST_NAME}: pass the directory written by `clipping-edge export`")
     try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ClippingEdgeError(f"{path} is not valid JSON ({exc}): re-export the bundle") from None
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ClippingEdgeError(
-            f"{path} has bundle format version {version!r}, this clipping-edge reads version {FORMAT_VERSION}: "
-            "re-export the bundle with this version, or install the clipping-edge that wrote it"
-        )
-    manifest = Manifest.from_json(data)
+    manifest = Manifest.from_json(data, str(path))
     root = root.resolve()
-    for name in (manifest.image_tower, manifest.text_tower, manifest.tokenizer):
+    for name in (manifest.image_tower, manifest.tokenizer):
         resolve_inside(root, name)
+    for name in (manifest.text_tower, *manifest.files):
+        resolve_inside(root, name, must_exist=False)
+    for name in (manifest.image_tower, manifest.text_tower, manifest.tokenizer):
+        if name not in manifest.files:
+            raise ClippingEdgeError(f"{path} records no checksum for {name}: re-export the bundle")
     return manifest, root
 
 
-def resolve_inside(root: Path, relative: str) -> Path:
+def resolve_inside(root: Path, relative: str, must_exist: bool = True) -> Path:
     """Resolve a manifest path, refusing any that leaves the bundle directory or does not exist."""
     path = (root / relative).resolve()
     if root != path and root not in path.parents:
         raise ClippingEdgeError(f"manifest path {relative!r} points outside the bundle {root}: the manifest is corrupt or hostile")
-    if not path.exists():
+    if must_exist and not path.exists():
         raise ClippingEdgeError(f"bundle file {path} is missing: copy the whole bundle directory, or re-export it")
+    return path
+
+
+def verified_file(manifest: Manifest, root: Path, relative: str) -> Path:
+    """The bundle file `relative`, after checking it (and an OpenVINO .xml's .bin) against the manifest."""
+    path = resolve_inside(root, relative)
+    names = [relative] + ([str(Path(relative).with_suffix(".bin"))] if relative.endswith(".xml") else [])
+    for name in names:
+        recorded = manifest.files.get(name)
+        if recorded is None:
+            raise ClippingEdgeError(f"the manifest of {root} records no checksum for {name}: re-export the bundle")
+        if file_sha256(resolve_inside(root, name)) != recorded:
+            raise ClippingEdgeError(f"bundle file {root / name} does not match the checksum in its manifest (damaged "
+                                    "or modified): copy the bundle again, or re-export it")
     return path

@@ -8,8 +8,9 @@ from typing import Sequence
 import numpy as np
 
 from .backends import BackendOptions, Tower, load_tower
-from .manifest import Manifest, read_manifest, resolve_inside
-from .preprocess import ImageInput, preprocess_batch
+from .errors import ClippingEdgeError
+from .manifest import Manifest, read_manifest, resolve_inside, verified_file
+from .preprocess import ImageInput, as_image_list, preprocess_batch
 from .tokenizer import TextTokenizer
 
 
@@ -26,22 +27,32 @@ class EdgeModel:
         self._text: Tower | None = None
         self._tokenizer: TextTokenizer | None = None
 
+    def _file(self, relative: str) -> Path:
+        return verified_file(self.manifest, self.root, relative)
+
     @property
     def image_tower(self) -> Tower:
         if self._image is None:
-            self._image = load_tower(self.backend, resolve_inside(self.root, self.manifest.image_tower), self.options)
+            self._image = load_tower(self.backend, self._file(self.manifest.image_tower), self.options)
         return self._image
+
+    @property
+    def has_text_tower(self) -> bool:
+        return resolve_inside(self.root, self.manifest.text_tower, must_exist=False).exists()
 
     @property
     def text_tower(self) -> Tower:
         if self._text is None:
-            self._text = load_tower(self.backend, resolve_inside(self.root, self.manifest.text_tower), self.options)
+            if not self.has_text_tower:
+                raise ClippingEdgeError(f"bundle {self.root} ships no text tower ({self.manifest.text_tower}): classify "
+                                        "with a prototype index (--labels-index), or copy the text tower into the bundle")
+            self._text = load_tower(self.backend, self._file(self.manifest.text_tower), self.options)
         return self._text
 
     @property
     def tokenizer(self) -> TextTokenizer:
         if self._tokenizer is None:
-            self._tokenizer = TextTokenizer(resolve_inside(self.root, self.manifest.tokenizer), self.manifest.context_length)
+            self._tokenizer = TextTokenizer(self._file(self.manifest.tokenizer), self.manifest.context_length)
         return self._tokenizer
 
     @property
@@ -50,15 +61,25 @@ class EdgeModel:
 
     def encode_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
         """(B, 3, H, W) float32 in [0, 1] -> (B, d) L2-normalised embeddings."""
+        size = self.manifest.image_size
+        pixels = np.asarray(pixels)
+        if pixels.ndim != 4 or pixels.shape[1:] != (3, size, size) or not np.issubdtype(pixels.dtype, np.floating):
+            raise ClippingEdgeError(f"pixels must be a float array of shape (B, 3, {size}, {size}) in [0, 1], got "
+                                    f"{pixels.dtype} {pixels.shape}: use encode_image for image files or frames")
+        pixels = pixels.astype(np.float32, copy=False)
         outs = [self.image_tower(pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.manifest.embed_dim), np.float32)
 
-    def encode_image(self, images: Sequence[ImageInput], batch_size: int = 32) -> np.ndarray:
+    def encode_image(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = 32) -> np.ndarray:
+        """Image files, bytes, Pillow images or RGB uint8 HxWx3 frames (one, or a list) -> (B, d)."""
+        images = as_image_list(images)
         outs = [self.encode_pixels(preprocess_batch(images[i:i + batch_size], self.manifest.image_size))
                 for i in range(0, len(images), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.manifest.embed_dim), np.float32)
 
-    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+    def encode_text(self, texts: Sequence[str] | str, batch_size: int = 256) -> np.ndarray:
+        """One text or a list -> (B, d) L2-normalised embeddings."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
         outs = [self.text_tower(self.tokenizer(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.manifest.embed_dim), np.float32)
 

@@ -19,8 +19,10 @@ from .errors import ClippingEdgeError
 
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
-# Decompression-bomb guard: a 100 kB PNG can claim billions of pixels.
+# Decompression-bomb guard: a 100 kB PNG can claim billions of pixels. Checked on the header before
+# decoding; resizing then never allocates more than the output (see resize_center_crop).
 MAX_PIXELS = 90_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS  # Pillow's own check, for formats that decode in Image.open
 
 
 def _open(source: ImageInput) -> Image.Image:
@@ -35,6 +37,9 @@ def _open(source: ImageInput) -> Image.Image:
         raise ClippingEdgeError(f"image {name} does not exist: check the path")
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, bytes) else source)
+    except Image.DecompressionBombError:
+        raise ClippingEdgeError(f"image {name} claims more than {MAX_PIXELS:,} pixels (a decompression bomb?): "
+                                "downscale it first") from None
     except UnidentifiedImageError:
         raise ClippingEdgeError(f"image {name} is not a readable image file: pass a PNG, JPEG, WebP, BMP or GIF") from None
     except OSError as exc:
@@ -44,6 +49,9 @@ def _open(source: ImageInput) -> Image.Image:
         raise ClippingEdgeError(f"image {name} is {w}x{h} pixels, over the {MAX_PIXELS:,} pixel limit: downscale it first")
     try:
         image.load()
+    except Image.DecompressionBombError:
+        raise ClippingEdgeError(f"image {name} claims more than {MAX_PIXELS:,} pixels (a decompression bomb?): "
+                                "downscale it first") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ClippingEdgeError(f"image {name} is truncated or corrupt ({exc}): re-encode or drop it") from None
     return image
@@ -77,14 +85,22 @@ def load_image(source: ImageInput) -> Image.Image:
 
 
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to `size` (bicubic), then crop the central `size` x `size` square."""
+    """Resize the shorter side to `size` (bicubic) and keep the central `size` x `size` square.
+
+    Done as one resize of the central square of the source (Pillow's `box`), which samples the same
+    pixels as resizing the whole image and then cropping, but never allocates more than the output:
+    a 1 x 1 000 000 image would otherwise be resized to size x size*10^6 first."""
     w, h = image.size
     scale = size / min(w, h)
     nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    if (nw, nh) != (w, h):
-        image = image.resize((nw, nh), Image.Resampling.BICUBIC)
+    if (nw, nh) == (w, h):
+        left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
+        return image.crop((left, top, left + size, top + size))
+    # The crop offsets in the resized image, mapped back to source coordinates.
     left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
+    sx, sy = w / nw, h / nh
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    return image.resize((size, size), Image.Resampling.BICUBIC, box=box)
 
 
 def to_chw_float(image: Image.Image) -> np.ndarray:
@@ -94,6 +110,13 @@ def to_chw_float(image: Image.Image) -> np.ndarray:
 
 def preprocess_image(source: ImageInput, size: int) -> np.ndarray:
     return to_chw_float(resize_center_crop(load_image(source), size))
+
+
+def as_image_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
+    """One image (a path, bytes, a Pillow image or an HxWxC frame) or a sequence of them, as a list."""
+    if isinstance(images, (str, os.PathLike, bytes, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
+        return [images]
+    return list(images)
 
 
 def preprocess_batch(sources: Sequence[ImageInput], size: int) -> np.ndarray:

@@ -49,7 +49,10 @@ class TextTokenizer:
         if isinstance(texts, str):
             texts = [texts]
         # A literal special token inside user text would add a second end token and corrupt pooling.
-        clean = [t.replace(EOT, " ").replace(SOT, " ").replace(PAD, " ") for t in texts]
+        # Texts are cut before tokenizing: a token spans at most a few dozen characters, and a
+        # megabyte label would otherwise cost minutes and gigabytes to truncate afterwards.
+        limit = 64 * self.context_length
+        clean = [t[:limit].replace(EOT, " ").replace(SOT, " ").replace(PAD, " ") for t in texts]
         encodings = self.tokenizer.encode_batch(clean)
         long = [t for t, e in zip(texts, encodings) if e.overflowing] if warn else []
         if long:

@@ -16,7 +16,7 @@ from torch import nn
 from clipping_edge.atomic import atomic_directory
 from clipping_edge.backends import BackendOptions, load_tower
 from clipping_edge.errors import ClippingEdgeError
-from clipping_edge.manifest import MANIFEST_NAME, Manifest
+from clipping_edge.manifest import MANIFEST_NAME, Manifest, file_sha256
 from clipping_edge.tokenizer import TextTokenizer
 from training.checkpoint import TOKENIZER, fingerprint, load_student
 from training.data.pairs import PairSet, read_pairs, resolve_split
@@ -154,7 +154,7 @@ def choose_precisions(run: ExportRun, tmp: Path, files: dict[str, str], budget: 
 
 def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx", quantize: str = "none",
                   data: str | None = None, allow_degraded: bool = False,
-                  max_top1_drop: float | None = None) -> tuple[Path, dict]:
+                  max_top1_drop: float | None = None, force: bool = False) -> tuple[Path, dict]:
     """Export, then validate against PyTorch on `data`'s test split (default: the training data).
     Calibrated precisions draw their calibration batches from the same data's training split.
     `max_top1_drop` replaces the precision's top-1 threshold (and is the budget of `auto`, default 1 pt)."""
@@ -171,7 +171,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
                     tokenizer, data, read_pairs(resolve_split(data, "test")), cfg.vision.image_size,
                     float(student.logit_scale.exp().clamp(max=100).item()))
     files = {kind: f"{kind}{tgt.suffix}" for kind in towers}
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "bundle", inputs=[checkpoint, data], force=force) as tmp:
         shutil.copyfile(Path(checkpoint) / TOKENIZER, tmp / TOKENIZER)
         tries = None
         if precision == AUTO:
@@ -206,12 +206,13 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
             preprocess={"resize": "shorter side, bicubic", "crop": "centre", "size": cfg.vision.image_size,
                         "range": "[0, 1] RGB", "mean": list(cfg.vision.mean), "std": list(cfg.vision.std),
                         "mean_std_in_graph": True},
-            quantization=quantization, parity=parity, versions=package_versions())
-        record = manifest.to_json()
-        if tgt.write_metadata:
+            quantization=quantization, parity=parity, versions=package_versions(),
+            trained_token_ids=meta.get("trained_token_ids"))
+        if tgt.write_metadata:  # the copy inside each format's slot cannot hold the files' own hashes
             for name in files.values():
-                tgt.write_metadata(tmp / name, record)
-        (tmp / MANIFEST_NAME).write_text(json.dumps(record, indent=2))
+                tgt.write_metadata(tmp / name, manifest.to_json())
+        manifest.files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST_NAME}
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=2))
         if not parity["passed"] and not allow_degraded:
             raise ClippingEdgeError(f"{tgt.name} {precision} export failed validation ({'; '.join(parity['failures'])}): "
                                     "nothing was written; pass --allow-degraded to keep it anyway")
@@ -226,7 +227,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
 
 
 def export_all(checkpoint: str | Path, out: Path, quantize: str = "none", data: str | None = None,
-               allow_degraded: bool = False, max_top1_drop: float | None = None) -> dict[str, dict | str]:
+               allow_degraded: bool = False, max_top1_drop: float | None = None,
+               force: bool = False) -> dict[str, dict | str]:
     """Every target that offers `quantize`, one bundle each under out/<target>; a summary at the end.
     A target that fails does not stop the others; the command still fails at the end."""
     from .targets import QUANTIZE_ALIASES, TARGETS
@@ -239,7 +241,7 @@ def export_all(checkpoint: str | Path, out: Path, quantize: str = "none", data: 
     for tgt in chosen:
         try:
             results[tgt.name] = export_bundle(checkpoint, out / tgt.name, tgt.name, precision, data, allow_degraded,
-                                              max_top1_drop)[1]
+                                              max_top1_drop, force)[1]
         except ClippingEdgeError as exc:
             results[tgt.name] = str(exc)
     print(f"\n| target | {precision} | MB | image cos | text cos | agreement | Δtop-1 | seconds | bundle |\n"

@@ -53,7 +53,14 @@ def family(precision: str) -> str:
 
 
 def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+    """Row-wise cosine; two all-zero rows (a CNN whose ReLUs all die on a tiny flat image) are the same
+    output, cosine 1, and one zero row against a non-zero one is cosine 0. NaN stays NaN."""
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (a * b).sum(1) / (na * nb)
+    cos[(na == 0) & (nb == 0)] = 1.0
+    cos[(na == 0) ^ (nb == 0)] = 0.0
+    return cos
 
 
 def compare(reference: Encoder, candidate: Encoder, logit_scale: float, pairs: PairSet, image_size: int,
@@ -92,15 +99,18 @@ def gate(record: dict, image_precision: str, text_precision: str, problems: Sequ
     if max_top1_drop is not None:
         zero_shot_t = replace(zero_shot_t, max_top1_drop=max_top1_drop)
     failures = list(problems)
-    if record["image_cosine_min"] < image_t.min_cosine:
+    # Written as "not (value passes)" so that NaN, which compares False with everything, fails.
+    if not record["image_cosine_min"] >= image_t.min_cosine:
         failures.append(f"image cosine {record['image_cosine_min']:.6f} < {image_t.min_cosine}")
-    if record["text_cosine_min"] < text_t.min_cosine:
+    if not record["text_cosine_min"] >= text_t.min_cosine:
         failures.append(f"text cosine {record['text_cosine_min']:.6f} < {text_t.min_cosine}")
     if "zero_shot_agreement" in record:
-        if record["zero_shot_agreement"] < zero_shot_t.min_agreement:
+        if not record["zero_shot_agreement"] >= zero_shot_t.min_agreement:
             failures.append(f"top-1 agreement {record['zero_shot_agreement']:.3f} < {zero_shot_t.min_agreement}")
-        if record["top1_drop_points"] > zero_shot_t.max_top1_drop:
+        if not record["top1_drop_points"] <= zero_shot_t.max_top1_drop:
             failures.append(f"top-1 drop {record['top1_drop_points']:.2f} pt > {zero_shot_t.max_top1_drop}")
+        if not np.isfinite(record["max_probability_diff"]):
+            failures.append(f"class probabilities are not finite ({record['max_probability_diff']})")
     return {**record, "thresholds": {"image": asdict(image_t), "text": asdict(text_t), "zero_shot": asdict(zero_shot_t)},
             "passed": not failures, "failures": failures}
 

@@ -8,6 +8,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
+import clipping_edge
 import torch
 
 from clipping_edge import ClippingEdgeError
@@ -17,7 +19,7 @@ from training.checkpoint import fingerprint, load_student
 
 def test_bundle_contract(tiny_bundle: Path, tiny_checkpoint: Path):
     manifest = json.loads((tiny_bundle / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and manifest["target"] == "onnx" and manifest["precision"] == "fp32"
+    assert manifest["format_version"] == clipping_edge.FORMAT_VERSION and manifest["target"] == "onnx" and manifest["precision"] == "fp32"
     assert manifest["fingerprint"] == fingerprint(tiny_checkpoint)
     assert set(manifest["versions"]) >= {"torch", "onnx", "onnxruntime"}
     parity = manifest["parity"]

@@ -80,7 +80,7 @@ def test_index_round_trip_view_and_refusals(tiny_bundle: Path, tmp_path: Path):
     labels = ["red circle", "blue square", "green star"]
     clf = ZeroShotClassifier(model, labels)
     path = clf.save_index(tmp_path / "protos")
-    assert path.suffix == ".usearch" and path.with_suffix(".json").is_file()
+    assert path.suffix == ".usearch" and path.with_name("protos.usearch.json").is_file()
     query = model.encode_text(["a photo of a red circle."])
     for view in (False, True):
         loaded = ZeroShotClassifier.from_index(model, path, view=view)
@@ -101,10 +101,11 @@ def test_index_round_trip_view_and_refusals(tiny_bundle: Path, tmp_path: Path):
 
     junk = tmp_path / "junk.usearch"
     junk.write_bytes(b"not an index at all")
-    meta = json.loads(path.with_suffix(".json").read_text())
-    import hashlib
-    meta["sha256"] = hashlib.sha256(junk.read_bytes()).hexdigest()
-    junk.with_suffix(".json").write_text(json.dumps(meta))
+    meta = json.loads(path.with_name(path.name + ".json").read_text())
+    from clipping_edge.index import _checksum
+
+    meta["sha256"] = _checksum(junk, meta)  # a forged sidecar that matches: usearch itself must refuse the file
+    junk.with_name(junk.name + ".json").write_text(json.dumps(meta))
     with pytest.raises(ClippingEdgeError, match="not a usearch index"):
         ZeroShotClassifier.from_index(model, junk)
 
@@ -137,7 +138,7 @@ def test_bundle_refusals(tiny_bundle: Path, tmp_path: Path):
     with pytest.raises(ClippingEdgeError, match="outside the bundle"):
         clipping_edge.load(bad)
     (bad / "manifest.json").write_text(json.dumps(manifest))
-    (bad / manifest["text_tower"]).unlink()
+    (bad / manifest["image_tower"]).unlink()
     with pytest.raises(ClippingEdgeError, match="missing"):
         clipping_edge.load(bad)
     with pytest.raises(ClippingEdgeError, match="does not exist"):

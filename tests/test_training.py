@@ -33,7 +33,7 @@ def test_checkpoint_round_trip(tiny_checkpoint: Path, tmp_path: Path):
 def test_failed_write_leaves_nothing_behind(tmp_path: Path):
     target = tmp_path / "ckpt"
     with pytest.raises(RuntimeError):
-        with atomic_directory(target) as tmp:
+        with atomic_directory(target, "checkpoint") as tmp:
             (tmp / "model.safetensors").write_bytes(b"half")
             raise RuntimeError("killed")
     assert list(tmp_path.iterdir()) == []

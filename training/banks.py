@@ -113,7 +113,7 @@ def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextT
         write_bytes_atomic(parts / f"{s:05d}.npz", buffer.getvalue())
     dist.barrier()
     if dist.is_main:
-        with atomic_directory(path) as tmp:
+        with atomic_directory(path, "banks") as tmp:
             image_bank = np.lib.format.open_memmap(tmp / "image.npy", "w+", np.float16, (n, image_teacher.dim))
             text_bank = np.lib.format.open_memmap(tmp / "text.npy", "w+", np.float16, (n, text_teacher.dim))
             for s, rows in enumerate(shards):

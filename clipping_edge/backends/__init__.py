@@ -25,6 +25,9 @@ class Tower(Protocol):
 
 
 def _onnxruntime(path: Path, options: BackendOptions) -> Tower:
+    from .._native import check_onnxruntime_loadable
+
+    check_onnxruntime_loadable()  # a clear error instead of a segfault
     from .onnxruntime import OnnxRuntimeTower
 
     return OnnxRuntimeTower(path, options)

@@ -103,7 +103,7 @@ def assign_splits(samples: list[Sample], seed: int, val: float = 0.1, test: floa
 
 
 def write_generic(out: str | Path, name: str, samples: list[Sample], zero_shot: dict, seed: int, info: dict,
-                  val: float = 0.1, test: float = 0.1, progress: bool = True) -> Prepared:
+                  val: float = 0.1, test: float = 0.1, progress: bool = True, force: bool = False) -> Prepared:
     """Split `samples` and write them as PNGs + captions.csv per split, zeroshot.json and dataset.json."""
     from clipping_edge.atomic import atomic_directory, write_json_atomic
 
@@ -115,7 +115,7 @@ def write_generic(out: str | Path, name: str, samples: list[Sample], zero_shot: 
     counts = dict.fromkeys(SPLITS, 0)
     unreadable = 0
     out = Path(out)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "dataset", inputs=[info.get("source")], force=force) as tmp:
         files, writers = {}, {}
         try:
             for split in SPLITS:
@@ -199,7 +199,7 @@ def _gray(image: np.ndarray) -> Callable[[], Image.Image]:
 
 
 def prepare_fashion_mnist(out: str | Path, source: str | Path | None = None, seed: int = 0,
-                          limit_per_class: int | None = None, progress: bool = True) -> Prepared:
+                          limit_per_class: int | None = None, progress: bool = True, force: bool = False) -> Prepared:
     """Fashion-MNIST as 28x28 grayscale PNGs. `limit_per_class` caps each upstream file per class."""
     source = Path(source) if source else FASHION_MNIST_DIR
     if not source.is_dir():
@@ -222,7 +222,7 @@ def prepare_fashion_mnist(out: str | Path, source: str | Path | None = None, see
     info = {"source": str(source), "upstream": "https://github.com/zalandoresearch/fashion-mnist (MIT)",
             "limit_per_class": limit_per_class}
     # The upstream test set is the test split; validation comes out of the upstream training set.
-    return write_generic(out, "fashion-mnist", samples, zero_shot, seed, info, val=0.1, test=0.0, progress=progress)
+    return write_generic(out, "fashion-mnist", samples, zero_shot, seed, info, val=0.1, test=0.0, progress=progress, force=force)
 
 
 # -- emoji ------------------------------------------------------------------------------------------
@@ -347,7 +347,7 @@ def _open_emoji_font(font: ImageFont.FreeTypeFont | ImageFont.ImageFont | str | 
 def prepare_emoji(out: str | Path, source: str | Path | None = None, seed: int = 0, image_size: int = 96,
                   skin_tones: bool = False, label: str = "subgroup", limit_per_class: int | None = None,
                   font: ImageFont.FreeTypeFont | ImageFont.ImageFont | str | Path | None = None,
-                  progress: bool = True) -> Prepared:
+                  progress: bool = True, force: bool = False) -> Prepared:
     """Every fully-qualified emoji rendered to `image_size` px, captioned from its CLDR name.
 
     Skin-tone variants are near-duplicates of their base: by default only the base is kept; with
@@ -382,7 +382,7 @@ def prepare_emoji(out: str | Path, source: str | Path | None = None, seed: int =
             "image_size": image_size,
             "label": label, "skin_tones": skin_tones, "limit_per_class": limit_per_class,
             "skipped": {"skin-tone variants": dropped}}
-    return write_generic(out, "emoji", samples, zero_shot, seed, info, progress=progress)
+    return write_generic(out, "emoji", samples, zero_shot, seed, info, progress=progress, force=force)
 
 
 # -- Openclipart ------------------------------------------------------------------------------------
@@ -485,7 +485,7 @@ def _clipart_image(path: Path, size: int) -> Callable[[], Image.Image | None]:
 
 def prepare_openclipart(out: str | Path, source: str | Path | None = None, seed: int = 0, image_size: int = 128,
                         max_pixels: int = 40_000_000, limit_per_class: int | None = None,
-                        progress: bool = True) -> Prepared:
+                        progress: bool = True, force: bool = False) -> Prepared:
     """Openclipart PNGs padded to `image_size` px squares, captioned from their SVG's title and keywords,
     labelled by category. PNGs over `max_pixels` (some hold 600 Mpx) or under 16 px a side are skipped."""
     source = Path(source) if source else OPENCLIPART_DIR
@@ -557,7 +557,7 @@ def prepare_openclipart(out: str | Path, source: str | Path | None = None, seed:
     info = {"source": str(source), "image_size": image_size, "max_pixels": max_pixels,
             "limit_per_class": limit_per_class, "dropped_categories": list(OPENCLIPART_DROP), "skipped": skipped,
             "license": "public domain (Openclipart)"}
-    return write_generic(out, "openclipart", samples, zero_shot, seed, info, progress=progress)
+    return write_generic(out, "openclipart", samples, zero_shot, seed, info, progress=progress, force=force)
 
 
 PREPARERS: dict[str, Callable[..., Prepared]] = {
@@ -577,6 +577,10 @@ def prepare(name: str, out: str | Path, **options) -> Prepared:
     if unknown:
         flags = ", ".join("--" + k.replace("_", "-") for k in unknown)
         raise ClippingEdgeError(f"{flags} does not apply to {name}: drop it")
+    from clipping_edge.atomic import check_replaceable
+
+    # Before reading thousands of source files: a refusal should cost nothing.
+    check_replaceable(out, "dataset", [options.get("source")], options.get("force", False))
     start = time.perf_counter()
     done = preparer(out, **options)
     done.seconds = time.perf_counter() - start

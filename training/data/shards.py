@@ -295,7 +295,7 @@ def _image_member(pair) -> tuple[str, bytes]:
     return "png", buffer.getvalue()
 
 
-def write_shards(data: str | Path, out: str | Path, per_shard: int = 1000) -> dict[str, tuple[int, int]]:
+def write_shards(data: str | Path, out: str | Path, per_shard: int = 1000, force: bool = False) -> dict[str, tuple[int, int]]:
     """Write each split of a dataset as `out/<split>/<split>-NNNNNN.tar` shards of `per_shard` pairs, with
     the zeroshot.json files; returns {split: (pairs, shards)}. The output appears complete or not at all.
 
@@ -309,7 +309,7 @@ def write_shards(data: str | Path, out: str | Path, per_shard: int = 1000) -> di
         raise ClippingEdgeError(f"--per-shard must be at least 1, got {per_shard}")
     root, splits = dataset_splits(data)
     written: dict[str, tuple[int, int]] = {}
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "dataset", inputs=[root], force=force) as tmp:
         if (root / "zeroshot.json").is_file():
             (tmp / "zeroshot.json").write_bytes((root / "zeroshot.json").read_bytes())
         for split, source in splits.items():

@@ -199,14 +199,14 @@ def zero_shot_spec() -> dict:
 
 
 def generate(out: str | Path, n_train: int = 8000, n_test: int = 960, seed: int = 0, image_size: int = 64,
-             progress: bool = True) -> Path:
+             progress: bool = True, force: bool = False) -> Path:
     """Write `out/{train,test}/` in the generic format (images/ + captions.csv) and `out/zeroshot.json`."""
     from clipping_edge.atomic import atomic_directory, write_json_atomic
 
     from ..progress import progress_bar
 
     out = Path(out)
-    with atomic_directory(out) as tmp:
+    with atomic_directory(out, "dataset", force=force) as tmp:
         for split, n in (("train", n_train), ("test", n_test)):
             (tmp / split / "images").mkdir(parents=True)
             with open(tmp / split / "captions.csv", "w", newline="") as f:
