@@ -8,6 +8,14 @@ clip-ping variants that probe why it does or does not beat clip (λ, teacher res
     clipping-edge data prepare fashion-mnist --out runs/data/fashion-mnist
     python -m benchmarks.ablation --seeds 0 1 2 --jobs 2 --out runs/ablation   # 3 epochs, teacher at 64 px
 
+`--suite real` is the same comparison where it matters: the effnet-minilm student initialised from the
+teachers (image tower locked and cached, text tower's last two blocks trained: LiT) on the real pairs
+only (emoji with skin tones + Open Clip Art), scored on their real test splits and on Fashion-MNIST
+(never trained on), beside the same student trained from scratch (`--inits scratch pretrained`):
+
+    clipping-edge data prepare emoji --skin-tones --out runs/data/emoji-all
+    python -m benchmarks.ablation --suite real --methods clip clip-ping --seeds 0 1 2 --out runs/ablation-real
+
 Evaluated on the held-out synthetic split (with its never-seen colour-shape compositions), zero-shot
 Fashion-MNIST and emoji subgroups, and image<->text retrieval on the synthetic split. Each run is kept
 under OUT/<method>-<recipe>[-<variant>]-s<seed>; a finished run is not trained again, so the script
@@ -31,16 +39,41 @@ from clipping_edge.atomic import write_bytes_atomic
 from training.config import METHODS, TrainConfig
 
 RECIPES = ("basic", "improved")
-DEFAULT_DATA = "runs/data/synthetic-4k+runs/data/emoji+runs/data/openclipart"
-EVALS = {  # name -> (dataset, test images used)
-    "synthetic": ("runs/data/synthetic-4k", None),
-    "fashion-mnist": ("runs/data/fashion-mnist", 2000),
-    "emoji": ("runs/data/emoji", None),
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What one ablation trains on, evaluates on and tabulates."""
+    data: str
+    student: str
+    epochs: int
+    evals: dict[str, tuple[str, int | None]]  # name -> (dataset, test images used)
+    columns: list[tuple[str, str, str]]  # (eval, metric, column title)
+    settings: dict  # TrainConfig fields every run of the suite shares
+    inits: dict[str, dict]  # name -> TrainConfig fields of that initialisation
+
+
+SUITES = {
+    "synthetic": Suite(
+        "runs/data/synthetic-4k+runs/data/emoji+runs/data/openclipart", "vit-nano", 3,
+        {"synthetic": ("runs/data/synthetic-4k", None), "fashion-mnist": ("runs/data/fashion-mnist", 2000),
+         "emoji": ("runs/data/emoji", None)},
+        [("synthetic", "zero_shot_top1", "synthetic top-1"), ("synthetic", "zero_shot_top1_seen", "seen compositions"),
+         ("synthetic", "zero_shot_top1_held_out", "held-out compositions"),
+         ("fashion-mnist", "zero_shot_top1", "Fashion-MNIST top-1"), ("emoji", "zero_shot_top1", "emoji subgroup top-1"),
+         ("synthetic", "image_to_text_R@1", "R@1 i→t"), ("synthetic", "text_to_image_R@1", "R@1 t→i")],
+        {"tokenizer": "captions"}, {"scratch": {}}),
+    "real": Suite(
+        "runs/data/emoji-all+runs/data/openclipart", "effnet-minilm", 10,
+        {"fashion-mnist": ("runs/data/fashion-mnist", 2000), "emoji": ("runs/data/emoji-all", None),
+         "openclipart": ("runs/data/openclipart", None)},
+        [("fashion-mnist", "zero_shot_top1", "Fashion-MNIST top-1"), ("emoji", "zero_shot_top1", "emoji subgroup top-1"),
+         ("openclipart", "zero_shot_top1", "Open Clip Art top-1"), ("openclipart", "image_to_text_R@1", "Open Clip Art R@1 i→t"),
+         ("emoji", "image_to_text_R@1", "emoji R@1 i→t")],
+        {"teacher_image_size": None, "lr": 5e-4, "warmup_steps": 50},
+        {"pretrained": {"lock_image": True, "lock_text": True, "unlocked_text_blocks": 2},
+         "scratch": {"student": "effnet-minilm-scratch", "lr": 1e-3}}),
 }
-COLUMNS = [("synthetic", "zero_shot_top1", "synthetic top-1"), ("synthetic", "zero_shot_top1_seen", "seen compositions"),
-           ("synthetic", "zero_shot_top1_held_out", "held-out compositions"),
-           ("fashion-mnist", "zero_shot_top1", "Fashion-MNIST top-1"), ("emoji", "zero_shot_top1", "emoji subgroup top-1"),
-           ("synthetic", "image_to_text_R@1", "R@1 i→t"), ("synthetic", "text_to_image_R@1", "R@1 t→i")]
 # The investigation: clip-ping basic with one setting changed from the defaults at a time.
 VARIANTS: dict[str, dict] = {
     "lambda-0.25": {"lambda_nn": 0.25, "lambda_xnn": 0.25},  # the neighbour terms start ~4x CLIP's loss at λ = 1
@@ -56,14 +89,19 @@ class Run:
     recipe: str
     seed: int
     variant: str = ""  # a VARIANTS key, or "" for the defaults
+    init: str = "scratch"  # a key of the suite's inits
 
     @property
     def name(self) -> str:
-        return "-".join(filter(None, (self.method, self.recipe, self.variant, f"s{self.seed}")))
+        init = "" if self.init == "scratch" else self.init
+        return "-".join(filter(None, (self.method, self.recipe, init, self.variant, f"s{self.seed}")))
 
     def config(self, args: argparse.Namespace, out: Path) -> TrainConfig:
-        settings = {"teacher_image_size": args.teacher_image_size, **VARIANTS.get(self.variant, {})}
-        return TrainConfig(data=args.data, out=str(out), student=args.student, method=self.method, recipe=self.recipe,
+        suite = SUITES[args.suite]
+        asked = {"teacher_image_size": args.teacher_image_size} if args.teacher_image_size is not None else {}
+        settings = {"student": args.student, **suite.settings, **suite.inits[self.init], **asked,
+                    **VARIANTS.get(self.variant, {})}
+        return TrainConfig(data=args.data, out=str(out), method=self.method, recipe=self.recipe,
                            epochs=args.epochs, seed=self.seed, batch_size=args.batch_size, workers=args.workers,
                            resume=(out / "checkpoint" / "trainer_state.json").exists(), **settings)
 
@@ -71,7 +109,7 @@ class Run:
 def planned_runs(args: argparse.Namespace) -> list[Run]:
     runs = []
     for seed in args.seeds:  # seed-major: a cut-off ablation still has every row at the first seeds
-        runs += [Run(m, r, seed) for m in args.methods for r in args.recipes]
+        runs += [Run(m, r, seed, "", i) for i in args.inits for m in args.methods for r in args.recipes]
         runs += [Run(VARIANT_METHOD, VARIANT_RECIPE, seed, v) for v in args.variants]
     return runs
 
@@ -90,9 +128,10 @@ def train_and_evaluate(run: Run, args: argparse.Namespace) -> dict:
     train(run.config(args, out))
     model, tokenizer, _ = load_student(out / "checkpoint")
     metrics = {name: evaluate(model, tokenizer, read_pairs(resolve_split(data, "test"), limit=limit))
-               for name, (data, limit) in EVALS.items()}
+               for name, (data, limit) in SUITES[args.suite].evals.items()}
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
-    result = {"method": run.method, "recipe": run.recipe, "variant": run.variant, "seed": run.seed, "metrics": metrics,
+    result = {"method": run.method, "recipe": run.recipe, "variant": run.variant, "init": run.init, "seed": run.seed,
+              "metrics": metrics, "curve": [{k: r[k] for k in r if k == "epoch" or "R@1" in k or "top1" in k} for r in log],
               "samples_per_second": statistics.median(r["samples_per_second"] for r in log),
               "train_seconds": sum(r["seconds"] for r in log)}
     write_bytes_atomic(result_path(run, args), json.dumps(result, indent=2).encode())  # its presence marks the run done
@@ -116,7 +155,7 @@ def run_in_subprocess(run: Run, args: argparse.Namespace, threads: int) -> dict 
     """Train one run in its own interpreter so its thread count is its own (torch reads it at import).
     It gets this invocation's own options, so it trains with exactly the settings asked for here."""
     command = [sys.executable, "-m", "benchmarks.ablation", *sys.argv[1:],
-               "--single", run.method, run.recipe, str(run.seed), run.variant]
+               "--single", run.method, run.recipe, str(run.seed), run.variant, run.init]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     Path(args.out, run.name).mkdir(parents=True, exist_ok=True)
     log_path = Path(args.out, run.name, "stdout.txt")
@@ -135,23 +174,26 @@ def mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
 
 
-def table(results: list[dict]) -> str:
+def table(results: list[dict], suite: Suite) -> str:
     seeds = sorted({r["seed"] for r in results})
-    lines = ["| method | recipe | variant | seeds | " + " | ".join(c[2] for c in COLUMNS) + " | train min |",
-             "|---" * (len(COLUMNS) + 5) + "|"]
-    rows = [(m, r, "") for m in METHODS for r in RECIPES] + [(VARIANT_METHOD, VARIANT_RECIPE, v) for v in VARIANTS]
-    for method, recipe, variant in rows:
-        runs = [r for r in results if (r["method"], r["recipe"], r.get("variant", "")) == (method, recipe, variant)]
+    columns = suite.columns
+    lines = ["| method | recipe | init | variant | seeds | " + " | ".join(c[2] for c in columns) + " | train min |",
+             "|---" * (len(columns) + 6) + "|"]
+    rows = [(m, r, i, "") for i in suite.inits for m in METHODS for r in RECIPES]
+    rows += [(VARIANT_METHOD, VARIANT_RECIPE, "scratch", v) for v in VARIANTS]
+    for method, recipe, init, variant in rows:
+        runs = [r for r in results
+                if (r["method"], r["recipe"], r.get("init", "scratch"), r.get("variant", "")) == (method, recipe, init, variant)]
         if runs:
-            cells = [mean_std([r["metrics"][ev][key] for r in runs]) for ev, key, _ in COLUMNS]
+            cells = [mean_std([r["metrics"][ev][key] for r in runs]) for ev, key, _ in columns]
             cells.append(f"{statistics.mean(r['train_seconds'] for r in runs) / 60:.1f}")
-            lines.append(f"| {method} | {recipe} | {variant or 'defaults'} | {len(runs)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {method} | {recipe} | {init} | {variant or 'defaults'} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + f"\n\n(%, mean ± std over the seeds run, of {', '.join(map(str, seeds))}; train min: mean wall time of training)"
 
 
 def write_report(results: list[dict], args: argparse.Namespace) -> str:
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    report = f"{args.student}, {args.epochs} epochs, data {args.data}\n\n{table(results)}\n"
+    report = f"{args.student}, {args.epochs} epochs, data {args.data}\n\n{table(results, SUITES[args.suite])}\n"
     Path(args.out, "ablation.md").write_text(report)
     Path(args.out, "ablation.json").write_text(json.dumps({"args": vars(args), "results": results}, indent=2))
     return report
@@ -159,11 +201,14 @@ def write_report(results: list[dict], args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default=DEFAULT_DATA)
-    parser.add_argument("--student", default="vit-nano")
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--suite", choices=list(SUITES), default="synthetic",
+                        help="synthetic: vit-nano from scratch on synthetic + real pairs; real: effnet-minilm on real pairs")
+    parser.add_argument("--data", help="default: the suite's")
+    parser.add_argument("--student", help="default: the suite's")
+    parser.add_argument("--epochs", type=int, help="default: the suite's")
+    parser.add_argument("--inits", nargs="+", help="default: every initialisation the suite has")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--teacher-image-size", type=int, default=64)
+    parser.add_argument("--teacher-image-size", type=int, help="default: 64 px for synthetic, the teacher's own for real")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))
@@ -173,12 +218,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1, help="data-loader workers per run")
     parser.add_argument("--out", default="runs/ablation")
     parser.add_argument("--report", action="store_true", help="only tabulate the runs already finished under --out")
-    parser.add_argument("--single", nargs=4, metavar=("METHOD", "RECIPE", "SEED", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--single", nargs=5, metavar=("METHOD", "RECIPE", "SEED", "VARIANT", "INIT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    suite = SUITES[args.suite]
+    args.data, args.student = args.data or suite.data, args.student or suite.student
+    args.epochs, args.inits = args.epochs or suite.epochs, args.inits or list(suite.inits)
+    if args.suite == "synthetic" and args.teacher_image_size is None:
+        args.teacher_image_size = 64
+    if args.suite == "real" and args.variants == list(VARIANTS):
+        args.variants = []  # the variants probe the synthetic suite's question
 
     if args.single:
-        method, recipe, seed, variant = args.single
-        train_and_evaluate(Run(method, recipe, int(seed), variant), args)
+        method, recipe, seed, variant, init = args.single
+        train_and_evaluate(Run(method, recipe, int(seed), variant, init), args)
         return
     runs = planned_runs(args)
     done = [r for r in runs if result_path(r, args).is_file()]

@@ -85,7 +85,8 @@ def bundle_rows(checkpoint: str | None, bundle_dir: Path, bundles: Sequence[str]
         manifest = model.manifest
         sizes = {f"{k}_mb": _size_mb(path / getattr(manifest, f"{k}_tower")) for k in ("image", "text")}
         runs_here = TARGETS[manifest.target].runs_here()
-        status = ("✅" if manifest.parity.get("passed") else "❎") if runs_here else "⏭"
+        # A bundle that failed validation is ❎ wherever it is, also where it cannot run.
+        status = "❎" if not manifest.parity.get("passed") else "✅" if runs_here else "⏭"
         precision = manifest.quantization.get("image", {}).get("precision", manifest.precision)
         compute = TARGETS[manifest.target].precisions[precision].compute
         rows.append(Row(name, "bundle", status, model if runs_here else None, manifest.logit_scale, compute,

@@ -248,7 +248,11 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="clipping-edge", description=__doc__.split("\n")[0])
+    from . import __version__
+
+    parser = Parser(prog="clipping-edge", description="Train a CLIP-PING student, export it to edge formats and run "
+                                                      "torch-free zero-shot classification and search with it.")
+    parser.add_argument("--version", action="version", version=f"clipping-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="the whole path on the built-in data: train, evaluate, export, classify")
@@ -390,7 +394,10 @@ def build_parser() -> argparse.ArgumentParser:
 def user_error(exc: BaseException, command: str) -> str | None:
     """The one line a user sees for an exception that is their input or their machine, not our bug."""
     if isinstance(exc, ClippingEdgeError):
-        return str(exc)
+        text = str(exc).strip()
+        if "\n" in text:  # re-raised by a DataLoader worker with its traceback: ours is the last line
+            text = text.splitlines()[-1].split("ClippingEdgeError: ", 1)[-1]
+        return text
     if isinstance(exc, ModuleNotFoundError) and (exc.name or "").split(".")[0] in EXTRAS_MODULES:
         return (f"`clipping-edge {command}` needs {exc.name}, which a device install leaves out: "
                 "pip install 'clipping-edge[dev]' (or the [train] / [export] extra) from a clone of the repository")

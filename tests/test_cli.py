@@ -71,3 +71,19 @@ def test_info_prints_the_manifest(capsys: pytest.CaptureFixture, tiny_bundle: Pa
     assert main(["info", str(tiny_bundle)]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["target"] == "onnx" and manifest["parity"]["passed"]
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal():
+    """A logged run (CI, nohup, a pipe) gets periodic one-line progress with a rate and the time left."""
+    code = ("import time; from training.progress import progress_bar\n"
+            "for _ in progress_bar(range(6), desc='extracting', total=6): time.sleep(0.1)")
+    env = {**__import__("os").environ, "CLIPPING_EDGE_PROGRESS_SECONDS": "0.15"}
+    env.pop("TQDM_DISABLE", None)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    lines = [line for line in result.stderr.splitlines() if line.startswith("extracting: ")]
+    assert len(lines) >= 2 and "/6 (" in lines[0] and "left)" in lines[0], result.stderr
+
+
+def test_version():
+    result = run_cli("--version")
+    assert result.returncode == 0 and result.stdout.startswith("clipping-edge ")

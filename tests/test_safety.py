@@ -353,6 +353,22 @@ def test_damaged_checkpoints(capsys, tiny_checkpoint: Path, small_data: Path, tm
         assert not (tmp_path / f"b{i}").exists(), case
 
 
+def test_corrupt_image_under_loader_workers_is_one_line(capsys, tmp_path: Path):
+    from PIL import Image
+
+    data = tmp_path / "data" / "train"
+    (data / "images").mkdir(parents=True)
+    rows = ["image,caption"]
+    for i in range(8):
+        Image.new("RGB", (16, 16), (i * 30, 0, 0)).save(data / "images" / f"{i}.png")
+        rows.append(f"images/{i}.png,a red square {i}")
+    (data / "images" / "3.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    (data / "captions.csv").write_text("\n".join(rows) + "\n")
+    err = one_error(capsys, "train", "--data", str(data), "--out", str(tmp_path / "run"), "--student", "test-tiny",
+                    "--method", "clip", "--epochs", "1", "--batch-size", "8", "--workers", "1", "--tokenizer", "captions")
+    assert "3.png" in err
+
+
 def test_train_out_that_is_a_file(capsys, small_data: Path, tmp_path: Path):
     out = tmp_path / "run"
     out.write_text("a file")
