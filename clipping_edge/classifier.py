@@ -17,9 +17,12 @@ from .preprocess import ImageInput
 from .prompts import DEFAULT_TEMPLATES
 
 
+NO_MATCH = "unknown"
+
+
 @dataclass(frozen=True)
 class Prediction:
-    label: str
+    label: str  # NO_MATCH when the best cosine is under the classifier's min_cosine
     score: float  # softmax(logit_scale * cos) over all classes
     cosine: float
 
@@ -123,7 +126,17 @@ class ZeroShotClassifier:
         """(B, d) image embeddings -> (B, C) class probabilities, columns in label order."""
         return softmax(self.model.logit_scale * self.index.cosines(embeddings))
 
-    def classify_embeddings(self, embeddings: np.ndarray, top_k: int = 5) -> list[list[Prediction]]:
+    def classify_embeddings(self, embeddings: np.ndarray, top_k: int = 5,
+                            min_cosine: float | None = None) -> list[list[Prediction]]:
+        """Top-k per image; with `min_cosine`, an image whose best cosine is below it gets a NO_MATCH
+        prediction first (the manifest's `no_match_cosine` is one calibrated on the validation split)."""
+        predictions = self._top_k(embeddings, top_k)
+        if min_cosine is None:
+            return predictions
+        return [[Prediction(NO_MATCH, 1.0 - preds[0].score, min_cosine)] + preds[:-1] if preds[0].cosine < min_cosine
+                else preds for preds in predictions]
+
+    def _top_k(self, embeddings: np.ndarray, top_k: int) -> list[list[Prediction]]:
         embeddings = np.asarray(embeddings, dtype=np.float32)
         if embeddings.ndim != 2 or embeddings.shape[1] != self.model.manifest.embed_dim:
             raise ClippingEdgeError(f"embeddings must have shape (B, {self.model.manifest.embed_dim}), got {embeddings.shape}")
@@ -137,14 +150,16 @@ class ZeroShotClassifier:
         return [[Prediction(self.labels[p], float(pr[p]), float(co[p])) for p in row]
                 for row, pr, co in zip(best, probs, cosines)]
 
-    def classify(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 5, batch_size: int = 32) -> list[list[Prediction]]:
+    def classify(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 5, batch_size: int = 32,
+                 min_cosine: float | None = None) -> list[list[Prediction]]:
         """One image or a list (paths, bytes, Pillow images, RGB uint8 HxWx3 frames: convert OpenCV's BGR
         first) -> per image the top-k predictions, best first."""
-        return self.classify_embeddings(self.model.encode_image(images, batch_size), top_k)
+        return self.classify_embeddings(self.model.encode_image(images, batch_size), top_k, min_cosine)
 
     def classify_stream(self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 32,
-                        skip_unreadable: bool = False) -> Iterator[tuple[ImageInput, list[Prediction]]]:
+                        skip_unreadable: bool = False, min_cosine: float | None = None
+                        ) -> Iterator[tuple[ImageInput, list[Prediction]]]:
         """(image, predictions) as each batch is done, decoding the next batches meanwhile: for
         folders, cameras and video (an iterable of uint8 HxWx3 frames)."""
         for sources, embeddings in embed_images(self.model, images, batch_size, skip_unreadable):
-            yield from zip(sources, self.classify_embeddings(embeddings, top_k))
+            yield from zip(sources, self.classify_embeddings(embeddings, top_k, min_cosine))

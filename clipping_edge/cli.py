@@ -78,12 +78,39 @@ def cmd_classify(args: argparse.Namespace) -> None:
         if args.labels is None:
             raise ClippingEdgeError("no classes given: pass --labels 'a,b,c' (or a labels.txt) or --labels-index INDEX")
         classifier = ZeroShotClassifier(model, _read_labels(args.labels))
-    for image, preds in classifier.classify_stream(expand_images(args.images), top_k=args.top_k,
-                                                   batch_size=args.batch_size, skip_unreadable=args.skip_unreadable):
+    images = expand_images(args.images)
+    # Several images (a folder): an unreadable one is skipped with a warning, as `index add` does; one
+    # image, or --strict: it is the error.
+    skip = len(images) > 1 and not args.strict
+    done = 0
+    min_cosine = _min_cosine(args.min_cosine, model)
+    for image, preds in classifier.classify_stream(images, top_k=args.top_k, batch_size=args.batch_size,
+                                                   skip_unreadable=skip, min_cosine=min_cosine):
+        done += 1
         if args.json:
             print(json.dumps({"image": str(image), "predictions": [dataclasses.asdict(p) for p in preds]}), flush=True)
         else:
             print(f"{image}: " + ", ".join(f"{p.label} {p.score:.3f}" for p in preds), flush=True)
+    if done == 0:
+        raise ClippingEdgeError(f"none of the {len(images)} images could be read (see the warnings above): "
+                                "pass PNG, JPEG, WebP, BMP or GIF files")
+
+
+def _min_cosine(value: str | None, model) -> float | None:
+    if value is None:
+        return None
+    if value == "auto":
+        if model.manifest.no_match_cosine is None:
+            raise ClippingEdgeError("this bundle records no calibrated no-match cosine (re-export it with labelled "
+                                    "validation data), or pass a number: --min-cosine 0.2")
+        return model.manifest.no_match_cosine
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not -1 <= number <= 1:
+        raise ClippingEdgeError(f"--min-cosine {value!r} is neither auto nor a cosine in [-1, 1]")
+    return number
 
 
 def cmd_index_build(args: argparse.Namespace) -> None:
@@ -126,10 +153,25 @@ def cmd_index_search(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    from .manifest import read_manifest
+    from .manifest import read_manifest, resolve_inside
 
     manifest, root = read_manifest(args.bundle)
-    print(json.dumps(manifest.to_json(), indent=2))
+    if args.json:
+        print(json.dumps(manifest.to_json(), indent=2))
+        return
+    parity = manifest.parity
+    sizes = {name: resolve_inside(root, name, must_exist=False) for name in (manifest.image_tower, manifest.text_tower)}
+    mb = {name: f"{sum(p.stat().st_size for p in ([path] if path.is_file() else path.rglob('*')) if p.is_file()) / 1e6:.1f} MB"
+          if path.exists() else "not shipped" for name, path in sizes.items()}
+    verdict = "valid" if parity.get("passed") else "FAILED validation"
+    lines = [f"{root}: {manifest.model_name}, {manifest.target} {manifest.precision} ({verdict})",
+             f"  image tower  {manifest.image_tower} ({mb[manifest.image_tower]}), {manifest.image_size} px RGB",
+             f"  text tower   {manifest.text_tower} ({mb[manifest.text_tower]}), {manifest.context_length} tokens",
+             f"  embeddings   {manifest.embed_dim}-d, logit scale {manifest.logit_scale:.2f}",
+             f"  parity       image cos ≥ {parity.get('image_cosine_min', float('nan')):.5f}, text cos ≥ "
+             f"{parity.get('text_cosine_min', float('nan')):.5f}, checked by {parity.get('checked_by', '?')}",
+             f"  files        {len(manifest.files)} with SHA-256; --json for the whole manifest"]
+    print("\n".join(lines))
 
 
 def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, minimums: dict[str, tuple[float, bool]]) -> None:
@@ -257,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole path on the built-in data: train, evaluate, export, classify")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=POSITIVE, default=8)
+    p.add_argument("--epochs", type=POSITIVE, default=4, help="training epochs (zero-shot peaks early with a locked image tower)")
     p.add_argument("--data", default="synthetic")
     p.set_defaults(func=cmd_demo)
 
@@ -319,7 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=POSITIVE, default=5)
     p.add_argument("--threads", type=POSITIVE)
     p.add_argument("--batch-size", type=POSITIVE, default=32)
-    p.add_argument("--skip-unreadable", action="store_true", help="warn about unreadable images and go on")
+    p.add_argument("--min-cosine", metavar="auto|COSINE",
+                   help="answer 'unknown' when the best class's cosine is below this; auto: the threshold the "
+                        "export calibrated on its validation split (in the manifest)")
+    p.add_argument("--strict", action="store_true",
+                   help="stop at the first unreadable image (default with several: warn, skip it and go on)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p.add_argument("images", nargs="+", help="image files or folders")
     p.set_defaults(func=cmd_classify)
@@ -352,8 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("query", nargs="?", help="the text to search for")
     p.set_defaults(func=cmd_index_search)
 
-    p = sub.add_parser("info", help="print a bundle's manifest")
-    p.add_argument("bundle")
+    p = sub.add_parser("info", help="a bundle in a few lines: model, target, precision, sizes, parity")
+    p.add_argument("bundle", help="a bundle directory written by `clipping-edge export`")
+    p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(func=cmd_info)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)

@@ -47,10 +47,10 @@ def demo_config(out: Path, epochs: int, data: str):
     # the projections real object names; the built-in scenes teach colours, shapes and layouts.
     return TrainConfig(data=data, out=str(out / "train"), student="effnet-minilm", method="clip", epochs=epochs,
                        lock_image=True, lock_text=True, unlocked_text_blocks=2, anchors="imagenet", lr=5e-4,
-                       warmup_steps=50, limit=3000, resume=(out / "train" / "checkpoint" / "trainer_state.json").exists())
+                       warmup_steps=30, limit=3000, resume=(out / "train" / "checkpoint" / "trainer_state.json").exists())
 
 
-def run_demo(out: Path, epochs: int = 8, data: str = "synthetic") -> dict:
+def run_demo(out: Path, epochs: int = 4, data: str = "synthetic") -> dict:
     from export.bundle import export_bundle
     from training.data.pairs import read_pairs, resolve_split
     from training.trainer import train

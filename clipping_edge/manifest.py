@@ -49,6 +49,9 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)
     # Token ids the text tower was trained on; None: every id (a pretrained text tower).
     trained_token_ids: list[int] | None = None
+    # Calibrated on the validation split: below this top-1 cosine "no match" is right more often than the
+    # label (None: never). `classify --min-cosine auto` uses it.
+    no_match_cosine: float | None = None
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -96,6 +99,8 @@ SCHEMA: dict[str, tuple[bool, Any, str]] = {
     "parity": (False, lambda v: isinstance(v, dict), "an object"),
     "versions": (False, lambda v: isinstance(v, dict), "an object"),
     "files": (True, _hashes, "an object of path -> SHA-256 hex"),
+    "no_match_cosine": (False, lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                         and math.isfinite(v) and -1 <= v <= 1), "null or a cosine"),
     "trained_token_ids": (False, lambda v: v is None or (isinstance(v, list) and all(isinstance(i, int) for i in v)),
                           "null or a list of token ids"),
 }

@@ -207,7 +207,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
                         "range": "[0, 1] RGB", "mean": list(cfg.vision.mean), "std": list(cfg.vision.std),
                         "mean_std_in_graph": True},
             quantization=quantization, parity=parity, versions=package_versions(),
-            trained_token_ids=meta.get("trained_token_ids"))
+            trained_token_ids=meta.get("trained_token_ids"), no_match_cosine=parity.get("no_match_cosine"))
         if tgt.write_metadata:  # the copy inside each format's slot cannot hold the files' own hashes
             for name in files.values():
                 tgt.write_metadata(tmp / name, manifest.to_json())

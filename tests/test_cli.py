@@ -67,8 +67,11 @@ def test_export_and_train_errors(capsys: pytest.CaptureFixture, tiny_checkpoint:
     assert "unknown student" in one_error_line(capsys, "train", "--student", "vit-nan", "--data", "synthetic", "--out", str(tmp_path / "r"), "--limit", "8")
 
 
-def test_info_prints_the_manifest(capsys: pytest.CaptureFixture, tiny_bundle: Path):
+def test_info_summarises_and_prints_the_manifest_as_json(capsys: pytest.CaptureFixture, tiny_bundle: Path):
     assert main(["info", str(tiny_bundle)]) == 0
+    summary = capsys.readouterr().out.splitlines()
+    assert len(summary) <= 8 and "onnx fp32 (valid)" in summary[0] and "SHA-256" in summary[-1]
+    assert main(["info", "--json", str(tiny_bundle)]) == 0
     manifest = json.loads(capsys.readouterr().out)
     assert manifest["target"] == "onnx" and manifest["parity"]["passed"]
 
@@ -87,3 +90,15 @@ def test_progress_lines_when_stderr_is_not_a_terminal():
 def test_version():
     result = run_cli("--version")
     assert result.returncode == 0 and result.stdout.startswith("clipping-edge ")
+
+
+def test_classify_folder_skips_a_broken_file(capsys: pytest.CaptureFixture, tiny_bundle: Path, small_data: Path, tmp_path: Path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for image in sorted((small_data / "test" / "images").iterdir())[:3]:
+        shutil.copy(image, folder / image.name)
+    (folder / "broken.png").write_bytes(b"\x89PNG not really")
+    assert main(["classify", "--bundle", str(tiny_bundle), "--labels", "red circle,blue square", str(folder)]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.strip().splitlines()) == 3 and "broken.png" in captured.err and "warning:" in captured.err
+    assert main(["classify", "--bundle", str(tiny_bundle), "--labels", "a,b", "--strict", str(folder)]) == 2

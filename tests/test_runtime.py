@@ -159,3 +159,20 @@ def test_bad_images_get_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(pre, "MAX_PIXELS", 1000)
     with pytest.raises(ClippingEdgeError, match="pixel limit"):
         load_image(tmp_path / "ok.jpg")
+
+
+def test_no_match_threshold_and_unknown(tiny_bundle: Path, small_data: Path):
+    from export.validate import no_match_threshold
+
+    # right answers have high cosines, wrong ones low: the cut falls between them
+    cos = np.array([0.1, 0.15, 0.2, 0.5, 0.6, 0.7])
+    assert 0.2 < no_match_threshold(cos, np.array([0, 0, 0, 1, 1, 1])) < 0.5
+    assert no_match_threshold(cos, np.ones(6, bool)) is None  # withholding never helps when all are right
+
+    model = clipping_edge.load(tiny_bundle)
+    assert model.manifest.no_match_cosine is None or -1 <= model.manifest.no_match_cosine <= 1
+    clf = ZeroShotClassifier(model, ["red circle", "blue square"])
+    image = next((small_data / "test" / "images").iterdir())
+    best = clf.classify(image)[0][0]
+    assert clf.classify(image, min_cosine=best.cosine + 1e-3)[0][0].label == "unknown"
+    assert clf.classify(image, min_cosine=best.cosine - 1e-3)[0][0].label == best.label
