@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import logging
+import warnings
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -26,9 +27,13 @@ STATIC_INT8_OPS = ["MatMul", "Gemm"]
 
 def export_fp32(tower: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> Path:
     batch = torch.export.Dim("batch", min=1, max=4096)
-    # The exporter narrates its passes on stdout and warns about torchvision ops we never use.
+    # The exporter narrates its passes on stdout and warns about torchvision ops we never use; onnxscript's
+    # constant folder logs each Reshape it leaves unfolded (the graph is unchanged); torch's own pytree
+    # warns about a deprecated spelling inside the exporter. None of it is the user's to act on.
     logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-    with contextlib.redirect_stdout(io.StringIO()):
+    logging.getLogger("onnxscript.optimizer").setLevel(logging.ERROR)
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         torch.onnx.export(tower.eval(), (example,), str(path), dynamo=True, external_data=False, verbose=False,
                           input_names=[input_name], output_names=[OUTPUT], dynamic_shapes=({0: batch},))
     return path
