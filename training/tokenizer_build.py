@@ -22,6 +22,12 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, context_length: int, 
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[PAD, SOT, EOT], show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tok.train_from_iterator(texts, trainer)
+    return save_student_tokenizer(tok, context_length, path)
+
+
+def save_student_tokenizer(tok: Tokenizer, context_length: int, path: str | Path) -> TextTokenizer:
+    """Add what every student tokenizer carries (start/end tokens, padding and truncation to the context
+    length), save it as tokenizer.json and open it as the runtime will."""
     tok.post_processor = processors.TemplateProcessing(
         single=f"{SOT} $A {EOT}", special_tokens=[(SOT, tok.token_to_id(SOT)), (EOT, tok.token_to_id(EOT))])
     tok.enable_truncation(context_length)

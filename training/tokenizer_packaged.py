@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, processors
+from tokenizers import Tokenizer
 
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.tokenizer import EOT, PAD, SOT, TextTokenizer
+
+from .tokenizer_build import save_student_tokenizer
 
 BERT_SPECIALS = {"[PAD]": PAD, "[CLS]": SOT, "[SEP]": EOT}
 # --tokenizer choices besides "captions" (a BPE trained on the run's captions): name -> where it comes from
@@ -34,12 +36,4 @@ def packaged_tokenizer(name: str, context_length: int, path: str | Path) -> Text
     for token in data.get("added_tokens", []):
         token["content"] = BERT_SPECIALS.get(token["content"], token["content"])
     data["post_processor"] = data["padding"] = data["truncation"] = None
-    tok = Tokenizer.from_str(json.dumps(data))
-    tok.post_processor = processors.TemplateProcessing(
-        single=f"{SOT} $A {EOT}", special_tokens=[(SOT, tok.token_to_id(SOT)), (EOT, tok.token_to_id(EOT))])
-    tok.enable_truncation(context_length)
-    tok.enable_padding(length=context_length, pad_id=tok.token_to_id(PAD), pad_token=PAD)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tok.save(str(path))
-    return TextTokenizer(path, context_length)
+    return save_student_tokenizer(Tokenizer.from_str(json.dumps(data)), context_length, path)

@@ -28,6 +28,7 @@ from clipping_edge.atomic import recover, write_bytes_atomic
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.tokenizer import TextTokenizer
 
+from .anchors import WithAnchors, efficientnet_head_weight, imagenet_anchors
 from .banks import FeatureBanks, build_banks
 from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, check_finite, load_trainer_state, save_checkpoint
 from .config import METHODS, MINIMUMS, TrainConfig, student_config
@@ -36,7 +37,6 @@ from .data.pairs import read_pairs, resolve_split
 from .data.transforms import worker_context
 from .distributed import Distributed, GlobalBatchSampler
 from .evaluate import evaluate, format_metrics
-from .anchors import WithAnchors, efficientnet_head_weight, imagenet_anchors
 from .locking import (image_tower_as_teacher, lock_tower, no_image_teacher, no_text_teacher, project_cached,
                       text_tower_as_teacher)
 from .losses import MAX_LOGIT_SCALE, ClipObjective, ClipPingObjective, Embeddings, NeighbourHeads, NeighbourTargets
