@@ -72,6 +72,8 @@ SUITES = {
          ("emoji", "image_to_text_R@1", "emoji R@1 i→t")],
         {"teacher_image_size": None, "lr": 5e-4, "warmup_steps": 50},
         {"pretrained": {"lock_image": True, "lock_text": True, "unlocked_text_blocks": 2},
+         # Both towers locked whole: only the projections train, on cached features (seconds an epoch).
+         "locked": {"lock_image": True, "lock_text": True, "lr": 1e-3},
          "scratch": {"student": "effnet-minilm-scratch", "lr": 1e-3}}),
 }
 # The investigation: clip-ping basic with one setting changed from the defaults at a time.

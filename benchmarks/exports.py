@@ -13,7 +13,8 @@ import json
 from pathlib import Path
 
 from clipping_edge.errors import ClippingEdgeError
-from export.bundle import export_bundle, size_mb
+from clipping_edge.manifest import size_mb
+from export.bundle import export_bundle
 from export.targets import AUTO, TARGETS
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from clipping_edge.classifier import class_prototypes, softmax
 from clipping_edge.errors import ClippingEdgeError
+from clipping_edge.manifest import package_versions, size_mb
 from clipping_edge.preprocess import preprocess_batch
 
 ROUNDS, CALLS_PER_ROUND, WARMUP = 5, 20, 5
@@ -83,7 +84,7 @@ def bundle_rows(checkpoint: str | None, bundle_dir: Path, bundles: Sequence[str]
             continue
         model = clipping_edge.load(path, threads=threads)
         manifest = model.manifest
-        sizes = {f"{k}_mb": _size_mb(path / getattr(manifest, f"{k}_tower")) for k in ("image", "text")}
+        sizes = {f"{k}_mb": size_mb(path / getattr(manifest, f"{k}_tower")) for k in ("image", "text")}
         runs_here = TARGETS[manifest.target].runs_here()
         # A bundle that failed validation is ❎ wherever it is, also where it cannot run.
         status = "❎" if not manifest.parity.get("passed") else "✅" if runs_here else "⏭"
@@ -92,12 +93,6 @@ def bundle_rows(checkpoint: str | None, bundle_dir: Path, bundles: Sequence[str]
         rows.append(Row(name, "bundle", status, model if runs_here else None, manifest.logit_scale, compute,
                         {"bundle": str(path), **sizes, "parity_top1_drop": manifest.parity.get("top1_drop_points")}))
     return rows
-
-
-def _size_mb(path: Path) -> float:
-    from export.bundle import size_mb
-
-    return size_mb(path)
 
 
 def pytorch_row(checkpoint: str, threads: int | None) -> tuple[Row, object]:
@@ -187,7 +182,7 @@ def measure_latency(rows: list[Row], jobs: dict[str, dict[str, Callable[[int], N
 
 
 def measure_accuracy(rows: list[Row], pairs, reference_row: Row | None) -> None:
-    from training.evaluate import retrieval_metrics
+    from training.metrics import retrieval_metrics
 
     task = pairs.zero_shot
     subset = pairs.pairs[:EVAL_IMAGES]
@@ -225,11 +220,15 @@ def image_tower_flops(student) -> int:
     return int(counter.get_total_flops())
 
 
-def gemm_peaks(threads: int | None = None, n: int = 1024, repeats: int = 10) -> dict[str, float]:
+def gemm_peaks(threads: int | None = None, n: int = 1024, repeats: int = 10) -> dict[str, float] | None:
     """GFLOP/s of a large fp32 matrix product (ONNX Runtime's MatMul) and an int8 one (MatMulInteger) on
-    the rows' thread count (default all cores): what the machine can do at best, measured in the same run."""
-    import onnxruntime as ort
-    from onnx import TensorProto, helper
+    the rows' thread count (default all cores): what the machine can do at best, measured in the same run.
+    None on a device install without onnx and onnxruntime, which build and run those graphs."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
 
     def session(op: str, a_type: int, b_type: int, out_type: int) -> ort.InferenceSession:
         graph = helper.make_graph([helper.make_node(op, ["A", "B"], ["Y"])], "gemm",
@@ -344,7 +343,6 @@ def host() -> dict:
 def run(checkpoint: str | None, bundles: Sequence[str], data: str | None, targets: Sequence[str],
         precisions: Sequence[str] | None, threads: int | None, out: Path, bundle_dir: Path | None,
         floor: float | None, rounds: int = ROUNDS, calls: int = CALLS_PER_ROUND) -> int:
-    from export.bundle import package_versions
     from training.data.pairs import read_pairs, resolve_split
 
     if not checkpoint and not bundles:
@@ -386,23 +384,24 @@ def run(checkpoint: str | None, bundles: Sequence[str], data: str | None, target
     for row in runnable:
         if reference is not None:
             row.figures["speedup_b1"] = reference.figures["image_b1_ms"] / row.figures["image_b1_ms"]
-        if flops:
+        if flops and machine:
             achieved = flops / (row.figures["image_b8_ms"] / 1e3) / 1e9
             peak = machine["int8_gops"] if row.compute == "int8" else machine["fp32_gflops"]
             row.figures.update(achieved_gflops=achieved, gemm_fraction=100 * achieved / peak)
 
     ordered = references + rows
     print("\n" + markdown(ordered))
-    print(f"\nmachine: {host()['cpu']}, {os.cpu_count()} cores; GEMM peak on {machine['threads']} thread(s): "
-          f"fp32 {machine['fp32_gflops']:.1f} GFLOP/s, "
-          f"int8 {machine['int8_gops']:.1f} GOP/s; image tower {flops / 1e6 if flops else float('nan'):.1f} MFLOP/image")
+    peaks = (f"GEMM peak on {machine['threads']} thread(s): fp32 {machine['fp32_gflops']:.1f} GFLOP/s, int8 "
+             f"{machine['int8_gops']:.1f} GOP/s" if machine else "no GEMM peak (needs onnx and onnxruntime)")
+    print(f"\nmachine: {host()['cpu']}, {os.cpu_count()} cores; {peaks}; image tower "
+          + (f"{flops / 1e6:.1f} MFLOP/image" if flops else "FLOPs unknown (needs --checkpoint)"))
     with open(out / "benchmark.csv", "w", newline="") as f:
         writer = csv.writer(f)
         keys = sorted({k for r in ordered for k in r.figures})
         writer.writerow(["row", "kind", "status", *keys])
         for r in ordered:
             writer.writerow([r.name, r.kind, r.status, *[r.figures.get(k, "") for k in keys]])
-    record = {"host": host(), "versions": package_versions(), "machine": {**machine, "image_tower_flops": flops},
+    record = {"host": host(), "versions": package_versions(), "machine": {**(machine or {}), "image_tower_flops": flops},
               "data": str(pairs.root), "rounds": rounds, "calls_per_round": calls,
               "rows": [{"name": r.name, "kind": r.kind, "status": r.status, **r.figures} for r in ordered]}
     (out / "benchmark.json").write_text(json.dumps(record, indent=2, default=str))

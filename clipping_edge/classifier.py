@@ -98,13 +98,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class ZeroShotClassifier:
-    def __init__(self, model: EdgeModel, labels: Sequence[str] | None = None, templates: Sequence[str] = DEFAULT_TEMPLATES,
+    """Zero-shot classes for a bundle: each label's prompts embedded once into a prototype index, then
+    `classify` runs only the image tower. Given neither `templates` nor `synonyms`, the bundle's own: those
+    its export was validated with (CLIP's 7 ImageNet templates when it records none), a label among its
+    synonym keys using their names. Or load a saved index with `from_index`."""
+
+    def __init__(self, model: EdgeModel, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None,
                  synonyms: Mapping[str, Sequence[str]] | None = None, index: PrototypeIndex | None = None,
                  index_dtype: str = "f16"):
         self.model = model
         if index is None:
             labels = check_labels(labels or [])
             warn_untrained(model, labels)
+            if templates is None and synonyms is None:  # the bundle's prompts, as its export validated them
+                templates, synonyms = model.manifest.templates or DEFAULT_TEMPLATES, model.manifest.synonyms
+            templates = DEFAULT_TEMPLATES if templates is None else templates
             index = PrototypeIndex.build(class_prototypes(model, labels, templates, synonyms), labels,
                                          model.manifest.fingerprint, index_dtype)
         elif index.fingerprint != model.manifest.fingerprint:

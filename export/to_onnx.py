@@ -44,7 +44,27 @@ def to_fp16(source: Path, out: Path) -> None:
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, op_block_list=FP16_KEEP_FLOAT32)
+    sort_topologically(model.graph)
     onnx.save(model, str(out))
+
+
+def sort_topologically(graph) -> None:
+    """Reorder the nodes so each comes after the producers of its inputs, as the ONNX spec requires: the
+    fp16 converter appends its input casts at the end (onnx.checker's full check rejects that, and
+    stricter runtimes than ONNX Runtime refuse the file)."""
+    available = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in available for i in n.input)]
+        if not ready:
+            raise ValueError(f"the graph has a cycle or a dangling input near {pending[0].name!r}")
+        for node in ready:
+            available.update(node.output)
+        ordered += ready
+        done = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in done]
+    del graph.node[:]
+    graph.node.extend(ordered)
 
 
 def _preprocessed(source: Path) -> Path:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from .targets import TowerJob
+from .towers import OUTPUT
 
 MANIFEST_KEY = ["clipping_edge", "manifest"]
 
@@ -21,6 +22,8 @@ def export_openvino(job: TowerJob) -> None:
     element = ov.Type.i32 if example.dtype == torch.int32 else ov.Type.f32
     shape = ov.PartialShape([-1, *example.shape[1:]])
     model = ov.convert_model(job.module.eval(), example_input=example, input=[(job.input_name, shape, element)])
+    # Named as in every other target (the converter leaves the result unnamed: benchmark_app shows ***NO_NAME***).
+    model.outputs[0].get_tensor().set_names({OUTPUT})
     if job.precision == "int8":
         import nncf
 

@@ -9,8 +9,10 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .targets import TowerJob
+from .towers import IMAGE_INPUT, OUTPUT, TEXT_INPUT
 
 SIGNATURE_BATCHES = (1, 8)
 RECIPES = {"int8": "dynamic_wi8_afp32", "int8-weights": "weight_only_wi8_afp32", "int8-static": "static_wi8_ai8"}
@@ -28,13 +30,34 @@ def _calibration_by_signature(job: TowerJob) -> dict[str, list[dict[str, np.ndar
             for b in SIGNATURE_BATCHES}
 
 
+class _NamedImageOutput(torch.nn.Module):
+    """The tower returning {"embeddings": ...}: litert-torch names a signature's outputs by the dict's keys
+    (a bare tensor becomes "output_0"), so every target's output has the same name. The argument keeps the
+    input's name, which the signature binds its sample by."""
+
+    def __init__(self, tower: torch.nn.Module):
+        super().__init__()
+        self.tower = tower
+
+    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {OUTPUT: self.tower(pixels)}
+
+
+class _NamedTextOutput(_NamedImageOutput):
+    def forward(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        return {OUTPUT: self.tower(input_ids)}
+
+
+NAMED_OUTPUT = {IMAGE_INPUT: _NamedImageOutput, TEXT_INPUT: _NamedTextOutput}
+
+
 def export_tflite(job: TowerJob) -> None:
     import litert_torch
 
     logging.getLogger("absl").setLevel(logging.ERROR)
     converter = None
     for batch in SIGNATURE_BATCHES:
-        args = (signature_name(batch), job.module.eval())
+        args = (signature_name(batch), NAMED_OUTPUT[job.input_name](job.module.eval()))
         kwargs = {"sample_kwargs": {job.input_name: job.example(batch)}}
         converter = litert_torch.signature(*args, **kwargs) if converter is None else converter.signature(*args, **kwargs)
     with contextlib.redirect_stdout(io.StringIO()):

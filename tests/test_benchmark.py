@@ -36,3 +36,17 @@ def test_benchmark_measures_every_row_and_gates_on_the_floor(tiny_checkpoint: Pa
     assert (tmp_path / "bench" / "benchmark.png").stat().st_size > 1000
     # the bundles now exist: a second run re-measures without exporting, and the floor fails it
     assert run(floor=101.0, **args) == 1
+
+    # A device measures its bundles without torch: the CLI in an interpreter where importing torch fails.
+    import subprocess
+    import sys
+
+    bundle = tmp_path / "bench" / "bundles" / "onnx-fp32"
+    blocked = ("import sys; sys.modules['torch'] = None; from clipping_edge.cli import main; "
+               f"sys.exit(main(['benchmark', '--bundles', {str(bundle)!r}, '--data', {str(small_data)!r}, "
+               f"'--out', {str(tmp_path / 'device')!r}]))")
+    result = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    device_rows = json.loads((tmp_path / "device" / "benchmark.json").read_text())["rows"]
+    assert [r["name"] for r in device_rows] == ["naive onnx fp32 + numpy", "onnx fp32"]
+    assert device_rows[1]["status"] == "✅" and device_rows[1]["zero_shot_top1"] > 0

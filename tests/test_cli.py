@@ -15,7 +15,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "clipping_edge.cli", *args], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "export", "classify", "info", "demo"])
+@pytest.mark.parametrize("command", ["train", "eval", "export", "classify", "info", "verify", "demo"])
 def test_every_command_has_help(command: str):
     result = run_cli(command, "--help")
     assert result.returncode == 0 and "usage: clipping-edge" in result.stdout
@@ -35,6 +35,8 @@ def test_classify_errors(capsys: pytest.CaptureFixture, tiny_bundle: Path, tmp_p
     assert "not a readable image" in one_error_line(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", "a,b", str(tmp_path / "corrupt.png"))
     assert "label list is empty" in one_error_line(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", ",", image)
     assert "labels file" in one_error_line(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", str(tmp_path / "labels.txt"), image)
+    assert "CUDAExecutionProvider" in one_error_line(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", "a,b",
+                                                     "--device", "cuda", image)
     assert "no manifest.json" in one_error_line(capsys, "classify", "--bundle", str(tmp_path), "--labels", "a,b", image)
 
     old = tmp_path / "old_bundle"
@@ -102,3 +104,51 @@ def test_classify_folder_skips_a_broken_file(capsys: pytest.CaptureFixture, tiny
     captured = capsys.readouterr()
     assert len(captured.out.strip().splitlines()) == 3 and "broken.png" in captured.err and "warning:" in captured.err
     assert main(["classify", "--bundle", str(tiny_bundle), "--labels", "a,b", "--strict", str(folder)]) == 2
+
+
+def test_prompts_default_to_the_bundles_and_can_be_chosen(capsys: pytest.CaptureFixture, tiny_bundle: Path,
+                                                           small_data: Path, tmp_path: Path):
+    """The bundle records the templates and synonyms its parity was measured with; a classifier built
+    without templates uses them (as eval did), and --templates / --synonyms replace them."""
+    from clipping_edge import ZeroShotClassifier, load
+    from clipping_edge.classifier import class_prototypes
+    from clipping_edge.prompts import DEFAULT_TEMPLATES
+    from training.data.pairs import read_pairs, resolve_split
+
+    model = load(tiny_bundle)
+    task = read_pairs(resolve_split(str(small_data), "test")).zero_shot
+    assert model.manifest.templates == task.templates and model.manifest.templates != list(DEFAULT_TEMPLATES)
+    labels = task.classes[:3]
+    built = ZeroShotClassifier(model, labels).index.cosines(class_prototypes(model, labels, task.templates, task.synonyms))
+    assert (built.diagonal() > 0.999).all()
+    seven = ZeroShotClassifier(model, labels, DEFAULT_TEMPLATES).index.cosines(class_prototypes(model, labels, task.templates))
+    assert not (seven.diagonal() > 0.999).all(), "explicit templates must replace the bundle's"
+
+    image = str(next((small_data / "test" / "images").iterdir()))
+    templates, synonyms = tmp_path / "templates.txt", tmp_path / "synonyms.json"
+    templates.write_text("a drawing of a {}.\n{} on white\n")
+    synonyms.write_text(json.dumps({"red circle": ["red circle", "red disc"]}))
+    runs = {}
+    for name, extra in {"bundle": [], "file": ["--templates", str(templates)], "80": ["--templates", "80"],
+                        "synonyms": ["--templates", str(templates), "--synonyms", str(synonyms)]}.items():
+        assert main(["classify", "--bundle", str(tiny_bundle), "--labels", "red circle,blue square", "--json", *extra, image]) == 0
+        runs[name] = json.loads(capsys.readouterr().out)["predictions"][0]["cosine"]
+    assert len(set(runs.values())) == 4, runs  # each prompt choice builds other prototypes
+    assert "templates" in one_error_line(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", "a,b", "--templates", "81", image)
+    synonyms.write_text(json.dumps({"red circle": []}))
+    assert "synonyms file" in one_error_line(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", "a,b",
+                                             "--synonyms", str(synonyms), image)
+
+
+def test_every_train_flag_says_what_it_does():
+    """`train --help` reads each flag's text from TrainConfig's comments: none may be left bare."""
+    import dataclasses
+
+    from clipping_edge.cli import field_comments
+    from training.config import TrainConfig
+
+    comments = field_comments(TrainConfig)
+    bare = [f.name for f in dataclasses.fields(TrainConfig) if len(comments.get(f.name, "")) < 10]
+    assert not bare, f"TrainConfig fields without a comment: {bare}"
+    help_text = " ".join(run_cli("train", "--help").stdout.split())
+    assert "passes over the training pairs (default: 10)" in help_text and "Fini et al. 2023" in help_text

@@ -119,7 +119,9 @@ def test_index_commands(capsys: pytest.CaptureFixture, tiny_bundle: Path, small_
 
     assert main(["index", "add", "--bundle", str(tiny_bundle), "--index", str(tmp_path / "gallery"),
                  str(small_data / "test" / "images")]) == 0
-    assert "added 480 images" in capsys.readouterr().out
+    added = capsys.readouterr()
+    assert "added 480 images" in added.out
+    assert added.err.strip().splitlines()[-1].startswith("embedded 480/480 images (")  # progress, always its last line
     assert main(["index", "search", "--bundle", str(tiny_bundle), "--index", str(tmp_path / "gallery.usearch"),
                  "--json", "--top-k", "3", "--image", images[0]]) == 0
     hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -176,3 +176,35 @@ def test_no_match_threshold_and_unknown(tiny_bundle: Path, small_data: Path):
     best = clf.classify(image)[0][0]
     assert clf.classify(image, min_cosine=best.cosine + 1e-3)[0][0].label == "unknown"
     assert clf.classify(image, min_cosine=best.cosine - 1e-3)[0][0].label == best.label
+
+
+def test_litert_feeds_a_quantized_input_quantized():
+    """A statically quantized LiteRT tower takes int8 pixels: x / scale + zero point, not a cast (which made
+    every [0, 1] pixel 0 or 1), and its int8 output is dequantized."""
+    from clipping_edge.backends.litert import dequantize, quantize
+
+    detail = {"dtype": np.int8, "quantization": (1 / 255, -128)}
+    pixels = np.array([0.0, 0.2, 0.6, 1.0], np.float32)
+    q = quantize(pixels, detail)
+    assert q.dtype == np.int8 and q.tolist() == [-128, -77, 25, 127]
+    np.testing.assert_allclose(dequantize(q, detail), pixels, atol=0.5 / 255 + 1e-6)
+    ids = {"dtype": np.int32, "quantization": (0.0, 0)}  # token ids: a plain integer input
+    assert quantize(np.array([[101, 2023]]), ids).tolist() == [[101, 2023]]
+    assert dequantize(np.array([3, 4], np.int32), ids).dtype == np.float32
+
+
+def test_a_device_wheel_builds_and_holds_the_runtime(tmp_path: Path):
+    """README's device install: `pip wheel --no-deps` here, the wheel copied to the device."""
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                             str(tmp_path), str(repo)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("clipping_edge-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"clipping_edge/cli.py", "clipping_edge/golden.py", "clipping_edge/backends/onnxruntime.py"} <= names
+    metadata = next(n for n in names if n.endswith("METADATA"))
+    requires = zipfile.ZipFile(wheel).read(metadata).decode()
+    assert "Requires-Dist: onnxruntime" in requires and "extra == \"onnx\"" in requires
+    assert not any(line.startswith("Requires-Dist: torch") and "extra" not in line for line in requires.splitlines())

@@ -4,11 +4,13 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 import clipping_edge
-from export.bundle import export_bundle, size_mb
+from clipping_edge.manifest import size_mb
+from export.bundle import export_bundle
 from export.targets import TARGETS
 from export.validate import THRESHOLDS, family
 from training.checkpoint import load_student
@@ -65,6 +67,18 @@ def test_export_is_validated_and_gated(target: str, precision: str, tiny_checkpo
         expected = student.text(torch.from_numpy(tokenizer(texts))).numpy()
     cosine = (model.encode_text(texts) * expected).sum(1)
     assert cosine.min() >= THRESHOLDS[family(text_precision)].min_cosine
+    assert output_names(bundle / manifest["image_tower"], target) == ["embeddings"]
+    if target == "onnx":  # the spec's own checker, in full (the fp16 converter used to leave nodes out of order)
+        import onnx
+
+        for kind in ("image", "text"):
+            onnx.checker.check_model(str(bundle / manifest[f"{kind}_tower"]), full_check=True)
+    if precision == "fp32":  # --device: the CPU by name gives the same embeddings; a device not here, one clear error
+        cpu = {"onnx": "cpu", "openvino": "CPU", "tflite": "cpu"}[target]
+        np.testing.assert_allclose(clipping_edge.load(bundle, device=cpu).encode_text(texts), model.encode_text(texts), atol=1e-6)
+        absent = {"onnx": "cuda", "openvino": "NPU9", "tflite": "delegate:/nonexistent/libdelegate.so"}[target]
+        with pytest.raises(clipping_edge.ClippingEdgeError, match="device cpu|device CPU"):
+            clipping_edge.load(bundle, device=absent).encode_text(texts)
 
 
 def test_auto_keeps_the_first_precision_within_budget(tiny_checkpoint: Path, small_data: Path, tmp_path: Path):
@@ -110,3 +124,19 @@ def test_coreml_stand_in_runs_the_stored_weights(tiny_checkpoint: Path, tmp_path
     with torch.no_grad():
         tower.text.blocks[0].mlp[0].weight.mul_(1.05)  # no longer what the package holds
     assert any("not the per-channel round trip" in p for p in check_offline(job).problems)
+
+
+def output_names(tower: Path, target: str) -> list[str]:
+    """The tower's output names as its own runtime reports them."""
+    if target == "onnx":
+        import onnxruntime as ort
+
+        return [o.name for o in ort.InferenceSession(str(tower), providers=["CPUExecutionProvider"]).get_outputs()]
+    if target == "openvino":
+        import openvino as ov
+
+        return [o.get_any_name() for o in ov.Core().read_model(str(tower)).outputs]
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(tower))
+    return sorted({name for sig in interpreter.get_signature_list().values() for name in sig["outputs"]})

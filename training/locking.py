@@ -48,8 +48,12 @@ def lock_tower(tower: nn.Module, unlocked: int) -> list[nn.Module]:
 
 
 def weights_identity(tower: nn.Module) -> str:
-    """Names a tower's weights before its projection for the cache key: the features change exactly when they do."""
+    """Names a tower's weights before its projection, and how it reads features from them (e.g. a head
+    temperature), for the cache key: the features change exactly when these do."""
     digest = hashlib.sha256()
+    settings = getattr(tower, "feature_settings", ())
+    if settings:  # none for plain pooled features, so keys of caches built before settings existed still hold
+        digest.update(repr(settings).encode())
     for name, tensor in sorted(tower.state_dict().items()):
         if name.startswith("proj."):
             continue
@@ -76,13 +80,36 @@ def text_tower_as_teacher(tower: nn.Module, tokenize) -> TextTeacher:
     return TextTeacher("locked-text-tower", dim, forward, identity=f"locked-text|{weights_identity(tower)}", module=tower)
 
 
+def cached_text_features(teacher: TextTeacher, texts: list[str]) -> torch.Tensor:
+    """A locked text tower's normalised features of `texts` (not training pairs: e.g. anchor captions),
+    computed once and kept in the feature-bank cache under the tower's identity and the texts."""
+    import io
+
+    import numpy as np
+
+    from clipping_edge.atomic import write_bytes_atomic
+
+    from .data.synthetic_cache import cache_dir
+
+    key = hashlib.sha256("\n".join([teacher.identity, *texts]).encode()).hexdigest()[:20]
+    path = cache_dir() / "banks" / f"texts-{key}.npy"
+    if not path.is_file():
+        features = torch.cat([teacher.encode(texts[i:i + 256]).cpu() for i in range(0, len(texts), 256)])
+        buffer = io.BytesIO()
+        np.save(buffer, features.numpy().astype(np.float16))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes_atomic(path, buffer.getvalue())
+    return torch.from_numpy(np.load(path).astype(np.float32))
+
+
 def no_text_teacher() -> TextTeacher:
     """A stand-in when only the image tower is cached: one constant column costs nothing to store."""
     return TextTeacher("none", 1, lambda texts: torch.ones(len(texts), 1), identity="none")
 
 
 def no_image_teacher(image_size: int) -> ImageTeacher:
-    return ImageTeacher("none", 1, image_size, lambda pixels: torch.ones(len(pixels), 1), identity=f"none|px{image_size}")
+    return ImageTeacher("none", 1, image_size, lambda pixels: torch.ones(len(pixels), 1), identity=f"none|px{image_size}",
+                        reads_pixels=False)
 
 
 def project_cached(tower: nn.Module, features: torch.Tensor) -> torch.Tensor:

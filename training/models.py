@@ -138,19 +138,42 @@ class TimmImageTower(ImageTowerBase):
 class EfficientNetLiteTower(ImageTowerBase):
     """The packaged ImageNet EfficientNet-Lite (made for int8 edge inference: ReLU6, no squeeze-excite),
     globally pooled and projected. With `pretrained` its trunk is the image teacher's network with the
-    teacher's weights, so before training its pooled features are the teacher's."""
+    teacher's weights, so before training its pooled features are the teacher's. With a head temperature
+    the projection reads the ImageNet head's class probabilities instead of the pooled features."""
 
     def __init__(self, cfg: VisionConfig, embed_dim: int):
         super().__init__(cfg)
         from .teachers import efficientnet_lite_network
 
         self.trunk = efficientnet_lite_network(cfg.variant, cfg.pretrained)
-        self.proj = nn.Linear(self.trunk._fc.in_features, embed_dim, bias=False)
-        del self.trunk._fc  # the ImageNet head is not part of the tower
+        self.head_temperature, self.head_top_k = cfg.head_temperature, cfg.head_top_k
+        if self.head_temperature > 0:
+            self.proj = nn.Linear(self.trunk._fc.out_features, embed_dim, bias=False)
+        else:
+            self.proj = nn.Linear(self.trunk._fc.in_features, embed_dim, bias=False)
+            del self.trunk._fc  # the ImageNet head is not part of the tower
+
+    @property
+    def feature_settings(self) -> tuple:
+        """What, besides the weights, decides `features` (part of the locked-feature cache key); () for pooled."""
+        return ("head", self.head_temperature, self.head_top_k) if self.head_temperature > 0 else ()
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) RGB in [0, 1] -> (B, 1280) pooled trunk features, before the projection."""
-        return self.trunk.extract_features((pixels - self.mean) / self.std).mean((2, 3))
+        """(B, 3, H, W) RGB in [0, 1] -> (B, 1280) pooled trunk features, or (B, 1000) ImageNet class
+        probabilities with a head temperature: what the projection reads."""
+        pooled = self.trunk.extract_features((pixels - self.mean) / self.std).mean((2, 3))
+        if self.head_temperature <= 0:
+            return pooled
+        probabilities = (self.trunk._fc(pooled) / self.head_temperature).softmax(-1)
+        if self.head_top_k:
+            # The k-th largest value by k - 1 rounds of "drop the maximum", then a mask: no TopK or sort,
+            # which LiteRT's interpreter cannot run (it converts to StableHLO's sort), and no scatter.
+            rest = probabilities
+            for _ in range(self.head_top_k - 1):
+                rest = torch.where(rest >= rest.amax(-1, keepdim=True), torch.full_like(rest, -1.0), rest)
+            kth = rest.amax(-1, keepdim=True)
+            probabilities = probabilities * (probabilities >= kth).to(probabilities.dtype)
+        return probabilities
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.proj(self.features(pixels)), dim=-1)

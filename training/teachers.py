@@ -37,6 +37,7 @@ class ImageTeacher:
     # what changes the features: weights and preprocessing; part of the feature-bank cache key
     identity: str
     module: nn.Module | None = None  # moved by .to(device)
+    reads_pixels: bool = True  # False: a stand-in whose features do not depend on the image (none decoded)
 
     def to(self, device: torch.device) -> "ImageTeacher":
         if self.module is not None:

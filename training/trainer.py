@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from safetensors.torch import load_file
 from torch import nn
 
@@ -28,7 +29,7 @@ from clipping_edge.atomic import recover, write_bytes_atomic
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.tokenizer import TextTokenizer
 
-from .anchors import WithAnchors, efficientnet_head_weight, imagenet_anchors
+from .anchors import ANCHOR_CAPTIONS_PER_CLASS, WithAnchors, efficientnet_head_weight, fixed_captions, imagenet_anchors
 from .banks import FeatureBanks, build_banks
 from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, check_finite, load_trainer_state, save_checkpoint
 from .config import METHODS, MINIMUMS, TrainConfig, student_config
@@ -37,8 +38,8 @@ from .data.pairs import read_pairs, resolve_split
 from .data.transforms import worker_context
 from .distributed import Distributed, GlobalBatchSampler
 from .evaluate import evaluate, format_metrics
-from .locking import (image_tower_as_teacher, lock_tower, no_image_teacher, no_text_teacher, project_cached,
-                      text_tower_as_teacher)
+from .locking import (cached_text_features, image_tower_as_teacher, lock_tower, no_image_teacher, no_text_teacher,
+                      project_cached, text_tower_as_teacher)
 from .losses import MAX_LOGIT_SCALE, ClipObjective, ClipPingObjective, Embeddings, NeighbourHeads, NeighbourTargets
 from .models import Student
 from .neighbours import XNN_MODES, SupportSet, draw_support, mine_neighbours, targets_for
@@ -287,7 +288,8 @@ class Trainer:
         self.anchor_captions: list[list[str]] = []
         if cfg.anchors:
             self._check_anchors()
-            self.anchor_features, self.anchor_captions = imagenet_anchors(efficientnet_head_weight(self.scfg.vision.variant))
+            self.anchor_features, self.anchor_captions = imagenet_anchors(
+                efficientnet_head_weight(self.scfg.vision.variant), one_hot=self.scfg.vision.head_temperature > 0)
         self.trained_token_ids = self._trained_token_ids()
         student = Student(self.scfg)
         frozen = self._lock(student)
@@ -311,10 +313,7 @@ class Trainer:
         self.dataset = MultiViewDataset(self.pairs.pairs, self.recipe, cfg.seed,
                                         load_images=not (self.locked_cache and self.locked_cache[0] is not None))
         if self.anchor_captions:
-            self.locked_cache = (torch.cat([self.locked_cache[0], self.anchor_features.to(self.device)]), None)
-            self.dataset = WithAnchors(self.dataset, self.anchor_captions, len(self.recipe.image_views),
-                                       len(self.recipe.text_views))
-            self._log(f"ImageNet-head anchors: {len(self.anchor_captions)} classes as extra pairs")
+            self._add_anchors(student)
         self.sampler = GlobalBatchSampler(len(self.dataset), cfg.batch_size, self.dist.rank, self.dist.world, cfg.seed)
         self.steps_per_epoch = len(self.sampler)
         if self.steps_per_epoch == 0:
@@ -391,9 +390,24 @@ class Trainer:
         if not (cfg.lock_image and cfg.unlocked_image_blocks == 0 and cfg.cache_locked and cfg.recipe == "basic"):
             raise ClippingEdgeError("--anchors imagenet needs the image tower locked whole and cached: add --lock-image "
                                     "(no unlocked image blocks, basic recipe)")
-        if cfg.method != "clip" or (cfg.lock_text and cfg.unlocked_text_blocks == 0):
-            raise ClippingEdgeError("--anchors imagenet works with --method clip and a text tower that trains "
-                                    "(anchor captions change every epoch)")
+        if cfg.method != "clip":
+            raise ClippingEdgeError("--anchors imagenet works with --method clip only (anchors have no teacher features)")
+
+    def _add_anchors(self, student: Student) -> None:
+        """One row per anchor class after the training pairs: its image side appended to the locked image
+        cache and, for a locked text tower, its prompt ensemble (the mean of its fixed captions' features,
+        as a label's prototype is built at classification) appended to the text cache."""
+        (image_cache, text_cache), captions = self.locked_cache, self.anchor_captions
+        if text_cache is not None:
+            captions = fixed_captions(captions, ANCHOR_CAPTIONS_PER_CLASS, self.cfg.seed)
+            teacher = text_tower_as_teacher(student.text.eval(), self.tokenizer)
+            flat = cached_text_features(teacher, [c for choices in captions for c in choices])
+            owner = torch.tensor([c for c, choices in enumerate(captions) for _ in choices])
+            ensembles = torch.zeros(len(captions), flat.shape[1]).index_add_(0, owner, flat)
+            text_cache = torch.cat([text_cache, F.normalize(ensembles, dim=-1).to(self.device)])
+        self.locked_cache = (torch.cat([image_cache, self.anchor_features.to(self.device)]), text_cache)
+        self.dataset = WithAnchors(self.dataset, captions, len(self.recipe.image_views), len(self.recipe.text_views))
+        self._log(f"ImageNet-head anchors: {len(captions)} classes as extra pairs")
 
     def _lock(self, student: Student) -> list[nn.Module]:
         cfg, frozen = self.cfg, []
@@ -412,14 +426,21 @@ class Trainer:
         if not cfg.cache_locked or not (image or text) or cfg.method == "a-clip-ping" or cfg.recipe != "basic":
             return None
         size = self.scfg.vision.image_size
-        image_teacher = image_tower_as_teacher(student.visual.eval(), size) if image else no_image_teacher(size)
-        text_teacher = text_tower_as_teacher(student.text.eval(), self.tokenizer) if text else no_text_teacher()
-        start = time.perf_counter()
-        cache = build_banks(self.pairs, image_teacher, text_teacher, workers=cfg.workers, dist=self.dist, device=self.device)
-        self._log(f"locked {'image' if image else ''}{' and ' if image and text else ''}{'text' if text else ''} "
-                  f"tower features {'reused' if cache.reused else 'computed'} in {time.perf_counter() - start:.1f}s: {cache.path}")
-        as_tensor = lambda bank: torch.from_numpy(np.asarray(bank, dtype=np.float32)).to(self.device)  # noqa: E731
-        return (as_tensor(cache.image) if image else None, as_tensor(cache.text) if text else None)
+        # One cache per tower, so a tower's features are shared by every run that locks it the same way
+        # (the image features of a real dataset at 224 px cost minutes; its captions' seconds).
+        features = {}
+        for kind, locked, teachers in (
+                ("image", image, lambda: (image_tower_as_teacher(student.visual.eval(), size), no_text_teacher())),
+                ("text", text, lambda: (no_image_teacher(size), text_tower_as_teacher(student.text.eval(), self.tokenizer)))):
+            if not locked:
+                features[kind] = None
+                continue
+            start = time.perf_counter()
+            cache = build_banks(self.pairs, *teachers(), workers=cfg.workers, dist=self.dist, device=self.device)
+            self._log(f"locked {kind} tower features {'reused' if cache.reused else 'computed'} in "
+                      f"{time.perf_counter() - start:.1f}s: {cache.path}")
+            features[kind] = torch.from_numpy(np.asarray(getattr(cache, kind), dtype=np.float32)).to(self.device)
+        return features["image"], features["text"]
 
     def _banks(self) -> tuple[FeatureBanks | None, tuple[ImageTeacher, TextTeacher] | None]:
         if self.cfg.method == "clip":

@@ -16,6 +16,11 @@ class BackendOptions:
     threads: int | None = None  # None: the backend's default (all cores)
     providers: list[str] = field(default_factory=list)  # ONNX Runtime execution providers
     precision_hint: str | None = None  # OpenVINO INFERENCE_PRECISION_HINT (default f32)
+    # Where the towers run, in each backend's terms (None: the CPU). onnx: cpu, cuda, or execution
+    # providers by name, comma-separated, in order of preference (e.g. TensorrtExecutionProvider,CUDAExecutionProvider).
+    # openvino: an OpenVINO device (CPU, GPU, NPU, AUTO, ...). tflite: cpu, or delegate:PATH of a LiteRT
+    # delegate library (e.g. the GPU delegate). coreml: Core ML compute units (all, cpu_only, cpu_and_gpu, cpu_and_ne).
+    device: str | None = None
 
 
 class Tower(Protocol):

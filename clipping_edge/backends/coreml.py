@@ -18,7 +18,11 @@ class CoreMlTower:
                                     "openvino or tflite instead")
         import coremltools as ct
 
-        self.model = ct.models.MLModel(str(path))
+        units = {"all": ct.ComputeUnit.ALL, "cpu_only": ct.ComputeUnit.CPU_ONLY, "cpu": ct.ComputeUnit.CPU_ONLY,
+                 "cpu_and_gpu": ct.ComputeUnit.CPU_AND_GPU, "cpu_and_ne": ct.ComputeUnit.CPU_AND_NE}
+        if (options.device or "all") not in units:
+            raise ClippingEdgeError(f"--device {options.device!r} is not a Core ML compute unit: pass one of {', '.join(units)}")
+        self.model = ct.models.MLModel(str(path), compute_units=units[options.device or "all"])
         spec = self.model.get_spec()
         (inp,) = spec.description.input
         self.input_name = inp.name

@@ -9,6 +9,22 @@ from ..errors import ClippingEdgeError
 from . import BackendOptions
 
 
+# --device shorthands; anything else is a comma-separated list of provider names.
+PROVIDER_SHORTHANDS = {"cpu": ["CPUExecutionProvider"], "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+                       "gpu": ["CUDAExecutionProvider", "CPUExecutionProvider"]}
+
+
+def execution_providers(device: str | None) -> list[str]:
+    """The providers a --device names, each checked against this ONNX Runtime build's."""
+    wanted = PROVIDER_SHORTHANDS.get((device or "cpu").lower()) or [p.strip() for p in device.split(",") if p.strip()]
+    available = ort.get_available_providers()
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise ClippingEdgeError(f"this onnxruntime has no {', '.join(missing)} (it has {', '.join(available)}): install "
+                                "the onnxruntime build for that device (e.g. onnxruntime-gpu), or pass --device cpu")
+    return wanted
+
+
 class OnnxRuntimeTower:
     def __init__(self, path: Path, options: BackendOptions):
         so = ort.SessionOptions()
@@ -16,7 +32,7 @@ class OnnxRuntimeTower:
         if options.threads:
             so.intra_op_num_threads = options.threads
             so.inter_op_num_threads = 1
-        providers = options.providers or ["CPUExecutionProvider"]
+        providers = options.providers or execution_providers(options.device)
         try:
             self.session = ort.InferenceSession(str(path), so, providers=providers)
         except Exception as exc:  # ORT raises its own exception types for corrupt or unsupported files

@@ -16,8 +16,14 @@ class OpenVinoTower:
         config = {"INFERENCE_PRECISION_HINT": options.precision_hint or "f32"}
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = str(options.threads)
+        core = ov.Core()
+        device = (options.device or "CPU").upper()
+        # AUTO, HETERO:..., MULTI:... pick among the real devices themselves.
+        if device.split(":")[0] not in ("AUTO", "HETERO", "MULTI", "BATCH") and device not in core.available_devices:
+            raise ClippingEdgeError(f"OpenVINO sees no device {device!r} here (it has {', '.join(core.available_devices)}): "
+                                    "install that device's driver, or pass --device CPU or AUTO")
         try:
-            self.compiled = ov.Core().compile_model(str(path), "CPU", config)
+            self.compiled = core.compile_model(str(path), device, config)
         except Exception as exc:
             raise ClippingEdgeError(f"OpenVINO could not load {path} ({str(exc).splitlines()[0]}): re-export the bundle") from None
         element = self.compiled.inputs[0].get_element_type()

@@ -1,0 +1,138 @@
+"""Golden vectors: what a correct port of a bundle must reproduce, in files any language reads.
+
+Every bundle's `golden/` folder holds a few sample images as their file bytes, and `golden.json` names
+what each step must give for them: the preprocessed pixels, the image tower's embeddings, a few prompts
+with their token ids and text embeddings, the labels' prototypes (the bundle's templates and synonyms)
+and the expected top-k with scores. Arrays are raw little-endian C-order files (`.f32` float32, `.i32`
+int32) whose shape golden.json gives: no npy, no pickle, nothing a Swift, Kotlin or JavaScript port
+cannot read in a few lines. The values are the exported towers' own outputs (their runtime here, or
+the PyTorch stand-in for Core ML off macOS), so a port of the same files should match them to the
+tolerances golden.json states. `clipping-edge verify BUNDLE` re-checks them with the bundle's backend.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .classifier import class_prototypes, softmax
+from .errors import ClippingEdgeError
+from .manifest import verified_file
+from .preprocess import preprocess_batch
+
+GOLDEN_DIR = "golden"
+GOLDEN_JSON = f"{GOLDEN_DIR}/golden.json"
+FORMAT = "clipping-edge golden vectors 1"
+DTYPES = {".f32": "<f4", ".i32": "<i4"}
+TOP_K = 3
+
+
+def _write_array(folder: Path, name: str, array: np.ndarray) -> dict:
+    suffix = ".i32" if np.issubdtype(array.dtype, np.integer) else ".f32"
+    data = np.ascontiguousarray(array, dtype=DTYPES[suffix])
+    (folder / f"{name}{suffix}").write_bytes(data.tobytes())
+    return {"file": f"{name}{suffix}", "dtype": "int32" if suffix == ".i32" else "float32", "shape": list(data.shape)}
+
+
+def _read_array(folder: Path, spec: Mapping) -> np.ndarray:
+    path = folder / spec["file"]
+    data = np.frombuffer(path.read_bytes(), dtype=DTYPES[Path(spec["file"]).suffix])
+    if data.size != int(np.prod(spec["shape"])):
+        raise ClippingEdgeError(f"{path} holds {data.size} values, golden.json says {spec['shape']}: re-export the bundle")
+    return data.reshape(spec["shape"])
+
+
+def top_k(embeddings: np.ndarray, prototypes: np.ndarray, labels: Sequence[str], logit_scale: float, k: int = TOP_K) -> list:
+    probs = softmax(logit_scale * embeddings @ prototypes.T)
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[{"label": labels[c], "score": float(p[c])} for c in row] for row, p in zip(order, probs)]
+
+
+class _Texts:
+    def __init__(self, encode: Callable[[list[str]], np.ndarray]):
+        self.encode_text = encode
+
+
+def write_golden(folder: Path, images: Sequence[bytes], suffixes: Sequence[str], labels: Sequence[str],
+                 templates: Sequence[str], synonyms: Mapping[str, Sequence[str]], image_size: int, logit_scale: float,
+                 encode_pixels: Callable[[np.ndarray], np.ndarray], encode_text: Callable[[list[str]], np.ndarray],
+                 tokenize: Callable[[list[str]], np.ndarray], min_cosine: dict[str, float]) -> None:
+    """Write golden/ for these sample images (file bytes) and labels, with the towers as exported."""
+    (folder / "images").mkdir(parents=True)
+    files = []
+    for i, (data, suffix) in enumerate(zip(images, suffixes)):
+        files.append(f"images/{i}{suffix}")
+        (folder / files[-1]).write_bytes(data)
+    pixels = preprocess_batch(list(images), image_size)
+    image_embeddings = np.asarray(encode_pixels(pixels), np.float32)
+    prompts = [templates[0].format(label) if "{}" in templates[0] else f"{templates[0]} {label}" for label in labels[:4]]
+    text_embeddings = np.asarray(encode_text(prompts), np.float32)
+    prototypes = class_prototypes(_Texts(encode_text), labels, templates, synonyms)
+    arrays = {name: _write_array(folder, name, array) for name, array in (
+        ("pixels", pixels), ("image_embeddings", image_embeddings), ("token_ids", np.asarray(tokenize(prompts), np.int32)),
+        ("text_embeddings", text_embeddings), ("prototypes", prototypes))}
+    golden = {
+        "format": FORMAT,
+        "about": "arrays: raw little-endian C-order files; pixels are the preprocessed images (RGB in [0, 1], "
+                 "N x 3 x S x S); prototypes: per label every template x synonym embedded, normalised, averaged, "
+                 "normalised; scores: softmax(logit_scale * cosine) over the labels",
+        "images": files, "prompts": prompts, "labels": list(labels), "templates": list(templates),
+        "synonyms": {k: list(v) for k, v in synonyms.items() if k in labels}, "logit_scale": logit_scale,
+        "arrays": arrays, "expected_top_k": top_k(image_embeddings, prototypes, labels, logit_scale),
+        # A port's figures must reach these; pixels may differ by a resampling step (bicubic is not bit-exact).
+        "tolerances": {"pixels_max_abs": 0.02, "image_min_cosine": min_cosine["image"],
+                       "text_min_cosine": min_cosine["text"], "score_max_abs": 0.02},
+    }
+    (folder / "golden.json").write_text(json.dumps(golden, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+
+
+def verify(model, encode_pixels: Callable[[np.ndarray], np.ndarray] | None = None,
+           preprocess: Callable[[list[bytes], int], np.ndarray] = preprocess_batch) -> dict:
+    """Re-compute a bundle's golden vectors with its own backend (or the given steps, to check a port's
+    pieces) and compare: the worst cosine per tower, pixel and score differences, token-id and top-k
+    mismatches, and whether all are within golden.json's tolerances."""
+    manifest, root = model.manifest, model.root
+    if not manifest.golden:
+        raise ClippingEdgeError(f"bundle {root} has no golden vectors (exported before they existed): re-export it")
+    folder = verified_file(manifest, root, GOLDEN_DIR)
+    golden = json.loads((root / manifest.golden).read_text(encoding="utf-8"))
+    if golden.get("format") != FORMAT:
+        raise ClippingEdgeError(f"{root / manifest.golden} is not {FORMAT!r}: re-export the bundle")
+    arrays = {name: _read_array(folder, spec) for name, spec in golden["arrays"].items()}
+    images = [(folder / name).read_bytes() for name in golden["images"]]
+    tolerance = golden["tolerances"]
+
+    pixels = preprocess(images, manifest.image_size)
+    image = (encode_pixels or model.encode_pixels)(arrays["pixels"])
+    ids = model.tokenizer(golden["prompts"])
+    text = model.encode_text(golden["prompts"])
+    prototypes = class_prototypes(model, golden["labels"], golden["templates"], golden["synonyms"])
+    found = top_k(image, prototypes, golden["labels"], golden["logit_scale"])
+    expected = golden["expected_top_k"]
+    report = {
+        "images": len(images), "prompts": len(golden["prompts"]), "labels": len(golden["labels"]),
+        "pixels_max_abs": float(np.abs(pixels - arrays["pixels"]).max()),
+        "image_cosine_min": float(_row_cosines(image, arrays["image_embeddings"]).min()),
+        "text_cosine_min": float(_row_cosines(text, arrays["text_embeddings"]).min()),
+        "prototype_cosine_min": float(_row_cosines(prototypes, arrays["prototypes"]).min()),
+        "token_id_rows_different": int((ids != arrays["token_ids"]).any(axis=1).sum()),
+        "top_k_different": [i for i, (f, e) in enumerate(zip(found, expected)) if [p["label"] for p in f] != [p["label"] for p in e]],
+        "score_max_abs": float(max(abs(f["score"] - e["score"]) for fr, er in zip(found, expected) for f, e in zip(fr, er))),
+    }
+    # Written as "not (value passes)" so that NaN fails.
+    failures = [name for name, ok in (
+        ("pixels", report["pixels_max_abs"] <= tolerance["pixels_max_abs"]),
+        ("image embeddings", report["image_cosine_min"] >= tolerance["image_min_cosine"]),
+        ("text embeddings", report["text_cosine_min"] >= tolerance["text_min_cosine"]),
+        ("prototypes", report["prototype_cosine_min"] >= tolerance["text_min_cosine"]),
+        ("token ids", report["token_id_rows_different"] == 0),
+        ("top-1", all(f[0]["label"] == e[0]["label"] for f, e in zip(found, expected))),
+        ("scores", report["score_max_abs"] <= tolerance["score_max_abs"])) if not ok]
+    return {**report, "tolerances": tolerance, "failures": failures, "passed": not failures}
