@@ -168,6 +168,10 @@ def cmd_index_build(args: argparse.Namespace) -> None:
                                     _read_synonyms(args.synonyms), index_dtype=args.dtype)
     with locked(args.out):
         path = classifier.save_index(args.out, force=args.force)
+    if args.json:
+        print(json.dumps({"index": str(path), "classes": len(classifier.labels), "dtype": args.dtype,
+                          "bytes": path.stat().st_size}))
+        return
     print(f"prototype index of {len(classifier.labels)} classes ({args.dtype}) -> {path} ({path.stat().st_size / 1e3:.1f} kB)")
     print(f"next: clipping-edge classify --bundle {args.bundle} --labels-index {path} IMAGES...")
 
@@ -200,6 +204,9 @@ def cmd_index_add(args: argparse.Namespace) -> None:
     model = load(args.bundle, threads=args.threads, device=args.device)
     gallery, added, path = add_to_gallery(args.index, model, expand_images(args.images), args.dtype, args.batch_size,
                                           progress=ProgressLine("embedded", "images"))
+    if args.json:
+        print(json.dumps({"index": str(path), "added": added, "images": len(gallery)}))
+        return
     print(f"added {added} images ({len(gallery)} in all) -> {path}")
     print(f"next: clipping-edge index search --bundle {args.bundle} --index {path} 'a red circle'")
 
@@ -325,11 +332,15 @@ def cmd_export(args: argparse.Namespace) -> None:
     from export.bundle import export_bundle, export_all
 
     if args.target == "all":
-        export_all(args.checkpoint, Path(args.out), args.quantize, args.data, args.allow_degraded, args.max_top1_drop,
-                   args.force)
+        results = export_all(args.checkpoint, Path(args.out), args.quantize, args.data, args.allow_degraded,
+                             args.max_top1_drop, args.force)
+        if args.json:  # the last stdout line: each target's parity record
+            print(json.dumps(results, default=str))
     else:
-        export_bundle(args.checkpoint, args.out, args.target, args.quantize, args.data, args.allow_degraded,
-                      args.max_top1_drop, args.force)
+        bundle, parity = export_bundle(args.checkpoint, args.out, args.target, args.quantize, args.data,
+                                       args.allow_degraded, args.max_top1_drop, args.force)
+        if args.json:  # the last stdout line: the bundle and its parity record
+            print(json.dumps({"bundle": str(bundle), "parity": parity}, default=str))
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
@@ -427,9 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="the whole path on the built-in data: train, evaluate, export, classify")
-    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--out", default="runs/demo", help="folder for the run, the bundle and the index (default runs/demo)")
     p.add_argument("--epochs", type=POSITIVE, default=10, help="training epochs (each is seconds: both towers are locked and cached)")
-    p.add_argument("--data", default="synthetic")
+    p.add_argument("--data", default="synthetic", help="training data (default: the built-in synthetic set, no apt needed)")
     p.set_defaults(func=cmd_demo)
 
     from training.config import MINIMUMS, TrainConfig  # torch-free: only dataclasses
@@ -440,9 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("eval", help="zero-shot, retrieval, linear-probe and composition metrics of a checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by `clipping-edge train` (OUT/checkpoint)")
     p.add_argument("--data", help="dataset (default: the one it was trained on)")
-    p.add_argument("--split", default="test")
+    p.add_argument("--split", default="test", help="which split of --data to score (default test)")
     p.add_argument("--templates", help="prompt set for zero-shot: dataset (its zeroshot.json templates, else 7), "
                                        "7 (CLIP's ImageNet ensemble) or 80 (CLIP's full ImageNet set); default: dataset")
     p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
@@ -454,7 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="export both towers to a validated bundle",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_targets_help())
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by `clipping-edge train` (OUT/checkpoint)")
     p.add_argument("--target", default="onnx", help="a target below, or 'all' (one bundle per target under --out)")
     p.add_argument("--quantize", default="none",
                    help="none (fp32), a precision the target offers (below), or auto: per tower the fastest precision "
@@ -464,6 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--data", help="labelled data to validate on (default: the training dataset's test split)")
     p.add_argument("--allow-degraded", action="store_true", help="keep a bundle that fails validation")
+    p.add_argument("--json", action="store_true", help="end with one JSON line: the bundle and its parity record "
+                                                       "(with --target all, every target's)")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous bundle")
     p.set_defaults(func=cmd_export)
 
@@ -476,11 +489,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="labelled data (default: the checkpoint's training data, test split)")
     from export.targets import TARGETS  # the table only: imports no converter
 
-    p.add_argument("--targets", nargs="+", default=list(TARGETS))
+    p.add_argument("--targets", nargs="+", default=list(TARGETS), help="targets to export and measure (default: all)")
     p.add_argument("--precisions", nargs="+", help="only these precisions (default: all a target offers)")
-    p.add_argument("--threads", type=POSITIVE)
+    p.add_argument("--threads", type=POSITIVE, help="pin every row to N threads (default: each runtime's choice)")
     p.add_argument("--floor", type=_number(float, 0), help="exit 1 if a valid row's zero-shot top-1 (%%) is below this")
-    p.add_argument("--out", default="runs/benchmark")
+    p.add_argument("--out", default="runs/benchmark", help="folder for benchmark.csv/.json/.png (default runs/benchmark)")
     p.set_defaults(func=cmd_benchmark)
 
     p = sub.add_parser("classify", help="zero-shot classify images with a bundle",
@@ -504,27 +517,29 @@ def build_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="prototype indexes (classes) and image galleries (retrieval)")
     index_sub = index.add_subparsers(dest="index_command", required=True)
     p = index_sub.add_parser("build", help="embed class prompts once into a prototype index: devices then need no text tower")
-    p.add_argument("--bundle", required=True)
+    p.add_argument("--bundle", required=True, help="a bundle directory written by `clipping-edge export`")
     p.add_argument("--labels", required=True, help="'a,b,c', or a labels.txt (one a line) / labels.json")
     _add_prompt_args(p)
     p.add_argument("--out", required=True, help="index path (.usearch, with a .json sidecar)")
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="i8 only if it ranks like f32")
     _add_runtime_args(p)
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous prototype index")
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=cmd_index_build)
     p = index_sub.add_parser("add", help="add images (files or folders) to an image gallery, creating it if needed")
-    p.add_argument("--bundle", required=True)
+    p.add_argument("--bundle", required=True, help="a bundle directory written by `clipping-edge export`")
     p.add_argument("--index", required=True, help="gallery path (.usearch, with a .json sidecar)")
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="for a new gallery")
-    p.add_argument("--batch-size", type=POSITIVE, default=32)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per image-tower call (default 32)")
     _add_runtime_args(p)
-    p.add_argument("images", nargs="+")
+    p.add_argument("images", nargs="+", help="image files or folders (images already in the gallery are skipped)")
     p.set_defaults(func=cmd_index_add)
     p = index_sub.add_parser("search", help="the gallery's images most similar to a text or to --image")
-    p.add_argument("--bundle", required=True)
-    p.add_argument("--index", required=True)
+    p.add_argument("--bundle", required=True, help="a bundle directory written by `clipping-edge export`")
+    p.add_argument("--index", required=True, help="a gallery written by `index add` (.usearch)")
     p.add_argument("--image", help="search by this image instead of text")
-    p.add_argument("--top-k", type=POSITIVE, default=10)
+    p.add_argument("--top-k", type=POSITIVE, default=10, help="images returned (default 10)")
     _add_runtime_args(p)
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p.add_argument("query", nargs="?", help="the text to search for")
@@ -543,11 +558,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
     p = data.add_parser("synth", help="write the synthetic dataset in the generic format")
-    p.add_argument("--out", required=True)
-    p.add_argument("--n-train", type=POSITIVE, default=8000)
-    p.add_argument("--n-test", type=POSITIVE, default=960)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=_number(int, 16), default=64)
+    p.add_argument("--out", required=True, help="dataset folder to write (train/, test/, zeroshot.json)")
+    p.add_argument("--n-train", type=POSITIVE, default=8000, help="training pairs (default 8000)")
+    p.add_argument("--n-test", type=POSITIVE, default=960, help="test pairs (default 960)")
+    p.add_argument("--seed", type=int, default=0, help="scenes and captions are a function of the seed (default 0)")
+    p.add_argument("--image-size", type=_number(int, 16), default=64, help="square side in px (default 64)")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous dataset")
     p.set_defaults(func=cmd_data_synth)
     p = data.add_parser("prepare", help="write a real dataset that ships in Debian packages in the generic format",

@@ -152,3 +152,31 @@ def test_every_train_flag_says_what_it_does():
     assert not bare, f"TrainConfig fields without a comment: {bare}"
     help_text = " ".join(run_cli("train", "--help").stdout.split())
     assert "passes over the training pairs (default: 10)" in help_text and "Fini et al. 2023" in help_text
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import argparse
+
+    from clipping_edge.cli import build_parser
+
+    def bare(parser: argparse.ArgumentParser, command: str):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from bare(sub, f"{command} {name}".strip())
+            elif action.dest != "help" and not (action.help or "").strip():
+                yield f"{command} {'/'.join(action.option_strings) or action.dest}"
+
+    assert not list(bare(build_parser(), ""))
+
+
+def test_export_and_index_build_end_with_json(capsys: pytest.CaptureFixture, tiny_checkpoint: Path, tiny_bundle: Path,
+                                              small_data: Path, tmp_path: Path):
+    assert main(["export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "b"), "--data", str(small_data),
+                 "--json"]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["bundle"] == str(tmp_path / "b") and record["parity"]["passed"] is True
+    assert main(["index", "build", "--bundle", str(tiny_bundle), "--labels", "red circle,blue square", "--out",
+                 str(tmp_path / "classes"), "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["classes"] == 2 and record["dtype"] == "f16" and record["bytes"] > 0

@@ -122,6 +122,8 @@ def test_index_commands(capsys: pytest.CaptureFixture, tiny_bundle: Path, small_
     added = capsys.readouterr()
     assert "added 480 images" in added.out
     assert added.err.strip().splitlines()[-1].startswith("embedded 480/480 images (")  # progress, always its last line
+    assert main(["index", "add", "--bundle", str(tiny_bundle), "--index", str(tmp_path / "gallery"), "--json", images[0]]) == 0
+    assert json.loads(capsys.readouterr().out) == {"index": str(tmp_path / "gallery.usearch"), "added": 0, "images": 480}
     assert main(["index", "search", "--bundle", str(tiny_bundle), "--index", str(tmp_path / "gallery.usearch"),
                  "--json", "--top-k", "3", "--image", images[0]]) == 0
     hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
