@@ -45,6 +45,9 @@ def to_fp16(source: Path, out: Path) -> None:
 
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True, op_block_list=FP16_KEEP_FLOAT32)
     sort_topologically(model.graph)
+    # The converter leaves intermediate type annotations from before (float where it made float16), which
+    # the checker's shape inference rejects: they are optional, so drop them and let runtimes infer.
+    del model.graph.value_info[:]
     onnx.save(model, str(out))
 
 

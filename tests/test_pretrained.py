@@ -221,7 +221,7 @@ def test_pretrained_student_exports_with_parity(pretrained_checkpoint: Path, sma
     parity = record["parity"]
     assert parity["passed"] and parity["image_cosine_min"] >= 0.9999 and parity["text_cosine_min"] >= 0.9999
     if target == "coreml":
-        assert "stand-in" in parity["checked_by"] and parity["offline"]["image"]["stored_weights_loaded"] > 10
+        assert "stand-in" in parity["checked_by"] and parity["offline"]["image"]["stored_weights_loaded"] > 0
         return
     assert record["trained_token_ids"] is None  # the text tower came from MiniLM: every piece was trained
     assert np.isfinite(record["score"])
