@@ -225,3 +225,25 @@ def test_pretrained_student_exports_with_parity(pretrained_checkpoint: Path, sma
         return
     assert record["trained_token_ids"] is None  # the text tower came from MiniLM: every piece was trained
     assert np.isfinite(record["score"])
+
+
+NOISE = ("Failed to load", "_C_mxfp8", "register_constant", "LeafSpec", "copyreg", "Loaded pretrained weights",
+         "Loading weights", "Evaluation failed", "\r")
+
+
+def test_a_short_run_prints_none_of_the_known_noise(small_data: Path, tmp_path: Path):
+    """Train a pretrained-init student (EfficientNet-Lite and MiniLM load) and export it to ONNX, as the demo
+    does, through the CLI in a fresh process: no line from the dependency noise a newcomer used to see."""
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    commands = [["train", "--data", str(small_data), "--out", str(run), "--student", "test-tiny-pretrained", "--method",
+                 "clip", "--epochs", "1", "--batch-size", "64", "--limit", "128", "--workers", "0", "--lock-image"],
+                ["export", "--checkpoint", str(run / "checkpoint"), "--out", str(tmp_path / "bundle"), "--data", str(small_data)]]
+    for command in commands:
+        result = subprocess.run([sys.executable, "-m", "clipping_edge.cli", *command], capture_output=True, text=True,
+                                env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+        assert result.returncode == 0, result.stderr[-2000:]
+        output = result.stdout + result.stderr
+        assert not [n for n in NOISE if n in output], output[-3000:]
