@@ -91,6 +91,17 @@ def class_prototypes(model: TextEncoder, labels: Sequence[str], templates: Seque
     return (sums / np.linalg.norm(sums, axis=1, keepdims=True)).astype(np.float32)
 
 
+def row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine; two all-zero rows (a CNN whose ReLUs all die on a tiny flat image) are the same
+    output, cosine 1, and one zero row against a non-zero one is cosine 0. NaN stays NaN."""
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (a * b).sum(1) / (na * nb)
+    cos[(na == 0) & (nb == 0)] = 1.0
+    cos[(na == 0) ^ (nb == 0)] = 0.0
+    return cos
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)

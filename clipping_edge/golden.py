@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .classifier import class_prototypes, softmax
+from .classifier import class_prototypes, row_cosines, softmax
 from .errors import ClippingEdgeError
 from .manifest import verified_file
 from .preprocess import preprocess_batch
@@ -89,10 +89,6 @@ def write_golden(folder: Path, images: Sequence[bytes], suffixes: Sequence[str],
     (folder / "golden.json").write_text(json.dumps(golden, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
-def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-
-
 def verify(model, encode_pixels: Callable[[np.ndarray], np.ndarray] | None = None,
            preprocess: Callable[[list[bytes], int], np.ndarray] = preprocess_batch) -> dict:
     """Re-compute a bundle's golden vectors with its own backend (or the given steps, to check a port's
@@ -119,9 +115,9 @@ def verify(model, encode_pixels: Callable[[np.ndarray], np.ndarray] | None = Non
     report = {
         "images": len(images), "prompts": len(golden["prompts"]), "labels": len(golden["labels"]),
         "pixels_max_abs": float(np.abs(pixels - arrays["pixels"]).max()),
-        "image_cosine_min": float(_row_cosines(image, arrays["image_embeddings"]).min()),
-        "text_cosine_min": float(_row_cosines(text, arrays["text_embeddings"]).min()),
-        "prototype_cosine_min": float(_row_cosines(prototypes, arrays["prototypes"]).min()),
+        "image_cosine_min": float(row_cosines(image, arrays["image_embeddings"]).min()),
+        "text_cosine_min": float(row_cosines(text, arrays["text_embeddings"]).min()),
+        "prototype_cosine_min": float(row_cosines(prototypes, arrays["prototypes"]).min()),
         "token_id_rows_different": int((ids != arrays["token_ids"]).any(axis=1).sum()),
         "top_k_different": [i for i, (f, e) in enumerate(zip(found, expected)) if [p["label"] for p in f] != [p["label"] for p in e]],
         "score_max_abs": float(max(abs(f["score"] - e["score"]) for fr, er in zip(found, expected) for f, e in zip(fr, er))),

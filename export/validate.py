@@ -14,7 +14,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from clipping_edge.classifier import class_prototypes, softmax
+from clipping_edge.classifier import class_prototypes, row_cosines, softmax
 from clipping_edge.preprocess import preprocess_batch
 from training.data.pairs import PairSet
 
@@ -52,26 +52,15 @@ def family(precision: str) -> str:
     return precision if precision in ("fp32", "fp16") else "int8"
 
 
-def _row_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine; two all-zero rows (a CNN whose ReLUs all die on a tiny flat image) are the same
-    output, cosine 1, and one zero row against a non-zero one is cosine 0. NaN stays NaN."""
-    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        cos = (a * b).sum(1) / (na * nb)
-    cos[(na == 0) & (nb == 0)] = 1.0
-    cos[(na == 0) ^ (nb == 0)] = 0.0
-    return cos
-
-
 def compare(reference: Encoder, candidate: Encoder, logit_scale: float, pairs: PairSet, image_size: int,
             max_images: int = 1024) -> dict:
     subset = pairs.pairs[:max_images]
     pixels = preprocess_batch([p.source() for p in subset], image_size)
     ref_images, cand_images = reference.encode_pixels(pixels), candidate.encode_pixels(pixels)
-    image_cos = _row_cosines(cand_images, ref_images)
+    image_cos = row_cosines(cand_images, ref_images)
     task = pairs.zero_shot
     prompts = ([t.format(c) for c in task.classes for t in task.templates] if task else pairs.captions)[:512]
-    text_cos = _row_cosines(candidate.encode_text(prompts), reference.encode_text(prompts))
+    text_cos = row_cosines(candidate.encode_text(prompts), reference.encode_text(prompts))
     record = {"images": len(subset), "prompts": len(prompts),
               "image_cosine_min": float(image_cos.min()), "image_cosine_mean": float(image_cos.mean()),
               "text_cosine_min": float(text_cos.min()), "text_cosine_mean": float(text_cos.mean())}

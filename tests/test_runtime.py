@@ -197,9 +197,14 @@ def test_a_device_wheel_builds_and_holds_the_runtime(tmp_path: Path):
     """README's device install: `pip wheel --no-deps` here, the wheel copied to the device."""
     import zipfile
 
-    repo = Path(__file__).resolve().parents[1]
+    # Built from a copy: setuptools writes build/ and *.egg-info next to the sources it builds.
+    repo, source = Path(__file__).resolve().parents[1], tmp_path / "source"
+    for name in ("clipping_edge", "training", "export", "benchmarks"):
+        shutil.copytree(repo / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copyfile(repo / name, source / name)
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                             str(tmp_path), str(repo)], capture_output=True, text=True)
+                             str(tmp_path), str(source)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     (wheel,) = tmp_path.glob("clipping_edge-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
