@@ -1,10 +1,13 @@
 # Two entry points, both self-installing: `make demo` and `make test`.
+# `make test` also installs the JavaScript client's packages (npm ci, from the lockfile) and Chromium (apt)
+# for its browser test; where either cannot be installed, those tests skip and say why.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/pip install --quiet --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test clean chromium
+JS := clients/js
 
 setup: $(VENV)/.installed-all
 
@@ -27,7 +30,15 @@ demo: $(VENV)/.installed-demo
 # garbage collection (SIGSEGV) here.
 ISOLATED := tests/test_targets.py tests/test_pretrained.py
 
-test: $(VENV)/.installed-all
+$(JS)/node_modules/.installed: $(JS)/package-lock.json
+	if command -v npm >/dev/null; then cd $(JS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: the JavaScript client's tests will skip"; fi
+
+chromium:
+	command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "Chromium could not be installed: the browser test will skip"
+
+test: $(VENV)/.installed-all $(JS)/node_modules/.installed chromium
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(addprefix --ignore=,$(ISOLATED))
 	for module in $(ISOLATED); do HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $$module || exit $$?; done
 

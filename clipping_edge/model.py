@@ -14,6 +14,11 @@ from .preprocess import ImageInput, as_image_list, preprocess_batch
 from .tokenizer import TextTokenizer
 
 
+# Batch sizes of the runtime, and of golden vectors: a dynamic-int8 tower quantizes each batch's activations
+# with one scale, so its embeddings depend on what shares the batch, and a port reproduces them batch for batch.
+IMAGE_BATCH, TEXT_BATCH = 32, 256
+
+
 class EdgeModel:
     """Embeds images and texts with an exported bundle. Towers load on first use, so a device that
     ships a prototype index never loads the text tower."""
@@ -59,7 +64,7 @@ class EdgeModel:
     def logit_scale(self) -> float:
         return float(self.manifest.logit_scale)
 
-    def encode_pixels(self, pixels: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    def encode_pixels(self, pixels: np.ndarray, batch_size: int = IMAGE_BATCH) -> np.ndarray:
         """(B, 3, H, W) float32 in [0, 1] -> (B, d) L2-normalised embeddings."""
         size = self.manifest.image_size
         pixels = np.asarray(pixels)
@@ -70,14 +75,14 @@ class EdgeModel:
         outs = [self.image_tower(pixels[i:i + batch_size]) for i in range(0, len(pixels), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.manifest.embed_dim), np.float32)
 
-    def encode_image(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = 32) -> np.ndarray:
+    def encode_image(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = IMAGE_BATCH) -> np.ndarray:
         """Image files, bytes, Pillow images or RGB uint8 HxWx3 frames (one, or a list) -> (B, d)."""
         images = as_image_list(images)
         outs = [self.encode_pixels(preprocess_batch(images[i:i + batch_size], self.manifest.image_size))
                 for i in range(0, len(images), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.manifest.embed_dim), np.float32)
 
-    def encode_text(self, texts: Sequence[str] | str, batch_size: int = 256) -> np.ndarray:
+    def encode_text(self, texts: Sequence[str] | str, batch_size: int = TEXT_BATCH) -> np.ndarray:
         """One text or a list -> (B, d) L2-normalised embeddings."""
         texts = [texts] if isinstance(texts, str) else list(texts)
         outs = [self.text_tower(self.tokenizer(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]

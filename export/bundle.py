@@ -17,6 +17,7 @@ from clipping_edge.backends import BackendOptions, load_tower
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.golden import GOLDEN_DIR, GOLDEN_JSON, write_golden
 from clipping_edge.manifest import MANIFEST_NAME, Manifest, file_sha256, package_versions, size_mb
+from clipping_edge.model import IMAGE_BATCH, TEXT_BATCH
 from clipping_edge.tokenizer import TextTokenizer
 from training.checkpoint import TOKENIZER, fingerprint, load_student
 from training.data.pairs import PairSet, read_pairs, resolve_split
@@ -83,8 +84,9 @@ class ExportRun:
         if self.target.runs_here():
             tower = load_tower(self.target.backend, path, BackendOptions())
             if kind == "image":
-                return lambda px: np.concatenate([tower(px[i:i + 32]) for i in range(0, len(px), 32)]), [], {}
-            return lambda texts: tower(self.tokenizer(texts, warn=False)), [], {}
+                return lambda px: np.concatenate([tower(px[i:i + IMAGE_BATCH]) for i in range(0, len(px), IMAGE_BATCH)]), [], {}
+            return lambda texts: np.concatenate([tower(self.tokenizer(texts[i:i + TEXT_BATCH], warn=False))
+                                                 for i in range(0, len(texts), TEXT_BATCH)]), [], {}
         check = self.target.check_offline(self.job(kind, precision, path))
         stand_in = TorchEncoder(check.simulated, check.simulated, self.tokenizer, self.image_size)
         return (stand_in.encode_pixels if kind == "image" else stand_in.encode_text), check.problems, check.figures

@@ -1,0 +1,46 @@
+#!/usr/bin/env node
+// clipping-edge-js: the Node client from a shell.
+//   clipping-edge-js verify BUNDLE [--json]                  re-check the bundle's golden vectors here
+//   clipping-edge-js classify BUNDLE --labels a,b,c IMAGE...  top-5 labels per image
+import { readFile } from "node:fs/promises";
+import { BundleError, loadBundle, verifyGolden } from "./node.js";
+
+const USAGE = "usage: clipping-edge-js verify BUNDLE [--json] | clipping-edge-js classify BUNDLE --labels a,b,c [--top-k 5] IMAGE...";
+
+async function main(argv) {
+  const [command, bundleDir, ...rest] = argv;
+  if (!bundleDir || !["verify", "classify"].includes(command)) throw new BundleError(USAGE);
+  const bundle = await loadBundle(bundleDir);
+  if (command === "verify") {
+    const report = await verifyGolden(bundle);
+    if (rest.includes("--json")) console.log(JSON.stringify(report, null, 2));
+    else {
+      console.log(`${bundleDir}: ${report.passed ? "golden vectors reproduced" : `FAILED (${report.failures.join(", ")})`}`);
+      console.log(`  image cosine min ${report.image_cosine_min.toFixed(6)}, text ${report.text_cosine_min.toFixed(6)}, ` +
+        `pixels max abs ${report.pixels_max_abs.toFixed(4)}, scores max abs ${report.score_max_abs.toExponential(2)}, ` +
+        `token rows different ${report.token_id_rows_different}, top-k different ${JSON.stringify(report.top_k_different)}`);
+    }
+    return report.passed ? 0 : 1;
+  }
+  const labelsAt = rest.indexOf("--labels");
+  if (labelsAt < 0) throw new BundleError("classify needs --labels a,b,c: the class names to choose from");
+  const labels = rest[labelsAt + 1].split(",").map((s) => s.trim()).filter(Boolean);
+  const kAt = rest.indexOf("--top-k");
+  const k = kAt >= 0 ? Number(rest[kAt + 1]) : 5;
+  const images = rest.filter((_, i) => ![labelsAt, labelsAt + 1, kAt, kAt + 1].includes(i));
+  if (!images.length) throw new BundleError("classify needs at least one image path");
+  const prototypes = await bundle.prototypes(labels);
+  for (const image of images) {
+    const [predictions] = bundle.topK(await bundle.encodeImages([await readFile(image)]), prototypes, labels, k);
+    console.log(`${image}: ${predictions.map((p) => `${p.label} ${p.score.toFixed(3)}`).join(", ")}`);
+  }
+  return 0;
+}
+
+main(process.argv.slice(2)).then((code) => process.exit(code), (error) => {
+  if (error instanceof BundleError || error.code === "ENOENT") {
+    console.error(`error: ${error.message}`);
+    process.exit(2);
+  }
+  throw error;
+});

@@ -1,0 +1,44 @@
+// Text -> fixed-length token ids as the Python runtime makes them (clipping_edge/tokenizer.py): the bundle's
+// tokenizer.json read by tokenizers.js, then start and end tokens, truncation and padding to the context
+// length done here, where they are easy to see and to port (tokenizers.js does not apply the file's
+// padding and truncation sections).
+import { Tokenizer } from "@huggingface/tokenizers";
+
+export const PAD = "<pad>", SOT = "<sot>", EOT = "<eot>";
+
+export class TextTokenizer {
+  /**
+   * @param {object} tokenizerJson the parsed tokenizer.json
+   * @param {number} contextLength the bundle manifest's context_length
+   */
+  constructor(tokenizerJson, contextLength) {
+    this.tokenizer = new Tokenizer(tokenizerJson, {});
+    this.contextLength = contextLength;
+    const id = (token) => {
+      const value = this.tokenizer.token_to_id(token);
+      if (value === undefined) throw new Error(`tokenizer.json has no ${token} token: it was not written by clipping-edge`);
+      return value;
+    };
+    [this.padId, this.sotId, this.eotId] = [id(PAD), id(SOT), id(EOT)];
+  }
+
+  /** One text -> Int32Array(contextLength): <sot>, at most contextLength - 2 tokens, <eot>, padding. */
+  encodeOne(text) {
+    // As in Python: a literal special token in user text would add a second end token and corrupt pooling,
+    // and a megabyte label is cut before tokenizing.
+    const clean = text.slice(0, 64 * this.contextLength).replaceAll(EOT, " ").replaceAll(SOT, " ").replaceAll(PAD, " ");
+    const content = this.tokenizer.encode(clean, { add_special_tokens: false }).ids.slice(0, this.contextLength - 2);
+    const ids = new Int32Array(this.contextLength).fill(this.padId);
+    ids[0] = this.sotId;
+    ids.set(content, 1);
+    ids[content.length + 1] = this.eotId;
+    return ids;
+  }
+
+  /** Texts -> Int32Array(texts.length * contextLength), row-major. */
+  encode(texts) {
+    const out = new Int32Array(texts.length * this.contextLength);
+    texts.forEach((text, i) => out.set(this.encodeOne(text), i * this.contextLength));
+    return out;
+  }
+}
