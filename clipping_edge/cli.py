@@ -331,14 +331,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from export.bundle import export_bundle, export_all
 
+    labels = _read_labels(args.labels) if args.labels else None
     if args.target == "all":
         results = export_all(args.checkpoint, Path(args.out), args.quantize, args.data, args.allow_degraded,
-                             args.max_top1_drop, args.force)
+                             args.max_top1_drop, args.force, labels, args.labels_index)
         if args.json:  # the last stdout line: each target's parity record
             print(json.dumps(results, default=str))
     else:
         bundle, parity = export_bundle(args.checkpoint, args.out, args.target, args.quantize, args.data,
-                                       args.allow_degraded, args.max_top1_drop, args.force)
+                                       args.allow_degraded, args.max_top1_drop, args.force, labels, args.labels_index)
         if args.json:  # the last stdout line: the bundle and its parity record
             print(json.dumps({"bundle": str(bundle), "parity": parity}, default=str))
 
@@ -475,6 +476,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="bundle directory to write")
     p.add_argument("--data", help="labelled data to validate on (default: the training dataset's test split)")
     p.add_argument("--allow-degraded", action="store_true", help="keep a bundle that fails validation")
+    labels = p.add_mutually_exclusive_group()
+    labels.add_argument("--labels", help="also write an app-ready classifier (one graph: image -> probabilities of "
+                                         "these classes, labels in the format's metadata): 'a,b,c' or a labels.txt")
+    labels.add_argument("--labels-index", help="as --labels, with the classes and prototypes of an `index build` index")
     p.add_argument("--json", action="store_true", help="end with one JSON line: the bundle and its parity record "
                                                        "(with --target all, every target's)")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous bundle")

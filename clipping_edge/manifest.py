@@ -60,6 +60,9 @@ class Manifest:
     # Bundle-relative path of the golden vectors' description (golden/golden.json; see golden.py): sample
     # images and what every step must give for them, for ports to other languages and `clipping-edge verify`.
     golden: str = ""
+    # The app-ready classifier (`export --labels`): one graph image -> class probabilities, its labels,
+    # input and output, parity with the two-tower path and the format's extras (see export/classifier.py).
+    classifier: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -113,6 +116,7 @@ SCHEMA: dict[str, tuple[bool, Any, str]] = {
     "synonyms": (False, lambda v: isinstance(v, dict) and all(_text(k) and isinstance(n, list) and all(_text(x) for x in n)
                                                                for k, n in v.items()), "an object of label -> names"),
     "golden": (False, lambda v: v == "" or _text(v), "a bundle-relative path"),
+    "classifier": (False, lambda v: isinstance(v, dict), "an object"),
     "trained_token_ids": (False, lambda v: v is None or (isinstance(v, list) and all(isinstance(i, int) for i in v)),
                           "null or a list of token ids"),
 }

@@ -7,23 +7,29 @@ import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from types import SimpleNamespace
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from torch import nn
 
 from clipping_edge.atomic import atomic_directory
 from clipping_edge.backends import BackendOptions, load_tower
+from clipping_edge.classifier import check_labels, class_prototypes
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.golden import GOLDEN_DIR, GOLDEN_JSON, write_golden
+from clipping_edge.index import PrototypeIndex
 from clipping_edge.manifest import MANIFEST_NAME, Manifest, file_sha256, package_versions, size_mb
 from clipping_edge.model import IMAGE_BATCH, TEXT_BATCH
+from clipping_edge.preprocess import preprocess_batch
+from clipping_edge.prompts import DEFAULT_TEMPLATES
 from clipping_edge.tokenizer import TextTokenizer
 from training.checkpoint import TOKENIZER, fingerprint, load_student
 from training.data.pairs import PairSet, read_pairs, resolve_split
 from training.evaluate import TorchEncoder
 
 from .calibration import calibration_batches
+from .classifier import CLASSIFIER_TEST_IMAGES, describe_classifier
 from .targets import AUTO, Target, TowerJob, get_precision, get_target
 from .towers import IMAGE_INPUT, TEXT_INPUT, ImageTower, TextTower
 from .validate import THRESHOLDS, SplitEncoder, compare, describe, family, gate
@@ -66,9 +72,7 @@ class ExportRun:
         job = self.job(kind, precision, path)
         start = time.perf_counter()
         if self.target.precisions[precision].calibrated:
-            train_pairs = read_pairs(resolve_split(self.data, "train"))
-            job.calibration = calibration_batches(kind, train_pairs, self.tokenizer, self.image_size)
-            self.calibration_source = {"data": str(train_pairs.root), "samples": sum(len(b) for b in job.calibration)}
+            job.calibration = self.calibration(kind)
         try:
             self.target.export_tower(job)
         except Exception as exc:  # a converter's own failure: one line naming target, tower and cause
@@ -90,6 +94,33 @@ class ExportRun:
         check = self.target.check_offline(self.job(kind, precision, path))
         stand_in = TorchEncoder(check.simulated, check.simulated, self.tokenizer, self.image_size)
         return (stand_in.encode_pixels if kind == "image" else stand_in.encode_text), check.problems, check.figures
+
+    def calibration(self, kind: str) -> list[np.ndarray]:
+        train_pairs = read_pairs(resolve_split(self.data, "train"))
+        batches = calibration_batches(kind, train_pairs, self.tokenizer, self.image_size)
+        self.calibration_source = {"data": str(train_pairs.root), "samples": sum(len(b) for b in batches)}
+        return batches
+
+    def write_classifier(self, folder: Path, precision: str, labels: Sequence[str] | None, labels_index: str | None,
+                         encoders: dict[str, Callable], manifest: Manifest) -> dict:
+        """`--labels`/`--labels-index`: the fused image -> probabilities graph, checked against the towers."""
+        from .classifier import WRITERS, write_classifier
+
+        if self.target.name not in WRITERS:
+            raise ClippingEdgeError(f"--labels: {self.target.name} has no app-ready classifier yet (those with one: "
+                                    f"{', '.join(WRITERS)}): export without --labels")
+        if labels_index is not None:
+            index = PrototypeIndex.load(labels_index, fingerprint=manifest.fingerprint)
+            labels, prototypes = index.labels, index.matrix
+        else:
+            labels = check_labels(labels or [])
+            text = SimpleNamespace(encode_text=encoders["text"])
+            prototypes = class_prototypes(text, labels, manifest.templates or DEFAULT_TEMPLATES, manifest.synonyms)
+        pixels = preprocess_batch([p.source() for p in self.test_pairs.pairs[:CLASSIFIER_TEST_IMAGES]], self.image_size)
+        calibration = self.calibration("image") if self.target.precisions[precision].calibrated else []
+        return write_classifier(self.target.name, self.towers["image"][0], prototypes, list(labels), self.logit_scale,
+                                self.image_size, precision, folder / f"classifier{self.target.suffix}", calibration,
+                                manifest.to_json(), pixels, encoders["image"](pixels))
 
     def validate(self, encoders: dict[str, Callable], precisions: dict[str, str], problems: list[str],
                  max_top1_drop: float | None) -> dict:
@@ -166,10 +197,12 @@ def validation_prompts(pairs: PairSet) -> dict[str, Any]:
 
 def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx", quantize: str = "none",
                   data: str | None = None, allow_degraded: bool = False,
-                  max_top1_drop: float | None = None, force: bool = False) -> tuple[Path, dict]:
+                  max_top1_drop: float | None = None, force: bool = False, labels: Sequence[str] | None = None,
+                  labels_index: str | None = None) -> tuple[Path, dict]:
     """Export, then validate against PyTorch on `data`'s test split (default: the training data).
     Calibrated precisions draw their calibration batches from the same data's training split.
-    `max_top1_drop` replaces the precision's top-1 threshold (and is the budget of `auto`, default 1 pt)."""
+    `max_top1_drop` replaces the precision's top-1 threshold (and is the budget of `auto`, default 1 pt).
+    With `labels` (or a prototype index) the bundle also holds an app-ready classifier for those classes."""
     tgt = get_target(target)
     precision = get_precision(tgt, quantize)
     student, tokenizer, meta = load_student(checkpoint)
@@ -225,17 +258,24 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
         if tgt.write_metadata:  # the copy inside each format's slot cannot hold the files' own hashes
             for name in files.values():
                 tgt.write_metadata(tmp / name, manifest.to_json())
+        if labels is not None or labels_index is not None:
+            manifest.classifier = run.write_classifier(tmp, precisions["image"], labels, labels_index, encoders, manifest)
+            if not manifest.classifier["parity"]["passed"]:
+                parity["failures"] += manifest.classifier["parity"]["failures"]
+                parity["passed"] = False
         manifest.files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST_NAME}
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=2))
         if not parity["passed"] and not allow_degraded:
             raise ClippingEdgeError(f"{tgt.name} {precision} export failed validation ({'; '.join(parity['failures'])}): "
                                     "nothing was written; pass --allow-degraded to keep it anyway")
-        sizes = {name: size_mb(tmp / name) for name in files.values()}
+        sizes = {name: size_mb(tmp / name) for name in [*files.values(), manifest.classifier.get("file")] if name}
     status = "valid" if parity["passed"] else "DEGRADED (kept by --allow-degraded)"
     print(f"exported {tgt.name} {precision} bundle -> {out} [{status}] in {parity['export_seconds']:.1f}s")
     for kind, name in files.items():
         print(f"  {name:<16} {sizes[name]:8.2f} MB  {precisions[kind]}: {tgt.precisions[precisions[kind]].recipe}")
     print(f"  parity vs PyTorch: {describe(parity)}")
+    if manifest.classifier:
+        print(describe_classifier(manifest.classifier, sizes[manifest.classifier["file"]]))
     task = run.test_pairs.zero_shot
     labels = ",".join(task.classes[:3]) if task and len(task.classes) >= 2 else "cat,dog,cup of coffee"
     print(f"next: clipping-edge classify --bundle {out} --labels '{labels}' IMAGE.png")
@@ -244,7 +284,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
 
 def export_all(checkpoint: str | Path, out: Path, quantize: str = "none", data: str | None = None,
                allow_degraded: bool = False, max_top1_drop: float | None = None,
-               force: bool = False) -> dict[str, dict | str]:
+               force: bool = False, labels: Sequence[str] | None = None,
+               labels_index: str | None = None) -> dict[str, dict | str]:
     """Every target that offers `quantize`, one bundle each under out/<target>; a summary at the end.
     A target that fails does not stop the others; the command still fails at the end."""
     from .targets import QUANTIZE_ALIASES, TARGETS
@@ -257,7 +298,7 @@ def export_all(checkpoint: str | Path, out: Path, quantize: str = "none", data: 
     for tgt in chosen:
         try:
             results[tgt.name] = export_bundle(checkpoint, out / tgt.name, tgt.name, precision, data, allow_degraded,
-                                              max_top1_drop, force)[1]
+                                              max_top1_drop, force, labels, labels_index)[1]
         except ClippingEdgeError as exc:
             results[tgt.name] = str(exc)
     print(f"\n| target | {precision} | MB | image cos | text cos | agreement | Δtop-1 | seconds | bundle |\n"

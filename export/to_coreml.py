@@ -53,27 +53,38 @@ def export_coreml(job: TowerJob) -> None:
         model_input = ct.TensorType(name=job.input_name, shape=shape, dtype=np.float32)
     else:
         model_input = ct.TensorType(name=job.input_name, shape=tuple(example.shape), dtype=np.int32)
+    model = ct.convert(traced, inputs=[model_input], outputs=[ct.TensorType(name=OUTPUT, dtype=np.float32)],
+                       convert_to="mlprogram", **conversion_options(job))
+    compress(model, job.precision).save(str(job.path))
+
+
+def conversion_options(job: TowerJob) -> dict:
+    """Compute precision (fp16 for image graphs unless fp32) and deployment target for ct.convert."""
+    import coremltools as ct
+
     precision = ct.precision.FLOAT16 if _compute_precision(job) == "fp16" else ct.precision.FLOAT32
     # per-grouped-channel lookup tables need iOS 18's constexpr_lut_to_dense
     grouped = job.precision in PALETTES and PALETTES[job.precision][1] is not None
-    model = ct.convert(traced, inputs=[model_input], outputs=[ct.TensorType(name=OUTPUT, dtype=np.float32)],
-                       convert_to="mlprogram", compute_precision=precision,
-                       minimum_deployment_target=ct.target.iOS18 if grouped else ct.target.iOS16)
+    return {"compute_precision": precision, "minimum_deployment_target": ct.target.iOS18 if grouped else ct.target.iOS16}
+
+
+def compress(model, precision: str):
+    """The precision's weight compression of a converted model (fp32/fp16: none)."""
     from coremltools.optimize import coreml as cto
 
-    if job.precision == "int8-weights":
+    if precision == "int8-weights":
         config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", granularity="per_channel",
                                              weight_threshold=WEIGHT_THRESHOLD)
-        model = cto.linear_quantize_weights(model, cto.OptimizationConfig(global_config=config))
-    elif job.precision in PALETTES:
-        nbits, group = PALETTES[job.precision]
+        return cto.linear_quantize_weights(model, cto.OptimizationConfig(global_config=config))
+    if precision in PALETTES:
+        nbits, group = PALETTES[precision]
         config = cto.OpPalettizerConfig(mode="kmeans", nbits=nbits, weight_threshold=WEIGHT_THRESHOLD,
                                         granularity="per_grouped_channel" if group else "per_tensor",
                                         group_size=group or 32)
-        model = cto.palettize_weights(model, cto.OptimizationConfig(global_config=config))
-    elif job.precision not in ("fp32", "fp16"):
-        raise ValueError(f"coreml has no precision {job.precision!r}")
-    model.save(str(job.path))
+        return cto.palettize_weights(model, cto.OptimizationConfig(global_config=config))
+    if precision not in ("fp32", "fp16"):
+        raise ValueError(f"coreml has no precision {precision!r}")
+    return model
 
 
 def write_coreml_metadata(path: Path, manifest: dict) -> None:

@@ -9,7 +9,7 @@ import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -25,7 +25,10 @@ FP16_KEEP_FLOAT32 = ["LayerNormalization", "Softmax", "ReduceL2", "ReduceSum", "
 STATIC_INT8_OPS = ["MatMul", "Gemm"]
 
 
-def export_fp32(tower: nn.Module, example: torch.Tensor, input_name: str, path: Path) -> Path:
+def export_fp32(tower: nn.Module, example: torch.Tensor, input_name: str, path: Path, dynamic_batch: bool = True,
+                output_name: str = OUTPUT) -> Path:
+    """Without a dynamic batch every shape is fixed at the example's (what ORT Mobile's NNAPI and Core ML
+    providers want)."""
     batch = torch.export.Dim("batch", min=1, max=4096)
     # The exporter narrates its passes on stdout and warns about torchvision ops we never use; onnxscript's
     # constant folder logs each Reshape it leaves unfolded (the graph is unchanged); torch's own pytree
@@ -35,7 +38,8 @@ def export_fp32(tower: nn.Module, example: torch.Tensor, input_name: str, path: 
     with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
         torch.onnx.export(tower.eval(), (example,), str(path), dynamo=True, external_data=False, verbose=False,
-                          input_names=[input_name], output_names=[OUTPUT], dynamic_shapes=({0: batch},))
+                          input_names=[input_name], output_names=[output_name],
+                          dynamic_shapes=({0: batch},) if dynamic_batch else None)
     return path
 
 
@@ -79,12 +83,12 @@ def _preprocessed(source: Path) -> Path:
     return out
 
 
-def to_dynamic_int8(source: Path, out: Path) -> None:
+def to_dynamic_int8(source: Path, out: Path, keep_float: Sequence[str] = ()) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     pre = _preprocessed(source)
     try:
-        quantize_dynamic(str(pre), str(out), per_channel=True, weight_type=QuantType.QInt8)
+        quantize_dynamic(str(pre), str(out), per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=list(keep_float))
     finally:
         pre.unlink(missing_ok=True)
 
@@ -99,31 +103,37 @@ class _Batches:
         return next(self._items, None)
 
 
-def to_static_int8(source: Path, out: Path, input_name: str, calibration: Sequence[np.ndarray]) -> None:
+def to_static_int8(source: Path, out: Path, input_name: str, calibration: Sequence[np.ndarray],
+                   keep_float: Sequence[str] = ()) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
     pre = _preprocessed(source)
     try:
         quantize_static(str(pre), str(out), _Batches(input_name, calibration), quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=STATIC_INT8_OPS, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(keep_float))
     finally:
         pre.unlink(missing_ok=True)
 
 
-def export_onnx(job: TowerJob) -> None:
+def export_onnx(job: TowerJob, fixed_batch: int | None = None, output_name: str = OUTPUT,
+                rewrite: Callable[[Path], None] | None = None, keep_float: Sequence[str] = ()) -> None:
+    """One tower (dynamic batch), or with `fixed_batch` a graph whose every shape is fixed; `rewrite`
+    edits the float32 graph in place before any quantization; int8 leaves the nodes named in `keep_float`."""
+    example = job.example(fixed_batch or 2)
+    fp32 = job.path if job.precision == "fp32" else job.path.with_name(job.path.stem + ".fp32.onnx")
+    export_fp32(job.module, example, job.input_name, fp32, fixed_batch is None, output_name)
+    if rewrite is not None:
+        rewrite(fp32)
     if job.precision == "fp32":
-        export_fp32(job.module, job.example(2), job.input_name, job.path)
         return
-    fp32 = job.path.with_name(job.path.stem + ".fp32.onnx")
-    export_fp32(job.module, job.example(2), job.input_name, fp32)
     try:
         if job.precision == "fp16":
             to_fp16(fp32, job.path)
         elif job.precision == "int8":
-            to_dynamic_int8(fp32, job.path)
+            to_dynamic_int8(fp32, job.path, keep_float)
         elif job.precision == "int8-static":
-            to_static_int8(fp32, job.path, job.input_name, job.calibration)
+            to_static_int8(fp32, job.path, job.input_name, job.calibration, keep_float)
         else:
             raise ValueError(f"onnx has no precision {job.precision!r}")
     finally:

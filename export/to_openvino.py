@@ -15,15 +15,16 @@ from .towers import OUTPUT
 MANIFEST_KEY = ["clipping_edge", "manifest"]
 
 
-def export_openvino(job: TowerJob) -> None:
+def export_openvino(job: TowerJob, fixed_batch: int | None = None, output_name: str = OUTPUT) -> None:
+    """One tower (dynamic batch), or with `fixed_batch` a graph whose every shape is fixed."""
     import openvino as ov
 
-    example = job.example(2)
+    example = job.example(fixed_batch or 2)
     element = ov.Type.i32 if example.dtype == torch.int32 else ov.Type.f32
-    shape = ov.PartialShape([-1, *example.shape[1:]])
+    shape = ov.PartialShape([fixed_batch or -1, *example.shape[1:]])
     model = ov.convert_model(job.module.eval(), example_input=example, input=[(job.input_name, shape, element)])
     # Named as in every other target (the converter leaves the result unnamed: benchmark_app shows ***NO_NAME***).
-    model.outputs[0].get_tensor().set_names({OUTPUT})
+    model.outputs[0].get_tensor().set_names({output_name})
     if job.precision == "int8":
         import nncf
 

@@ -7,6 +7,7 @@ import contextlib
 import io
 import logging
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -62,39 +63,48 @@ def export_tflite(job: TowerJob) -> None:
         converter = litert_torch.signature(*args, **kwargs) if converter is None else converter.signature(*args, **kwargs)
     with contextlib.redirect_stdout(io.StringIO()):
         model = converter.convert()
-    if job.precision == "fp32":
-        model.export(str(job.path))
+    export_at_precision(model, job.path, job.precision,
+                        lambda: _calibration_by_signature(job) if job.precision == "int8-static" else None)
+
+
+def export_at_precision(model, path: Path, precision: str, calibration: Callable[[], dict | None]) -> None:
+    """Write a converted litert-torch model at `precision`: float32 as is, int8 through ai-edge-quantizer's
+    recipe (`calibration()`: signature -> input samples, for the static recipe)."""
+    if precision == "fp32":
+        model.export(str(path))
         return
-    if job.precision not in RECIPES:
-        raise ValueError(f"tflite has no precision {job.precision!r}")
+    if precision not in RECIPES:
+        raise ValueError(f"tflite has no precision {precision!r}")
     from ai_edge_quantizer import quantizer, recipe
 
-    fp32 = job.path.with_name(job.path.stem + ".fp32.tflite")
+    fp32 = path.with_name(path.stem + ".fp32.tflite")
     model.export(str(fp32))
     try:
         q = quantizer.Quantizer(str(fp32))
-        q.load_quantization_recipe(getattr(recipe, RECIPES[job.precision])())
+        q.load_quantization_recipe(getattr(recipe, RECIPES[precision])())
         with contextlib.redirect_stdout(io.StringIO()):
-            calibration = q.calibrate(_calibration_by_signature(job)) if job.precision == "int8-static" else None
-            q.quantize(calibration).export_model(str(job.path), overwrite=True)
+            samples = calibration()
+            q.quantize(q.calibrate(samples) if samples is not None else None).export_model(str(path), overwrite=True)
     finally:
         fp32.unlink(missing_ok=True)
 
 
-def write_tflite_metadata(path: Path, manifest: dict) -> None:
-    """The manifest goes into the flatbuffer's Model.metadata, the slot TFLite reserves for it."""
+def write_tflite_metadata(path: Path, manifest: dict | str | bytes, key: str = MANIFEST_KEY) -> None:
+    """The manifest (or another entry: bytes as they are, text as UTF-8) goes into the flatbuffer's
+    Model.metadata, the slot TFLite reserves for it."""
     import json
 
     from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
+    data = manifest if isinstance(manifest, bytes) else (manifest if isinstance(manifest, str) else json.dumps(manifest)).encode()
     model = flatbuffer_utils.read_model(str(path))
-    model.metadata = [m for m in (model.metadata or []) if m.name.decode() != MANIFEST_KEY]
+    model.metadata = [m for m in (model.metadata or []) if m.name.decode() != key]
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+    buffer.data = np.frombuffer(data, dtype=np.uint8)
     model.buffers.append(buffer)
     entry = schema.MetadataT()
-    entry.name, entry.buffer = MANIFEST_KEY.encode(), len(model.buffers) - 1
+    entry.name, entry.buffer = key.encode(), len(model.buffers) - 1
     model.metadata.append(entry)
     tmp = path.with_name(path.stem + ".meta.tflite")
     flatbuffer_utils.write_model(model, str(tmp))

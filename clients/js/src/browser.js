@@ -45,7 +45,8 @@ export async function loadBundleFromUrl(baseUrl, options = {}) {
     if (!response.ok) throw new BundleError(`bundle file ${name} could not be fetched (HTTP ${response.status}): serve the whole bundle folder`);
     return new Uint8Array(await response.arrayBuffer());
   };
-  return ClipBundle.open({ readFile, ort, decodeImage, sessionOptions: options.sessionOptions ?? { executionProviders: ["wasm"] } });
+  return ClipBundle.open({ readFile, ort, decodeImage, sessionOptions: options.sessionOptions ?? { executionProviders: ["wasm"] } },
+    { parts: options.parts });
 }
 
 /** Open a bundle from the files of a picked folder (<input type="file" webkitdirectory>). */
@@ -63,5 +64,6 @@ export async function loadBundleFromFiles(fileList, options = {}) {
     if (!file) throw new BundleError(`the chosen folder lacks ${name}: choose the whole bundle folder`);
     return new Uint8Array(await file.arrayBuffer());
   };
-  return ClipBundle.open({ readFile, ort, decodeImage, sessionOptions: options.sessionOptions ?? { executionProviders: ["wasm"] } });
+  return ClipBundle.open({ readFile, ort, decodeImage, sessionOptions: options.sessionOptions ?? { executionProviders: ["wasm"] } },
+    { parts: options.parts });
 }

@@ -2,15 +2,19 @@
 // clipping-edge-js: the Node client from a shell.
 //   clipping-edge-js verify BUNDLE [--json]                  re-check the bundle's golden vectors here
 //   clipping-edge-js classify BUNDLE --labels a,b,c IMAGE...  top-5 labels per image
+//   clipping-edge-js classify BUNDLE IMAGE...                 with the bundle's app-ready classifier (export --labels)
 import { readFile } from "node:fs/promises";
 import { BundleError, loadBundle, verifyGolden } from "./node.js";
 
-const USAGE = "usage: clipping-edge-js verify BUNDLE [--json] | clipping-edge-js classify BUNDLE --labels a,b,c [--top-k 5] IMAGE...";
+const USAGE = "usage: clipping-edge-js verify BUNDLE [--json] | clipping-edge-js classify BUNDLE [--labels a,b,c] [--top-k 5] IMAGE...";
 
 async function main(argv) {
   const [command, bundleDir, ...rest] = argv;
   if (!bundleDir || !["verify", "classify"].includes(command)) throw new BundleError(USAGE);
-  const bundle = await loadBundle(bundleDir);
+  const labelsAt = rest.indexOf("--labels");
+  // classify without --labels: the bundle's app-ready classifier (export --labels), and nothing else is loaded.
+  const useClassifier = command === "classify" && labelsAt < 0;
+  const bundle = await loadBundle(bundleDir, {}, useClassifier ? "classifier" : "towers");
   if (command === "verify") {
     const report = await verifyGolden(bundle);
     if (rest.includes("--json")) console.log(JSON.stringify(report, null, 2));
@@ -22,16 +26,17 @@ async function main(argv) {
     }
     return report.passed ? 0 : 1;
   }
-  const labelsAt = rest.indexOf("--labels");
-  if (labelsAt < 0) throw new BundleError("classify needs --labels a,b,c: the class names to choose from");
-  const labels = rest[labelsAt + 1].split(",").map((s) => s.trim()).filter(Boolean);
   const kAt = rest.indexOf("--top-k");
   const k = kAt >= 0 ? Number(rest[kAt + 1]) : 5;
-  const images = rest.filter((_, i) => ![labelsAt, labelsAt + 1, kAt, kAt + 1].includes(i));
+  const flags = [labelsAt, kAt].filter((i) => i >= 0).flatMap((i) => [i, i + 1]);
+  const images = rest.filter((_, i) => !flags.includes(i));
   if (!images.length) throw new BundleError("classify needs at least one image path");
-  const prototypes = await bundle.prototypes(labels);
+  const labels = useClassifier ? null : rest[labelsAt + 1].split(",").map((s) => s.trim()).filter(Boolean);
+  const prototypes = useClassifier ? null : await bundle.prototypes(labels);
   for (const image of images) {
-    const [predictions] = bundle.topK(await bundle.encodeImages([await readFile(image)]), prototypes, labels, k);
+    const bytes = await readFile(image);
+    const predictions = useClassifier ? await bundle.classifyWithClassifier(await bundle.preprocess(bytes, image), k)
+      : bundle.topK(await bundle.encodeImages([bytes]), prototypes, labels, k)[0];
     console.log(`${image}: ${predictions.map((p) => `${p.label} ${p.score.toFixed(3)}`).join(", ")}`);
   }
   return 0;

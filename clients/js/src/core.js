@@ -93,15 +93,37 @@ export class ClipBundle {
    * @param {(bytes: Uint8Array, name: string) => Promise<{data, width, height, channels}>} env.decodeImage
    * @param {object} [env.sessionOptions] passed to ort.InferenceSession.create
    */
-  static async open(env) {
+  static async open(env, { parts = "towers" } = {}) {
+    // parts: "towers" (labels chosen at run time), "classifier" (only the app-ready classifier of
+    // `export --labels`: one small file, the fastest start), or "all".
     const bundle = new ClipBundle(env);
     const manifest = JSON.parse(new TextDecoder().decode(await env.readFile("manifest.json")));
     bundle.manifest = checkManifest(manifest);
-    bundle.tokenizer = new TextTokenizer(JSON.parse(new TextDecoder().decode(await bundle.verifiedFile(manifest.tokenizer))), manifest.context_length);
-    bundle.imageSession = await bundle.session(manifest.image_tower);
-    // A bundle that classifies from a prototype index may leave the text tower out.
-    bundle.textSession = manifest.text_tower in manifest.files ? await bundle.session(manifest.text_tower) : null;
+    if (parts !== "classifier") {
+      bundle.tokenizer = new TextTokenizer(JSON.parse(new TextDecoder().decode(await bundle.verifiedFile(manifest.tokenizer))), manifest.context_length);
+      bundle.imageSession = await bundle.session(manifest.image_tower);
+      // A bundle that classifies from a prototype index may leave the text tower out.
+      bundle.textSession = manifest.text_tower in manifest.files ? await bundle.session(manifest.text_tower) : null;
+    }
+    if (parts !== "towers") {
+      if (!manifest.classifier?.file) throw new BundleError("this bundle has no app-ready classifier: export it with --labels");
+      bundle.classifierSession = await bundle.session(manifest.classifier.file);
+    }
     return bundle;
+  }
+
+  /** The app-ready classifier's labels, in score order. */
+  get classifierLabels() {
+    return this.manifest.classifier?.labels ?? [];
+  }
+
+  /** Preprocessed pixels of one image (3 * S * S floats) -> the app-ready classifier's top k {label, score}. */
+  async classifyWithClassifier(pixels, k = 5) {
+    if (!this.classifierSession) throw new BundleError("open the bundle with parts \"classifier\" or \"all\" to use its classifier");
+    const size = this.manifest.image_size;
+    const scores = await this.run(this.classifierSession, "float32", pixels, [1, 3, size, size]);
+    const labels = this.classifierLabels;
+    return labels.map((label, c) => ({ label, score: scores[c] })).sort((a, b) => b.score - a.score).slice(0, k);
   }
 
   constructor(env) {

@@ -33,8 +33,9 @@ export function decodeImage(bytes, name = "<bytes>") {
  * Open an ONNX bundle directory.
  * @param {string} dir the directory `clipping-edge export --target onnx` wrote
  * @param {object} [sessionOptions] onnxruntime-node session options (e.g. {executionProviders: ["cpu"]})
+ * @param {string} [parts] "towers", "classifier" (the app-ready classifier of `export --labels`) or "all"
  */
-export async function loadBundle(dir, sessionOptions = {}) {
+export async function loadBundle(dir, sessionOptions = {}, parts = "towers") {
   const root = path.resolve(dir);
   const readBundleFile = async (name) => {
     const file = path.resolve(root, name);
@@ -46,5 +47,5 @@ export async function loadBundle(dir, sessionOptions = {}) {
       throw error;
     }
   };
-  return ClipBundle.open({ readFile: readBundleFile, ort, decodeImage, sessionOptions });
+  return ClipBundle.open({ readFile: readBundleFile, ort, decodeImage, sessionOptions }, { parts });
 }
