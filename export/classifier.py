@@ -102,8 +102,8 @@ def _onnx_mobile_verdict(path: Path) -> dict:
 
 def for_mobile_providers(path: Path, prototypes_shape: tuple[int, ...] | None = None) -> None:
     """Rewrite ops ORT Mobile's NNAPI and Core ML providers do not take into equivalent ones they do, in place:
-    ReduceL2 -> sqrt(n * ReduceMean(x * x)); LayerNormalization -> its ReduceMean/Sub/Mul/Sqrt/Div definition; a
-    Gather of one constant index -> Slice + Squeeze; an Expand feeding only broadcasting arithmetic -> nothing
+    ReduceL2 -> sqrt(n * ReduceMean(x * x)); LayerNormalization -> its ReduceMean/Sub/Mul/Sqrt/Div definition;
+    GreaterOrEqual -> arithmetic and a Cast; a Gather of one constant index -> Slice + Squeeze; an Expand feeding only broadcasting arithmetic -> nothing
     (the arithmetic broadcasts). The float results are the same up to summation order (the export's parity
     check holds them to it). The product with the prototypes (a (d, C) constant) is named HEAD_NODE, which
     int8 leaves in float: quantizing the scores' own matrix moved probabilities by 0.2 here."""
@@ -122,15 +122,18 @@ def for_mobile_providers(path: Path, prototypes_shape: tuple[int, ...] | None = 
     for node in graph.node:
         for name in node.input:
             consumers.setdefault(name, []).append(node)
-    fresh = iter(range(10**9))
-
-    def const(values, dtype=np.int64) -> str:
-        name = f"mobile_const_{next(fresh)}"
-        graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype), name))
-        return name
+    counter = iter(range(10**9))
+    taken = {name for node in graph.node for name in (*node.input, *node.output)} | set(constants)
 
     def tmp() -> str:
-        return f"mobile_tmp_{next(fresh)}"
+        name = next(n for n in (f"mobile_{i}" for i in counter) if n not in taken)
+        taken.add(name)
+        return name
+
+    def const(values, dtype=np.int64) -> str:
+        name = tmp()
+        graph.initializer.append(numpy_helper.from_array(np.asarray(values, dtype), name))
+        return name
 
     def reduced_size(node) -> int | None:
         """How many values a reduction over constant axes of a known shape sums (None: unknown)."""
@@ -170,6 +173,16 @@ def for_mobile_providers(path: Path, prototypes_shape: tuple[int, ...] | None = 
             rewritten.append(helper.make_node("Mul", [normed, weight], [scaled]))
             if bias:
                 rewritten.append(helper.make_node("Add", [scaled, bias], [out]))
+        elif node.op_type == "GreaterOrEqual" and shapes.get(node.input[0]) is not None:
+            # Core ML's provider takes no comparison: a >= b as clip((a - b) * 3e38 + 1, 0, 1) cast to bool, exact
+            # unless a and b differ by less than 3e-39 (the top-k mask of a head-probability tower uses this).
+            difference, scaled, shifted, clipped = tmp(), tmp(), tmp(), tmp()
+            rewritten += [helper.make_node("Sub", [node.input[0], node.input[1]], [difference]),
+                          helper.make_node("Mul", [difference, const(np.float32(3e38), np.float32)], [scaled]),
+                          helper.make_node("Add", [scaled, const(np.float32(1.0), np.float32)], [shifted]),
+                          helper.make_node("Clip", [shifted, const(np.float32(0.0), np.float32),
+                                                    const(np.float32(1.0), np.float32)], [clipped]),
+                          helper.make_node("Cast", [clipped], [out], to=onnx.TensorProto.BOOL)]
         elif node.op_type == "Gather" and node.input[1] in constants and constants[node.input[1]].ndim == 0:
             index, axis = int(constants[node.input[1]]), attrs.get("axis", 0)
             sliced = tmp()

@@ -94,6 +94,8 @@ async function startCamera() {
     canvas.width = canvas.height = 96;
     canvas.getContext("2d").drawImage(video, 0, 0, 96, 96);
     show(canvas, predictions, performance.now() - start);
+    state.cameraFrames = (state.cameraFrames ?? 0) + 1;
+    state.cameraTop1 = predictions[0].label;
     setTimeout(tick, 250);
   };
   tick();
@@ -181,7 +183,8 @@ if (query.get("bundle")) {
   $("bundle-url").value = query.get("bundle");
   guard(async () => {
     const classifierOnly = query.get("auto") === "classifier";
-    await useBundle(() => loadBundleFromUrl(query.get("bundle"), { parts: classifierOnly ? "classifier" : "towers" }));
+    const numThreads = Number(query.get("threads")) || undefined; // WebAssembly threads (default: onnxruntime-web's choice)
+    await useBundle(() => loadBundleFromUrl(query.get("bundle"), { parts: classifierOnly ? "classifier" : "towers", numThreads }));
     if (query.get("auto") === "golden") await golden();
     if (classifierOnly) await classifierOnGolden();
   })();
