@@ -60,7 +60,8 @@ class _Texts:
 def write_golden(folder: Path, images: Sequence[bytes], suffixes: Sequence[str], labels: Sequence[str],
                  templates: Sequence[str], synonyms: Mapping[str, Sequence[str]], image_size: int, logit_scale: float,
                  encode_pixels: Callable[[np.ndarray], np.ndarray], encode_text: Callable[[list[str]], np.ndarray],
-                 tokenize: Callable[[list[str]], np.ndarray], min_cosine: dict[str, float]) -> None:
+                 tokenize: Callable[[list[str]], np.ndarray], min_cosine: dict[str, float],
+                 score_max_abs: float = 0.02) -> None:
     """Write golden/ for these sample images (file bytes) and labels, with the towers as exported."""
     (folder / "images").mkdir(parents=True)
     files = []
@@ -87,7 +88,7 @@ def write_golden(folder: Path, images: Sequence[bytes], suffixes: Sequence[str],
         "arrays": arrays, "expected_top_k": top_k(image_embeddings, prototypes, labels, logit_scale),
         # A port's figures must reach these; pixels may differ by a resampling step (bicubic is not bit-exact).
         "tolerances": {"pixels_max_abs": 0.02, "image_min_cosine": min_cosine["image"],
-                       "text_min_cosine": min_cosine["text"], "score_max_abs": 0.02},
+                       "text_min_cosine": min_cosine["text"], "score_max_abs": score_max_abs},
     }
     (folder / "golden.json").write_text(json.dumps(golden, indent=2, ensure_ascii=False), encoding="utf-8")
 

@@ -164,6 +164,9 @@ def choose_precisions(run: ExportRun, tmp: Path, files: dict[str, str], budget: 
 
 
 GOLDEN_IMAGES, GOLDEN_LABELS = 4, 16  # small: the golden vectors travel inside every bundle
+# How far a port's class probabilities may be from the golden ones. int8 kernels differ between runtimes
+# (onnxruntime-web's WebAssembly against ONNX Runtime's x86 CPU: scores 0.027 apart on the test student, same top-1).
+GOLDEN_SCORE_MAX_ABS = {"float": 0.02, "int8": 0.05}
 
 
 def write_bundle_golden(run: ExportRun, folder: Path, encoders: dict[str, Callable], precisions: dict[str, str]) -> str:
@@ -183,7 +186,8 @@ def write_bundle_golden(run: ExportRun, folder: Path, encoders: dict[str, Callab
         labels, templates, synonyms = list(dict.fromkeys(p.caption for p in chosen)), ["{}"], {}
     write_golden(folder, images, suffixes, labels, templates, synonyms, run.image_size, run.logit_scale,
                  encoders["image"], encoders["text"], lambda texts: run.tokenizer(texts, warn=False),
-                 {kind: THRESHOLDS[family(precisions[kind])].min_cosine for kind in ("image", "text")})
+                 {kind: THRESHOLDS[family(precisions[kind])].min_cosine for kind in ("image", "text")},
+                 GOLDEN_SCORE_MAX_ABS["int8" if "int8" in {family(p) for p in precisions.values()} else "float"])
     return GOLDEN_JSON
 
 

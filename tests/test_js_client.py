@@ -122,7 +122,8 @@ def test_node_reproduces_golden_vectors(js_bundles: list[Path]):
     assert output.count("\nok ") >= len(js_bundles) + 2 and "# fail 0" in output
 
 
-def test_browser_page_classifies_like_python(tiny_checkpoint: Path, tiny_bundle: Path, small_data: Path, tmp_path: Path):
+def test_browser_page_classifies_like_python(tiny_checkpoint: Path, tiny_bundle: Path, js_bundles: list[Path],
+                                            small_data: Path, tmp_path: Path):
     from export.bundle import export_bundle
 
     if not Path(CHROMIUM).exists():
@@ -131,11 +132,13 @@ def test_browser_page_classifies_like_python(tiny_checkpoint: Path, tiny_bundle:
     # The app-ready classifier of the golden labels must rank the golden images as the two towers did.
     with_classifier, _ = export_bundle(tiny_checkpoint, tmp_path / "classifier", "onnx", "none", str(small_data),
                                        labels=golden["labels"])
-    output = node_test(["test/browser.test.js"], {"CLIPPING_EDGE_BROWSER_BUNDLE": str(tiny_bundle), "CHROMIUM": CHROMIUM,
+    # fp32 and static int8 through onnxruntime-web's WebAssembly kernels.
+    pages = os.pathsep.join(str(b) for b in js_bundles if b == tiny_bundle or b.name == "int8-static")
+    output = node_test(["test/browser.test.js"], {"CLIPPING_EDGE_BROWSER_BUNDLE": pages, "CHROMIUM": CHROMIUM,
                                                   "CLIPPING_EDGE_BROWSER_CLASSIFIER_BUNDLE": str(with_classifier),
                                                   "CLIPPING_EDGE_ARTIFACTS": str(ARTIFACTS)})
     print(output)
-    assert "# pass 2" in output, output
+    assert "# pass 3" in output and "# fail 0" in output, output
     expected = [row[0]["label"] for row in golden["expected_top_k"]]
     for name in ("browser", "browser-classifier"):
         assert json.loads((ARTIFACTS / f"{name}.json").read_text())["top1"] == expected

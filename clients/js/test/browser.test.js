@@ -7,10 +7,11 @@ import path from "node:path";
 import { test } from "node:test";
 import { serve } from "../scripts/serve.js";
 
-const bundleDir = process.env.CLIPPING_EDGE_BROWSER_BUNDLE;
+// One or more bundle folders, joined with the path delimiter (":" here).
+const bundleDirs = (process.env.CLIPPING_EDGE_BROWSER_BUNDLE ?? "").split(path.delimiter).filter(Boolean);
 const chromium = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const PAGE_TIMEOUT_MS = Number(process.env.CLIPPING_EDGE_BROWSER_TIMEOUT_MS ?? 200_000);
-const skip = !bundleDir ? "set CLIPPING_EDGE_BROWSER_BUNDLE to an ONNX bundle folder (tests/test_js_client.py does)"
+const skip = !bundleDirs.length ? "set CLIPPING_EDGE_BROWSER_BUNDLE to an ONNX bundle folder (tests/test_js_client.py does)"
   : !existsSync(chromium) ? `no Chromium at ${chromium}: install it (apt-get install chromium) or set CHROMIUM` : false;
 
 async function runPage(bundleDir, auto, screenshot) {
@@ -60,11 +61,16 @@ async function runPage(bundleDir, auto, screenshot) {
   }
 }
 
-test("the page classifies the golden images as Python does, in headless Chromium", { skip, timeout: 240_000 }, async () => {
-  const result = await runPage(bundleDir, "golden", "browser");
-  console.log(`browser: image cosine min ${result.report.image_cosine_min.toFixed(6)}`);
-  assert.deepEqual(result.report.failures, [], `golden vectors: ${JSON.stringify(result.report)}`);
-});
+for (const [i, bundleDir] of bundleDirs.entries()) {
+  test(`the page classifies the golden images of ${path.basename(bundleDir)} as Python does, in headless Chromium`,
+    { skip, timeout: 240_000 }, async () => {
+      const result = await runPage(bundleDir, "golden", i === 0 ? "browser" : `browser-${path.basename(bundleDir)}`);
+      console.log(`browser ${path.basename(bundleDir)}: image cosine min ${result.report.image_cosine_min.toFixed(6)}, ` +
+        `text ${result.report.text_cosine_min.toFixed(6)}, score max abs ${result.report.score_max_abs.toExponential(2)}`);
+      assert.deepEqual(result.report.failures, [], `golden vectors: ${JSON.stringify(result.report)}`);
+    });
+}
+if (!bundleDirs.length) test("the page classifies the golden images as Python does, in headless Chromium", { skip }, () => {});
 
 // A bundle exported with --labels set to its golden labels: its classifier must rank as the two towers did.
 const classifierBundle = process.env.CLIPPING_EDGE_BROWSER_CLASSIFIER_BUNDLE;
