@@ -55,8 +55,14 @@ def _image_cases(rng: np.random.Generator) -> list[tuple[str, bytes, int, float]
     palette = Image.fromarray(noise(40, 50, 3)).quantize(16)
     palette_bytes = io.BytesIO()
     palette.save(palette_bytes, "PNG")
-    jpeg = io.BytesIO()
-    Image.fromarray(gradient).save(jpeg, "JPEG", quality=90)
+    def jpeg(array: np.ndarray, orientation: int | None = None) -> bytes:
+        out, image = io.BytesIO(), Image.fromarray(array)
+        exif = image.getexif()
+        if orientation:
+            exif[0x0112] = orientation
+        image.save(out, "JPEG", quality=90, exif=exif)
+        return out.getvalue()
+
     exact = 1e-6
     return [
         ("RGB, wider, downscaled", _png(noise(48, 64, 3)), 32, exact),
@@ -69,8 +75,10 @@ def _image_cases(rng: np.random.Generator) -> list[tuple[str, bytes, int, float]
         ("exact size, a crop", _png(noise(32, 40, 3)), 32, exact),
         ("1 x 1000 column", _png(noise(1000, 1, 3)), 32, exact),
         ("wide strip 640x48", _png(noise(48, 640, 3)), 224, exact),
-        # Another JPEG decoder (jpeg-js against libjpeg-turbo): a few levels apart at most.
-        ("JPEG", jpeg.getvalue(), 224, 0.02),
+        # sharp decodes JPEG with libjpeg-turbo as Pillow does (chroma upsampling included): exact.
+        ("JPEG gradient", jpeg(gradient), 224, exact),
+        ("JPEG noise (4:2:0 chroma)", jpeg(noise(120, 160, 3)), 64, exact),
+        ("JPEG with EXIF orientation 6 (rotate)", jpeg(noise(40, 60, 3), orientation=6), 32, exact),
     ]
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import clipping_edge
+from clipping_edge.golden import verify
 from clipping_edge.manifest import size_mb
 from export.bundle import export_bundle
 from export.targets import TARGETS
@@ -61,6 +62,10 @@ def test_export_is_validated_and_gated(target: str, precision: str, tiny_checkpo
         return
     # Independently of the validator: the runtime's text embeddings against the student's.
     model = clipping_edge.load(bundle)
+    # The golden vectors are the written files' own outputs: the runtime reproduces them at every precision,
+    # whatever the gate said.
+    golden = verify(model)
+    assert golden["passed"] and golden["images"] >= 2, golden
     student, tokenizer, _ = load_student(tiny_checkpoint)
     texts = ["a red circle on the left", "a small dotted blue box", "a star", "a green cross above a box"] * 3
     with torch.no_grad():

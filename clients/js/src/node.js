@@ -1,32 +1,27 @@
-// The client in Node: bundle files from disk, onnxruntime-node, PNG and JPEG decoded in JavaScript.
+// The client in Node: bundle files from disk, onnxruntime-node, images decoded by sharp (libvips with
+// libjpeg-turbo and libpng: the decoders Pillow uses, so the pixels are Python's to the bit).
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import * as ort from "onnxruntime-node";
-import jpeg from "jpeg-js";
-import { PNG } from "pngjs";
+import sharp from "sharp";
 import { BundleError, ClipBundle } from "./core.js";
 
 export * from "./core.js";
 
-const PNG_SIGNATURE = [0x89, 0x50, 0x4e, 0x47];
+const MAX_PIXELS = 90_000_000; // the Python runtime's decompression-bomb bound
 
-/** PNG or JPEG bytes -> {data, width, height, channels: 4} (RGBA). EXIF orientation is not applied. */
-export function decodeImage(bytes, name = "<bytes>") {
-  const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+/** Image file bytes (PNG, JPEG, WebP, GIF, TIFF, AVIF) -> {data: RGBA bytes, width, height, channels: 4},
+ * upright by its EXIF orientation, without colour management (as Pillow: embedded ICC profiles are ignored). */
+export async function decodeImage(bytes, name = "<bytes>") {
   try {
-    if (PNG_SIGNATURE.every((b, i) => buffer[i] === b)) {
-      // 16-bit PNGs are scaled to 8 bits, as Pillow's RGB conversion does.
-      const png = PNG.sync.read(buffer);
-      return { data: png.data, width: png.width, height: png.height, channels: 4 };
-    }
-    if (buffer[0] === 0xff && buffer[1] === 0xd8) {
-      const image = jpeg.decode(buffer, { useTArray: true, formatAsRGBA: true, maxMemoryUsageInMB: 512 });
-      return { data: image.data, width: image.width, height: image.height, channels: 4 };
-    }
+    const { data, info } = await sharp(bytes, { ignoreIcc: true, limitInputPixels: MAX_PIXELS, pages: 1 })
+      .rotate().toColourspace("srgb").ensureAlpha().raw({ depth: "uchar" }).toBuffer({ resolveWithObject: true });
+    return { data, width: info.width, height: info.height, channels: 4 };
   } catch (error) {
-    throw new BundleError(`image ${name} is truncated or corrupt (${error.message}): re-encode or drop it`);
+    const why = /pixel limit/.test(error.message) ? `has more than ${MAX_PIXELS} pixels: downscale it first`
+      : `is not a readable image file (${error.message}): pass a PNG, JPEG, WebP, GIF or TIFF`;
+    throw new BundleError(`image ${name} ${why}`);
   }
-  throw new BundleError(`image ${name} is not a PNG or JPEG file: convert it (the Node client decodes those two)`);
 }
 
 /**

@@ -11,10 +11,10 @@ const folder = process.env.CLIPPING_EDGE_PARITY_CASES;
 const cases = folder ? JSON.parse(readFileSync(path.join(folder, "cases.json"), "utf8")) : { images: [], tokenizers: [] };
 const skip = folder ? false : "set CLIPPING_EDGE_PARITY_CASES (tests/test_js_client.py does)";
 
-test("preprocessing gives Python's pixels", { skip }, () => {
+test("preprocessing gives Python's pixels", { skip }, async () => {
   for (const c of cases.images) {
     const bytes = readFileSync(path.join(folder, c.file));
-    const pixels = preprocess(decodeImage(new Uint8Array(bytes), c.file), c.size);
+    const pixels = preprocess(await decodeImage(new Uint8Array(bytes), c.file), c.size);
     const expected = new Float32Array(readFileSync(path.join(folder, c.expected)).buffer.slice(0));
     assert.equal(pixels.length, expected.length, c.file);
     let worst = 0;
