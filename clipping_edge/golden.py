@@ -21,7 +21,6 @@ import numpy as np
 from .classifier import class_prototypes, row_cosines, softmax
 from .errors import ClippingEdgeError
 from .manifest import verified_file
-from .model import IMAGE_BATCH, TEXT_BATCH
 from .preprocess import preprocess_batch
 
 GOLDEN_DIR = "golden"
@@ -80,9 +79,7 @@ def write_golden(folder: Path, images: Sequence[bytes], suffixes: Sequence[str],
         "format": FORMAT,
         "about": "arrays: raw little-endian C-order files; pixels are the preprocessed images (RGB in [0, 1], "
                  "N x 3 x S x S); prototypes: per label every template x synonym embedded, normalised, averaged, "
-                 "normalised; scores: softmax(logit_scale * cosine) over the labels; towers run on consecutive "
-                 "batches of batch_sizes rows (a dynamic-int8 tower's outputs depend on what shares its batch)",
-        "batch_sizes": {"image": IMAGE_BATCH, "text": TEXT_BATCH},
+                 "normalised; scores: softmax(logit_scale * cosine) over the labels",
         "images": files, "prompts": prompts, "labels": list(labels), "templates": list(templates),
         "synonyms": {k: list(v) for k, v in synonyms.items() if k in labels}, "logit_scale": logit_scale,
         "arrays": arrays, "expected_top_k": top_k(image_embeddings, prototypes, labels, logit_scale),

@@ -14,8 +14,8 @@ from .preprocess import ImageInput, as_image_list, preprocess_batch
 from .tokenizer import TextTokenizer
 
 
-# Batch sizes of the runtime, and of golden vectors: a dynamic-int8 tower quantizes each batch's activations
-# with one scale, so its embeddings depend on what shares the batch, and a port reproduces them batch for batch.
+# Batch sizes of the runtime. A tower whose activations are quantized per call (dynamic int8) runs its rows
+# one at a time instead (manifest quantization.<tower>.rows_alone), so no output depends on its batch.
 IMAGE_BATCH, TEXT_BATCH = 32, 256
 
 
@@ -32,13 +32,17 @@ class EdgeModel:
         self._text: Tower | None = None
         self._tokenizer: TextTokenizer | None = None
 
+    def rows_alone(self, kind: str) -> bool:
+        """Whether the export marked this tower to run one row at a time (dynamic int8)."""
+        return bool(self.manifest.quantization.get(kind, {}).get("rows_alone"))
+
     def _file(self, relative: str) -> Path:
         return verified_file(self.manifest, self.root, relative)
 
     @property
     def image_tower(self) -> Tower:
         if self._image is None:
-            self._image = load_tower(self.backend, self._file(self.manifest.image_tower), self.options)
+            self._image = load_tower(self.backend, self._file(self.manifest.image_tower), self.options, self.rows_alone("image"))
         return self._image
 
     @property
@@ -51,7 +55,7 @@ class EdgeModel:
             if not self.has_text_tower:
                 raise ClippingEdgeError(f"bundle {self.root} ships no text tower ({self.manifest.text_tower}): classify "
                                         "with a prototype index (--labels-index), or copy the text tower into the bundle")
-            self._text = load_tower(self.backend, self._file(self.manifest.text_tower), self.options)
+            self._text = load_tower(self.backend, self._file(self.manifest.text_tower), self.options, self.rows_alone("text"))
         return self._text
 
     @property

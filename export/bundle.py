@@ -86,7 +86,7 @@ class ExportRun:
         """The written tower as numpy in, embeddings out: its runtime here, or where that cannot run,
         the target's PyTorch stand-in. Also the structural problems found and the offline figures."""
         if self.target.runs_here():
-            tower = load_tower(self.target.backend, path, BackendOptions())
+            tower = load_tower(self.target.backend, path, BackendOptions(), self.target.precisions[precision].rows_alone)
             if kind == "image":
                 return lambda px: np.concatenate([tower(px[i:i + IMAGE_BATCH]) for i in range(0, len(px), IMAGE_BATCH)]), [], {}
             return lambda texts: np.concatenate([tower(self.tokenizer(texts[i:i + TEXT_BATCH], warn=False))
@@ -242,8 +242,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
                                      f"files at the target's compute precision: the {tgt.name} runtime cannot run on this OS",
                           offline=offline)
         parity.update(validated_on=str(run.test_pairs.root), export_seconds=round(time.perf_counter() - start, 2))
-        quantization = {kind: {"precision": p, "recipe": tgt.precisions[p].recipe, "convert_seconds": run.convert_seconds[kind]}
-                        for kind, p in precisions.items()}
+        quantization = {kind: {"precision": p, "recipe": tgt.precisions[p].recipe, "convert_seconds": run.convert_seconds[kind],
+                               "rows_alone": tgt.precisions[p].rows_alone} for kind, p in precisions.items()}
         quantization["calibration"] = run.calibration_source
         if tries is not None:
             quantization["auto"] = {"max_top1_drop": max_top1_drop, "order": list(tgt.auto_order), "tries": tries}

@@ -43,6 +43,9 @@ class PrecisionSpec:
     recipe: str  # what is done, recorded in the manifest
     calibrated: bool = False  # needs calibration batches from the training data
     compute: str = "fp32"  # the arithmetic the runtime does (fp32/fp16/int8): the benchmark's GEMM peak to compare with
+    # Activations quantized with one scale per call (ONNX Runtime's dynamic int8): an input's output would depend
+    # on what shares its batch, so the runtime runs such a tower one row at a time (recorded in the manifest).
+    rows_alone: bool = False
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,8 @@ TARGETS: dict[str, Target] = {
         # float32 (measured slower than the fp32 file), so the arithmetic here is fp32.
         "fp16": PrecisionSpec("float16 weights and graph, LayerNorm, Softmax and reductions kept in float32, float32 I/O; "
                               "computed in fp16 by GPU providers, in float32 by the CPU provider (half the size, not faster)"),
-        "int8": PrecisionSpec("dynamic int8: per-channel int8 weights, activations quantized at run time (ORT quantize_dynamic)",
-                              compute="int8"),
+        "int8": PrecisionSpec("dynamic int8: per-channel int8 weights, activations quantized at run time (ORT quantize_dynamic); "
+                              "run one row at a time", compute="int8", rows_alone=True),
         "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm (conv stem kept float), per-channel weights, min-max calibration",
                                      calibrated=True, compute="int8"),
     }, _onnx, _onnx_metadata, "onnx", auto_order=("int8-static", "int8", "fp16", "fp32")),

@@ -11,6 +11,7 @@ import torch
 import clipping_edge
 from clipping_edge.golden import verify
 from clipping_edge.manifest import size_mb
+from clipping_edge.preprocess import preprocess_batch
 from export.bundle import export_bundle
 from export.targets import TARGETS
 from export.validate import THRESHOLDS, family
@@ -66,6 +67,13 @@ def test_export_is_validated_and_gated(target: str, precision: str, tiny_checkpo
     # whatever the gate said.
     golden = verify(model)
     assert golden["passed"] and golden["images"] >= 2, golden
+    # An input's embedding does not depend on what shares its batch (ONNX dynamic int8's did: one activation
+    # scale per call; such towers now run one row at a time).
+    pixels = preprocess_batch(sorted((small_data / "test" / "images").iterdir())[:9], manifest["image_size"])
+    alone = np.concatenate([model.encode_pixels(row[None]) for row in pixels])
+    np.testing.assert_allclose(model.encode_pixels(pixels), alone, atol=2e-5)
+    prompts = ["a red circle", "a small dotted blue box", "a star", "two green crosses", "a yellow hexagon"]
+    np.testing.assert_allclose(model.encode_text(prompts), np.concatenate([model.encode_text([t]) for t in prompts]), atol=2e-5)
     student, tokenizer, _ = load_student(tiny_checkpoint)
     texts = ["a red circle on the left", "a small dotted blue box", "a star", "a green cross above a box"] * 3
     with torch.no_grad():

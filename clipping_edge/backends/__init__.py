@@ -65,11 +65,24 @@ BACKENDS: dict[str, tuple[Callable[[Path, BackendOptions], Tower], str]] = {
 }
 
 
-def load_tower(target: str, path: Path, options: BackendOptions) -> Tower:
+def load_tower(target: str, path: Path, options: BackendOptions, rows_alone: bool = False) -> Tower:
+    """`rows_alone`: run each row of a batch by itself, for towers that quantize a whole call's activations
+    with one scale (dynamic int8), so an input's embedding does not depend on its batch."""
     if target not in BACKENDS:
         raise ClippingEdgeError(f"no runtime backend for target {target!r}; this install runs: {', '.join(BACKENDS)}")
     loader, extra = BACKENDS[target]
     try:
-        return loader(path, options)
+        tower = loader(path, options)
     except ImportError as exc:
         raise ClippingEdgeError(f"the {target} backend is not installed ({exc.name}): pip install 'clipping-edge[{extra}]'") from None
+    return _RowsAlone(tower) if rows_alone else tower
+
+
+class _RowsAlone:
+    def __init__(self, tower: Tower):
+        self.tower = tower
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) <= 1:
+            return self.tower(batch)
+        return np.concatenate([self.tower(batch[i:i + 1]) for i in range(len(batch))])

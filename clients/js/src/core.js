@@ -13,8 +13,9 @@ export { TextTokenizer } from "./tokenizer.js";
 
 export const FORMAT_VERSION = 2;
 export const GOLDEN_FORMAT = "clipping-edge golden vectors 1";
-// The Python runtime's batch sizes (clipping_edge/model.py): a dynamic-int8 tower quantizes each batch's
-// activations with one scale, so embeddings depend on what shares the batch; golden.json records them.
+// The Python runtime's batch sizes (clipping_edge/model.py). A tower whose activations are quantized with one
+// scale per call (dynamic int8, manifest quantization.<tower>.rows_alone) runs one row at a time instead, so
+// no embedding depends on what shares its batch.
 export const IMAGE_BATCH = 32, TEXT_BATCH = 256;
 
 /** An error meant for a person: what is wrong and what to do, in one line. */
@@ -163,7 +164,11 @@ export class ClipBundle {
   }
 
   /** Preprocessed pixels (n * 3 * S * S floats) -> Float32Array (n, d) of L2-normalised embeddings. */
-  async encodePixels(pixels, n, batch = IMAGE_BATCH) {
+  rowsAlone(kind) {
+    return Boolean(this.manifest.quantization?.[kind]?.rows_alone);
+  }
+
+  async encodePixels(pixels, n, batch = this.rowsAlone("image") ? 1 : IMAGE_BATCH) {
     const size = this.manifest.image_size, per = 3 * size * size, d = this.embedDim;
     const out = new Float32Array(n * d);
     for (let start = 0; start < n; start += batch) {
@@ -182,7 +187,7 @@ export class ClipBundle {
   }
 
   /** Texts -> Float32Array (n, d). */
-  async encodeTexts(texts, batch = TEXT_BATCH) {
+  async encodeTexts(texts, batch = this.rowsAlone("text") ? 1 : TEXT_BATCH) {
     if (!this.textSession) throw new BundleError("this bundle has no text tower: export it with one, or classify with a prototype index");
     const L = this.manifest.context_length, d = this.embedDim;
     const out = new Float32Array(texts.length * d);
@@ -195,7 +200,7 @@ export class ClipBundle {
 
   /** Per label every template x synonym embedded, averaged, normalised: Float32Array (labels.length, d).
    * Without templates, the bundle's own (those its export was validated with), as the Python runtime. */
-  async prototypes(labels, templates, synonyms, batch = TEXT_BATCH) {
+  async prototypes(labels, templates, synonyms) {
     if (!labels.length) throw new BundleError("the label list is empty: pass at least one class name");
     if (templates === undefined && synonyms === undefined) {
       templates = this.manifest.templates?.length ? this.manifest.templates : DEFAULT_TEMPLATES;
@@ -212,7 +217,7 @@ export class ClipBundle {
         }
       }
     });
-    const embeddings = await this.encodeTexts(texts, batch);
+    const embeddings = await this.encodeTexts(texts);
     const d = this.embedDim;
     const sums = Array.from(labels, () => new Float64Array(d));
     owner.forEach((c, i) => { for (let j = 0; j < d; j++) sums[c][j] += embeddings[i * d + j]; });
@@ -294,15 +299,14 @@ export async function verifyGolden(bundle) {
   const preprocessMs = performance.now() - started;
   let pixelsMaxAbs = 0;
   pixels.forEach((v, i) => { pixelsMaxAbs = Math.max(pixelsMaxAbs, Math.abs(v - arrays.pixels[i])); });
-  const batches = golden.batch_sizes ?? { image: IMAGE_BATCH, text: TEXT_BATCH };
-  const image = await bundle.encodePixels(arrays.pixels, n, batches.image);
+  const image = await bundle.encodePixels(arrays.pixels, n);
   const ids = bundle.tokenizer.encode(golden.prompts);
   let tokenRowsDifferent = 0;
   for (let r = 0; r < golden.prompts.length; r++) {
     if (ids.subarray(r * L, (r + 1) * L).some((v, j) => v !== arrays.token_ids[r * L + j])) tokenRowsDifferent++;
   }
-  const text = await bundle.encodeTexts(golden.prompts, batches.text);
-  const prototypes = await bundle.prototypes(golden.labels, golden.templates, golden.synonyms, batches.text);
+  const text = await bundle.encodeTexts(golden.prompts);
+  const prototypes = await bundle.prototypes(golden.labels, golden.templates, golden.synonyms);
   const found = bundle.topK(image, prototypes, golden.labels, golden.expected_top_k[0].length);
   const expected = golden.expected_top_k;
   let scoreMaxAbs = 0;
