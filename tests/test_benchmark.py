@@ -4,7 +4,19 @@ import csv
 import json
 from pathlib import Path
 
+from benchmarks.peak import hardware_peaks
 from benchmarks.suite import pareto, run
+
+
+def test_hardware_peak_kernels_do_their_arithmetic():
+    hardware = hardware_peaks(1)
+    assert hardware is not None, "no C compiler: the benchmark cannot measure the hardware peak"
+    # No timing comparison here (the machine is shared); the bounds catch a kernel the compiler emptied or
+    # collapsed (both happened while writing it: constant inputs hoisted, shared products computed once),
+    # which reports rates no core reaches: one core does at most 2 x 16-lane FMAs (fp32, 256 GFLOP/s at
+    # 4 GHz) or 2 x 64-pair dot products (int8, 1 TOP/s) a cycle.
+    assert 1 < hardware["fp32_gflops"] < 300, hardware
+    assert hardware["int8_gops"] is None or 1 < hardware["int8_gops"] < 1100, hardware
 
 
 def test_pareto_front():
@@ -32,6 +44,9 @@ def test_benchmark_measures_every_row_and_gates_on_the_floor(tiny_checkpoint: Pa
     # fp32 exports agree with PyTorch; the reference row is its own baseline
     assert rows["onnx fp32"]["agreement"] >= 99.0 and rows["pytorch eager fp32"]["delta_top1"] == 0
     assert record["machine"]["fp32_gflops"] > 0 and record["machine"]["image_tower_flops"] > 0
+    # "% hw peak" is against the higher of the library GEMM and the register-resident kernels, never above 100.
+    assert record["machine"]["hardware_peak"]["fp32_gflops"] > 0 and "flags" in record["host"]
+    assert all(0 < row["hardware_fraction"] <= row["gemm_fraction"] for row in rows.values())
     assert len(list(csv.reader((tmp_path / "bench" / "benchmark.csv").open()))) == 1 + len(rows)
     assert (tmp_path / "bench" / "benchmark.png").stat().st_size > 1000
     # the bundles now exist: a second run re-measures without exporting, and the floor fails it
