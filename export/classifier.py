@@ -103,8 +103,8 @@ def _onnx_mobile_verdict(path: Path) -> dict:
 def for_mobile_providers(path: Path, prototypes_shape: tuple[int, ...] | None = None) -> None:
     """Rewrite ops ORT Mobile's NNAPI and Core ML providers do not take into equivalent ones they do, in place:
     ReduceL2 -> sqrt(n * ReduceMean(x * x)); LayerNormalization -> its ReduceMean/Sub/Mul/Sqrt/Div definition;
-    GreaterOrEqual -> arithmetic and a Cast; a Gather of one constant index -> Slice + Squeeze; an Expand feeding only broadcasting arithmetic -> nothing
-    (the arithmetic broadcasts). The float results are the same up to summation order (the export's parity
+    GreaterOrEqual -> arithmetic and a Cast; a Gather of one constant index -> Slice + Squeeze; an Expand
+    feeding only broadcasting arithmetic -> nothing (the arithmetic broadcasts). The float results are the same up to summation order (the export's parity
     check holds them to it). The product with the prototypes (a (d, C) constant) is named HEAD_NODE, which
     int8 leaves in float: quantizing the scores' own matrix moved probabilities by 0.2 here."""
     import onnx

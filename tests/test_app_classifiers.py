@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from clipping_edge.classifier import ZeroShotClassifier
 from clipping_edge.model import load
