@@ -31,7 +31,7 @@ demo: $(VENV)/.installed-demo
 ISOLATED := tests/test_targets.py tests/test_pretrained.py tests/test_app_classifiers.py
 
 $(JS)/node_modules/.installed: $(JS)/package-lock.json
-	if command -v npm >/dev/null; then cd $(JS) && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	if command -v npm >/dev/null; then cd $(JS) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
 	else echo "npm not found: the JavaScript client's tests will skip"; fi
 
 chromium:
