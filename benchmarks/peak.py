@@ -145,14 +145,14 @@ def _library() -> ctypes.CDLL | None:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
-    folder = Path(tempfile.mkdtemp(prefix="clipping-edge-peak-"))
-    source, library = folder / "peak.c", folder / "peak.so"
-    source.write_text(KERNELS)
-    build = subprocess.run([compiler, "-O2", "-march=native", "-fopenmp", "-shared", "-fPIC", str(source), "-o", str(library)],
-                           capture_output=True, text=True)
-    if build.returncode != 0:
-        return None
-    lib = ctypes.CDLL(str(library))
+    with tempfile.TemporaryDirectory(prefix="clipping-edge-peak-") as folder:
+        source, library = Path(folder) / "peak.c", Path(folder) / "peak.so"
+        source.write_text(KERNELS)
+        build = subprocess.run([compiler, "-O2", "-march=native", "-fopenmp", "-shared", "-fPIC", str(source), "-o",
+                                str(library)], capture_output=True, text=True)
+        if build.returncode != 0:
+            return None
+        lib = ctypes.CDLL(str(library))  # mapped: the file may go with its folder
     for name in ("fma_f32", "dot_i8"):
         getattr(lib, name).restype = ctypes.c_double
         getattr(lib, name).argtypes = [ctypes.c_long, ctypes.c_int]

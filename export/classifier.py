@@ -208,19 +208,13 @@ def write_onnx(job: ClassifierJob) -> dict:
     import onnx
     import onnxruntime as ort
 
-    from .to_onnx import export_onnx, sort_topologically
+    from .to_onnx import export_onnx, write_onnx_metadata
 
     head = tuple(job.tower.module.prototypes_t.shape)
     export_onnx(job.tower, fixed_batch=1, output_name=SCORES, keep_float=[HEAD_NODE],
                 rewrite=lambda fp32: for_mobile_providers(fp32, head))
     path = job.tower.path
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for key, value in (("clipping_edge.manifest", json.dumps(job.manifest)), (LABELS_KEY, json.dumps(job.labels))):
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
-    sort_topologically(model.graph)
-    onnx.save(model, str(path))
+    write_onnx_metadata(path, job.manifest, {LABELS_KEY: json.dumps(job.labels)})
     onnx.checker.check_model(str(path), full_check=True)
     # The ORT format (what ORT Mobile loads): ORT's own converter writes it from an optimized session.
     ort_path = path.with_suffix(".ort")
@@ -234,19 +228,10 @@ def write_onnx(job: ClassifierJob) -> dict:
 
 
 def write_openvino(job: ClassifierJob) -> dict:
-    import openvino as ov
-
-    from .to_openvino import MANIFEST_KEY, export_openvino
+    from .to_openvino import export_openvino, write_openvino_metadata
 
     export_openvino(job.tower, fixed_batch=1, output_name=SCORES)
-    path = job.tower.path
-    model = ov.Core().read_model(str(path))
-    model.set_rt_info(json.dumps(job.manifest), MANIFEST_KEY)
-    model.set_rt_info(json.dumps(job.labels), [MANIFEST_KEY[0], LABELS_KEY])
-    tmp = path.with_name(path.stem + ".meta.xml")
-    ov.save_model(model, str(tmp), compress_to_fp16=False)
-    tmp.replace(path)
-    tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+    write_openvino_metadata(job.tower.path, job.manifest, {LABELS_KEY: json.dumps(job.labels)})
     return {}
 
 
@@ -290,17 +275,6 @@ def _coreml_classifier_problems(job: ClassifierJob) -> list[str]:
     if missing:
         problems.append(f"labels missing from the program: {missing[:5]}")
     return problems
-
-
-class _NamedScores(nn.Module):
-    """{"scores": ...}: litert-torch names a signature's outputs by the dict's keys."""
-
-    def __init__(self, classifier: nn.Module):
-        super().__init__()
-        self.classifier = classifier
-
-    def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {SCORES: self.classifier(pixels)}
 
 
 def _mediapipe_metadata(labels_file: str, name: str, labels: int) -> bytes:
@@ -356,12 +330,12 @@ def write_tflite(job: ClassifierJob) -> dict:
 
     import litert_torch
 
-    from .to_tflite import export_at_precision, write_tflite_metadata
+    from .to_tflite import NAMED_OUTPUT, export_at_precision, write_tflite_metadata
 
     path, module = job.tower.path, job.tower.module
     logging.getLogger("absl").setLevel(logging.ERROR)
     with contextlib.redirect_stdout(io.StringIO()):
-        model = litert_torch.signature("serving_default", _NamedScores(module.eval()),
+        model = litert_torch.signature("serving_default", NAMED_OUTPUT[IMAGE_INPUT](module.eval(), SCORES),
                                        sample_kwargs={IMAGE_INPUT: module.example(1)}).convert()
     samples = [{IMAGE_INPUT: np.ascontiguousarray(b.transpose(0, 2, 3, 1))} for b in job.tower.calibration]
     export_at_precision(model, path, job.tower.precision,
@@ -449,16 +423,14 @@ def write_classifier(target: str, image_tower: nn.Module, prototypes: np.ndarray
     for name, run in runners(path).items():
         probabilities = np.concatenate([run(test_pixels[i:i + 1]) for i in range(len(test_pixels))])
         checks[name] = check_against_towers(probabilities, test_embeddings, prototypes, logit_scale, precision)
-    if not checks:  # nothing runs it here (Core ML off macOS)
+    if checks:  # the parity record is the worst file's; each file's is kept too
+        check = {**min(checks.values(), key=lambda c: (c["passed"], c["top1_agreement"], -c["max_probability_diff"])),
+                 "failures": [f"{name}: {f}" for name, c in checks.items() for f in c["failures"]],
+                 "passed": all(c["passed"] for c in checks.values()), "files": checks}
+    else:  # nothing runs it here (Core ML off macOS): what its structure check found
         problems = extra.get("structure", [])
         check = {"images": 0, "checked_by": "structure only: this OS cannot run the target", "failures": problems,
                  "passed": not problems}
-        return {"file": path.name, "labels": labels, "precision": precision, "convert_seconds": seconds, **extra,
-                "input": {"name": IMAGE_INPUT, "shape": list(module.example().shape)}, "parity": check}
-    # The parity record is the worst file's; each file's is kept too.
-    check = {**min(checks.values(), key=lambda c: (c["passed"], c["top1_agreement"], -c["max_probability_diff"])),
-             "failures": [f"{name}: {f}" for name, c in checks.items() for f in c["failures"]],
-             "passed": all(c["passed"] for c in checks.values()), "files": checks}
     return {"file": path.name, "labels": labels, "input": {"name": IMAGE_INPUT, "shape": list(module.example().shape),
             "range": "[0, 1] RGB"}, "output": {"name": SCORES, "shape": [1, len(labels)], "what": "softmax(logit_scale * cos)"},
             "precision": precision, "convert_seconds": seconds, **extra, "parity": check}

@@ -140,12 +140,14 @@ def export_onnx(job: TowerJob, fixed_batch: int | None = None, output_name: str 
         fp32.unlink(missing_ok=True)
 
 
-def write_onnx_metadata(path: Path, manifest: dict) -> None:
-    """The manifest also goes into the model's own metadata_props, so a lone .onnx file explains itself."""
+def write_onnx_metadata(path: Path, manifest: dict, extra: dict[str, str] | None = None) -> None:
+    """The manifest also goes into the model's own metadata_props, so a lone .onnx file explains itself;
+    `extra` adds entries of its own (an app-ready classifier's labels)."""
     import onnx
 
     model = onnx.load(str(path))
     del model.metadata_props[:]
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "clipping_edge.manifest", json.dumps(manifest)
+    for key, value in {"clipping_edge.manifest": json.dumps(manifest), **(extra or {})}.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
     onnx.save(model, str(path))

@@ -41,12 +41,15 @@ def export_openvino(job: TowerJob, fixed_batch: int | None = None, output_name: 
     ov.save_model(model, str(job.path), compress_to_fp16=job.precision == "fp16")
 
 
-def write_openvino_metadata(path: Path, manifest: dict) -> None:
-    """The manifest goes into the IR's rt_info as well."""
+def write_openvino_metadata(path: Path, manifest: dict, extra: dict[str, str] | None = None) -> None:
+    """The manifest goes into the IR's rt_info as well; `extra` adds entries beside it under
+    rt_info["clipping_edge"] (an app-ready classifier's labels)."""
     import openvino as ov
 
     model = ov.Core().read_model(str(path))
     model.set_rt_info(json.dumps(manifest), MANIFEST_KEY)
+    for key, value in (extra or {}).items():
+        model.set_rt_info(value, [MANIFEST_KEY[0], key])
     tmp = path.with_name(path.stem + ".meta.xml")
     ov.save_model(model, str(tmp), compress_to_fp16=False)
     tmp.replace(path)

@@ -36,17 +36,18 @@ class _NamedImageOutput(torch.nn.Module):
     (a bare tensor becomes "output_0"), so every target's output has the same name. The argument keeps the
     input's name, which the signature binds its sample by."""
 
-    def __init__(self, tower: torch.nn.Module):
+    def __init__(self, tower: torch.nn.Module, output: str = OUTPUT):
         super().__init__()
         self.tower = tower
+        self.output = output
 
     def forward(self, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {OUTPUT: self.tower(pixels)}
+        return {self.output: self.tower(pixels)}
 
 
 class _NamedTextOutput(_NamedImageOutput):
     def forward(self, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
-        return {OUTPUT: self.tower(input_ids)}
+        return {self.output: self.tower(input_ids)}
 
 
 NAMED_OUTPUT = {IMAGE_INPUT: _NamedImageOutput, TEXT_INPUT: _NamedTextOutput}

@@ -101,33 +101,40 @@ async function startCamera() {
   tick();
 }
 
-/** Classify the bundle's golden images with its golden labels, then check every golden vector. */
-async function golden() {
-  const m = bundle.manifest;
-  const folder = m.golden.split("/").slice(0, -1).join("/");
-  const spec = JSON.parse(new TextDecoder().decode(await bundle.env.readFile(m.golden)));
-  $("labels").value = spec.labels.join("\n");
-  const names = await ensurePrototypes({ templates: spec.templates, synonyms: spec.synonyms });
+async function goldenSpec() {
+  return JSON.parse(new TextDecoder().decode(await bundle.env.readFile(bundle.manifest.golden)));
+}
+
+/** Each golden image through `classify` (pixels -> top-5), shown as it comes; then the steady-state
+ * milliseconds of one image (after a warm-up). Leaves top-1s, Python's top-1s and timings in `state`. */
+async function classifyGoldenImages(spec, classify) {
+  const folder = bundle.manifest.golden.split("/").slice(0, -1).join("/");
   const top1 = [];
+  let first;
   for (const name of spec.images) {
     const bytes = await bundle.env.readFile(`${folder}/${name}`);
     const start = performance.now();
-    const { predictions } = await classifyPixels(await bundle.preprocess(bytes, name), names);
-    const ms = performance.now() - start;
-    top1.push(predictions[0].label);
+    const pixels = await bundle.preprocess(bytes, name);
+    const predictions = await classify(pixels);
+    show(Object.assign(document.createElement("img"), { src: URL.createObjectURL(new Blob([bytes])) }), predictions,
+      performance.now() - start);
     state.firstResultMs ??= performance.now(); // since navigation started: load + prototypes + one image
-    const img = document.createElement("img");
-    img.src = URL.createObjectURL(new Blob([bytes]));
-    show(img, predictions, ms);
+    top1.push(predictions[0].label);
+    first ??= pixels;
   }
-  state.top1 = top1;
-  state.expectedTop1 = spec.expected_top_k.map((row) => row[0].label);
-  // Steady-state latency of one image (preprocessed pixels -> image tower -> scores), after a warm-up.
-  const pixels = await bundle.preprocess(await bundle.env.readFile(`${folder}/${spec.images[0]}`));
-  await classifyPixels(pixels, names);
+  await classify(first);
   const runs = 10, start = performance.now();
-  for (let i = 0; i < runs; i++) await classifyPixels(pixels, names);
-  state.imageMs = (performance.now() - start) / runs;
+  for (let i = 0; i < runs; i++) await classify(first);
+  Object.assign(state, { top1, expectedTop1: spec.expected_top_k.map((row) => row[0].label), imageMs: (performance.now() - start) / runs });
+  return top1;
+}
+
+/** Classify the bundle's golden images with its golden labels, then check every golden vector. */
+async function golden() {
+  const spec = await goldenSpec();
+  $("labels").value = spec.labels.join("\n");
+  const names = await ensurePrototypes({ templates: spec.templates, synonyms: spec.synonyms });
+  const top1 = await classifyGoldenImages(spec, async (pixels) => (await classifyPixels(pixels, names)).predictions);
   status("Verifying the golden vectors...");
   state.report = await verifyGolden(bundle);
   const r = state.report;
@@ -138,24 +145,8 @@ async function golden() {
 
 /** The app-ready classifier (`export --labels`) on the golden images: only its one file is loaded. */
 async function classifierOnGolden() {
-  const m = bundle.manifest;
-  const folder = m.golden.split("/").slice(0, -1).join("/");
-  const spec = JSON.parse(new TextDecoder().decode(await bundle.env.readFile(m.golden)));
-  const top1 = [];
-  let pixels;
-  for (const name of spec.images) {
-    const bytes = await bundle.env.readFile(`${folder}/${name}`);
-    const start = performance.now();
-    pixels = await bundle.preprocess(bytes, name);
-    const predictions = await bundle.classifyWithClassifier(pixels, 5);
-    show(Object.assign(document.createElement("img"), { src: URL.createObjectURL(new Blob([bytes])) }), predictions, performance.now() - start);
-    state.firstResultMs ??= performance.now();
-    top1.push(predictions[0].label);
-  }
-  const runs = 10, start = performance.now();
-  for (let i = 0; i < runs; i++) await bundle.classifyWithClassifier(pixels, 5);
-  Object.assign(state, { top1, expectedTop1: spec.expected_top_k.map((row) => row[0].label), imageMs: (performance.now() - start) / runs,
-    report: { classifier: m.classifier.file, labels: bundle.classifierLabels.length } });
+  const top1 = await classifyGoldenImages(await goldenSpec(), (pixels) => bundle.classifyWithClassifier(pixels, 5));
+  state.report = { classifier: bundle.manifest.classifier.file, labels: bundle.classifierLabels.length };
   status(`App-ready classifier (${bundle.classifierLabels.length} labels): top-1 ${top1.join(" / ")}; ` +
     `first result ${state.firstResultMs.toFixed(0)} ms after page load, ${state.imageMs.toFixed(1)} ms per image (WASM)`, "done");
 }
