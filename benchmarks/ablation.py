@@ -73,7 +73,9 @@ SUITES = {
         {"teacher_image_size": None, "lr": 5e-4, "warmup_steps": 50},
         {"pretrained": {"lock_image": True, "lock_text": True, "unlocked_text_blocks": 2},
          # Both towers locked whole: only the projections train, on cached features (seconds an epoch).
-         "locked": {"lock_image": True, "lock_text": True, "lr": 1e-3},
+         # Cheap enough to score the val splits every epoch: the validation curve.
+         "locked": {"lock_image": True, "lock_text": True, "lr": 1e-3, "eval_every": 1, "eval_limit": 2000,
+                    "eval_data": "runs/data/fashion-mnist,runs/data/emoji-all,runs/data/openclipart"},
          "scratch": {"student": "effnet-minilm-scratch", "lr": 1e-3}}),
 }
 # The investigation: clip-ping basic with one setting changed from the defaults at a time.
@@ -124,12 +126,14 @@ def train_and_evaluate(run: Run, args: argparse.Namespace) -> dict:
     from training.checkpoint import load_student
     from training.data.pairs import read_pairs, resolve_split
     from training.evaluate import evaluate
+    from training.locking import fully_locked
     from training.trainer import train
 
     out = Path(args.out) / run.name
     train(run.config(args, out))
-    model, tokenizer, _ = load_student(out / "checkpoint")
-    metrics = {name: evaluate(model, tokenizer, read_pairs(resolve_split(data, "test"), limit=limit))
+    model, tokenizer, meta = load_student(out / "checkpoint")
+    locked = fully_locked(meta["train"])  # locked towers are evaluated from their feature cache
+    metrics = {name: evaluate(model, tokenizer, read_pairs(resolve_split(data, "test"), limit=limit), locked=locked)
                for name, (data, limit) in SUITES[args.suite].evals.items()}
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     result = {"method": run.method, "recipe": run.recipe, "variant": run.variant, "init": run.init, "seed": run.seed,

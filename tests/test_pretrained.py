@@ -3,6 +3,7 @@ locking (LiT) with its feature cache, and a pretrained-init student through ever
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -77,12 +78,27 @@ def tiny_locked_run(small_data: Path, out: Path, **overrides) -> TrainConfig:
 def test_locked_tower_stays_unchanged_and_cache_gives_the_live_loss(small_data: Path, tmp_path: Path):
     from training.trainer import Trainer
 
-    trainer = Trainer(tiny_locked_run(small_data, tmp_path / "run"))
+    # The validation curve: every epoch, both sets, on their val split (test stands in: this set has none).
+    run = tiny_locked_run(small_data, tmp_path / "run", epochs=2, eval_every=1, eval_data=f"{small_data},{small_data}+{small_data}")
+    trainer = Trainer(run)
     assert trainer.locked_cache is not None and trainer.locked_cache[0] is not None
     before = {k: v.clone() for k, v in trainer.model.student.visual.state_dict().items() if not k.startswith("proj")}
     trainer.fit()
     after = trainer.model.student.visual.state_dict()
     assert all(torch.equal(v, after[k]) for k, v in before.items()), "a locked weight or BN statistic moved"
+    curve = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in curve] == [1, 2]
+    assert all(0 <= r[f"{small_data.name}/zero_shot_top1"] <= 1 and f"{small_data.name}/image_to_text_R@1" in r for r in curve)
+
+    # Evaluating the locked tower from its cache scores as the live tower does.
+    from training.data.pairs import read_pairs, resolve_split
+    from training.evaluate import evaluate
+
+    test_pairs = read_pairs(resolve_split(small_data, "test"), limit=200)
+    live = evaluate(trainer.model.student, trainer.tokenizer, test_pairs)
+    from_cache = evaluate(trainer.model.student, trainer.tokenizer, test_pairs, locked=(True, False))
+    assert abs(from_cache["zero_shot_top1"] - live["zero_shot_top1"]) <= 0.01
+    assert abs(from_cache["image_to_text_R@1"] - live["image_to_text_R@1"]) <= 0.01
 
     # The cached features of the plain (evaluation) view give the live forward's embeddings and loss.
     from clipping_edge.preprocess import preprocess_batch

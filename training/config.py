@@ -116,7 +116,7 @@ MINIMUMS: dict[str, tuple[float, bool]] = {
     "weight_decay": (0, False), "warmup_steps": (0, False), "grad_clip": (0, True), "lambda_nn": (0, False),
     "lambda_xnn": (0, False), "nce_temperature": (0, True), "support_size": (1, False), "support_refresh": (0, False),
     "neighbours": (1, False), "teacher_image_size": (16, False), "workers": (0, False), "limit": (1, False),
-    "eval_every": (0, False), "unlocked_image_blocks": (0, False), "unlocked_text_blocks": (0, False),
+    "eval_every": (0, False), "eval_limit": (1, False), "unlocked_image_blocks": (0, False), "unlocked_text_blocks": (0, False),
 }
 
 
@@ -182,5 +182,9 @@ class TrainConfig:
     local_loss: bool = False  # distributed: contrast within each process's batch instead of the global one
     workers: int = 1  # DataLoader processes decoding images (0: in the training process)
     limit: int | None = None  # use only the first N training pairs (quick runs, tests)
-    eval_every: int = 0  # evaluate on the test split every N epochs (0: only at the end)
+    eval_every: int = 0  # evaluate every N epochs on the --eval-data val splits (0: only at the end, on test)
+    # Per-epoch evaluation sets, comma-separated dataset roots, each scored on its val split (test where it has
+    # none): the validation curve. Default: the training data (a mixture's first dataset).
+    eval_data: str = ""
+    eval_limit: int | None = None  # per-epoch evaluation: at most the first N pairs of each set
     resume: bool = False  # continue OUT from its last checkpoint (same settings)

@@ -21,9 +21,11 @@ from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.prompts import template_set
 from clipping_edge.tokenizer import TextTokenizer
 
+from .banks import build_banks
 from .data.pairs import Mixture, PairSet, SplitSource, ZeroShotTask, read_pairs, resolve_split
 from .data.synthetic import COLOURS, SHAPES
 from .data.transforms import ImageCaptionDataset, eval_transform
+from .locking import cached_text_features, image_tower_as_teacher, no_text_teacher, project_cached, text_tower_as_teacher
 from .metrics import retrieval_metrics, zero_shot_metrics
 from .models import Student
 
@@ -61,9 +63,38 @@ class TorchEncoder:
         return torch.cat([self.image(px.to(self.device)).float().cpu() for px in loader]).numpy()
 
 
-def evaluate(model: Student, tokenizer: TextTokenizer, pairs: PairSet, device: torch.device | str = "cpu") -> dict[str, float]:
+@dataclass
+class LockedCacheEncoder(TorchEncoder):
+    """A TorchEncoder whose fully locked towers read their features from the cache the trainer keeps for
+    them (the fp16 features training projects, keyed by the tower's weights), so a locked run's test
+    split costs one 224-px pass ever instead of one per evaluation: per-epoch curves become cheap."""
+
+    image_locked: bool = False
+    text_locked: bool = False
+
+    @torch.no_grad()
+    def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        if not self.text_locked:
+            return super().encode_text(texts, batch_size)
+        features = cached_text_features(text_tower_as_teacher(self.text, self.tokenizer), list(texts))
+        return project_cached(self.text, features.to(self.device)).float().cpu().numpy()
+
+    @torch.no_grad()
+    def encode_pairs(self, pairs: PairSet, batch_size: int = 128) -> np.ndarray:
+        if not self.image_locked:
+            return super().encode_pairs(pairs, batch_size)
+        banks = build_banks(pairs, image_tower_as_teacher(self.image, self.image_size), no_text_teacher(),
+                            batch_size=batch_size, workers=0, device=self.device)
+        features = torch.from_numpy(np.asarray(banks.image, dtype=np.float32)).to(self.device)
+        return project_cached(self.image, features).float().cpu().numpy()
+
+
+def evaluate(model: Student, tokenizer: TextTokenizer, pairs: PairSet, device: torch.device | str = "cpu",
+             locked: tuple[bool, bool] = (False, False)) -> dict[str, float]:
+    """Zero-shot and retrieval on `pairs`. locked: (image, text) towers locked whole, read from their cache."""
     model.eval()
-    encoder = TorchEncoder.from_student(model, tokenizer, device)
+    encoder = LockedCacheEncoder(model.visual, model.text, tokenizer, model.config.vision.image_size,
+                                 torch.device(device), *locked)
     image_emb = encoder.encode_pairs(pairs)
     metrics = retrieval_metrics(image_emb, encoder.encode_text(pairs.captions), pairs.captions)
     task = pairs.zero_shot

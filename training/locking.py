@@ -11,7 +11,7 @@ The cached features are those of the evaluation view (resize + centre crop; the 
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +31,13 @@ def unlockable_blocks(tower: nn.Module) -> list[nn.Module]:
     if hasattr(tower, "blocks"):  # our ViT and causal text transformer
         return [*tower.blocks, tower.norm]
     raise ClippingEdgeError(f"{type(tower).__name__} has no blocks to unlock: lock it whole (unlocked blocks 0)")
+
+
+def fully_locked(train: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(image, text): which towers a run's settings (a TrainConfig's fields) lock whole and cache."""
+    cached = train.get("cache_locked", True)
+    return (bool(cached and train.get("lock_image") and not train.get("unlocked_image_blocks")),
+            bool(cached and train.get("lock_text") and not train.get("unlocked_text_blocks")))
 
 
 def lock_tower(tower: nn.Module, unlocked: int) -> list[nn.Module]:

@@ -34,11 +34,11 @@ from .banks import FeatureBanks, build_banks
 from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, check_finite, load_trainer_state, save_checkpoint
 from .config import METHODS, MINIMUMS, TrainConfig, student_config
 from .data.augment import RECIPES, MultiViewDataset, collate_views, make_recipe
-from .data.pairs import read_pairs, resolve_split
+from .data.pairs import PairSet, read_pairs, resolve_split
 from .data.transforms import worker_context
 from .distributed import Distributed, GlobalBatchSampler
 from .evaluate import evaluate, format_metrics
-from .locking import (cached_text_features, image_tower_as_teacher, lock_tower, no_image_teacher, no_text_teacher,
+from .locking import (cached_text_features, fully_locked, image_tower_as_teacher, lock_tower, no_image_teacher, no_text_teacher,
                       project_cached, text_tower_as_teacher)
 from .losses import MAX_LOGIT_SCALE, ClipObjective, ClipPingObjective, Embeddings, NeighbourHeads, NeighbourTargets
 from .models import Student
@@ -421,9 +421,8 @@ class Trainer:
         """Features of the fully locked towers for every training pair, from the disk cache (built once).
         Only where a step would compute exactly them: one plain view, no online teachers."""
         cfg = self.cfg
-        image = cfg.lock_image and cfg.unlocked_image_blocks == 0
-        text = cfg.lock_text and cfg.unlocked_text_blocks == 0
-        if not cfg.cache_locked or not (image or text) or cfg.method == "a-clip-ping" or cfg.recipe != "basic":
+        image, text = fully_locked(asdict(cfg))
+        if not (image or text) or cfg.method == "a-clip-ping" or cfg.recipe != "basic":
             return None
         size = self.scfg.vision.image_size
         # One cache per tower, so a tower's features are shared by every run that locks it the same way
@@ -588,7 +587,19 @@ class Trainer:
 
     def evaluate(self, split_pairs=None) -> dict[str, float]:
         pairs = split_pairs or read_pairs(resolve_split(self.cfg.data, "test"))
-        return evaluate(self.model.student, self.tokenizer, pairs, self.device)
+        return evaluate(self.model.student, self.tokenizer, pairs, self.device, fully_locked(asdict(self.cfg)))
+
+    def _curve_sets(self) -> dict[str, PairSet]:
+        """The validation curve's sets: key prefix -> val pairs ("" for a lone set, as before)."""
+        roots = [d.strip() for d in (self.cfg.eval_data or self.cfg.data).split(",") if d.strip()]
+        sets = {}
+        for root in roots:
+            try:
+                source = resolve_split(root, "val")
+            except ClippingEdgeError:  # no val split: the test split stands in
+                source = resolve_split(root, "test")
+            sets["" if len(roots) == 1 else f"{Path(root.split('+')[0]).name}/"] = read_pairs(source, limit=self.cfg.eval_limit)
+        return sets
 
     def fit(self) -> Path:
         cfg = self.cfg
@@ -596,20 +607,21 @@ class Trainer:
         self._log(f"training {self.scfg.name} with {cfg.method} ({cfg.recipe} recipe) on {len(self.pairs)} pairs, "
                   f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, batch {cfg.batch_size} x {self.dist.world} "
                   f"process(es), device {self.device}{amp}")
-        test_pairs = None
+        curve_sets = None
         while self.state.epoch < cfg.epochs:
             record = self.epoch()
             self.state.epoch += 1
-            if self.dist.is_main and cfg.eval_every and self.state.epoch % cfg.eval_every == 0 and self.state.epoch < cfg.epochs:
-                test_pairs = test_pairs or read_pairs(resolve_split(cfg.data, "test"))
-                record.update({k: round(v, 4) for k, v in self.evaluate(test_pairs).items()})
+            if self.dist.is_main and cfg.eval_every and self.state.epoch % cfg.eval_every == 0:
+                curve_sets = curve_sets or self._curve_sets()
+                for prefix, pairs in curve_sets.items():
+                    record.update({f"{prefix}{k}": round(v, 4) for k, v in self.evaluate(pairs).items()})
             self._log(" ".join(f"{k}={v}" for k, v in record.items()))
             if self.dist.is_main:
                 with open(self.out / "log.jsonl", "a") as f:
                     f.write(json.dumps(record) + "\n")
             self.save()
         if self.dist.is_main:
-            metrics = self.evaluate(test_pairs)
+            metrics = self.evaluate()
             print(f"held-out: {format_metrics(metrics)}")
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         self.dist.barrier()
