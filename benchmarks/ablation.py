@@ -16,6 +16,10 @@ only (emoji with skin tones + Open Clip Art), scored on their real test splits a
     clipping-edge data prepare emoji --skin-tones --out runs/data/emoji-all
     python -m benchmarks.ablation --suite real --methods clip clip-ping --seeds 0 1 2 --out runs/ablation-real
 
+Its `locked` init (both towers locked whole: only the projections train, on cached features) scores the
+three val splits after every epoch, from the cache too: the validation curve, in each run's log.jsonl and
+result. README's table: `--inits locked --recipes basic --epochs 4` (the epochs its curve chose).
+
 Evaluated on the held-out synthetic split (with its never-seen colour-shape compositions), zero-shot
 Fashion-MNIST and emoji subgroups, and image<->text retrieval on the synthetic split. Each run is kept
 under OUT/<method>-<recipe>[-<variant>]-s<seed>; a finished run is not trained again, so the script

@@ -244,6 +244,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
         parity.update(validated_on=str(run.test_pairs.root), export_seconds=round(time.perf_counter() - start, 2))
         quantization = {kind: {"precision": p, "recipe": tgt.precisions[p].recipe, "convert_seconds": run.convert_seconds[kind],
                                "rows_alone": tgt.precisions[p].rows_alone} for kind, p in precisions.items()}
+        if tgt.int8_weight_share is not None:
+            for kind in towers:
+                quantization[kind]["int8_weight_share"] = round(tgt.int8_weight_share(tmp / files[kind]), 4)
         quantization["calibration"] = run.calibration_source
         if tries is not None:
             quantization["auto"] = {"max_top1_drop": max_top1_drop, "order": list(tgt.auto_order), "tries": tries}
@@ -276,7 +279,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
     status = "valid" if parity["passed"] else "DEGRADED (kept by --allow-degraded)"
     print(f"exported {tgt.name} {precision} bundle -> {out} [{status}] in {parity['export_seconds']:.1f}s")
     for kind, name in files.items():
-        print(f"  {name:<16} {sizes[name]:8.2f} MB  {precisions[kind]}: {tgt.precisions[precisions[kind]].recipe}")
+        share = quantization[kind].get("int8_weight_share")
+        stored = f" ({100 * share:.0f} % of the weights in int8)" if share is not None and "int8" in precisions[kind] else ""
+        print(f"  {name:<16} {sizes[name]:8.2f} MB  {precisions[kind]}: {tgt.precisions[precisions[kind]].recipe}{stored}")
     print(f"  parity vs PyTorch: {describe(parity)}")
     if manifest.classifier:
         print(describe_classifier(manifest.classifier, sizes[manifest.classifier["file"]]))

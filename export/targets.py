@@ -64,6 +64,8 @@ class Target:
     # Whether the runtime runs on this OS; if not, how a written tower is checked instead.
     runs_here: Callable[[], bool] = lambda: True  # noqa: E731
     check_offline: Callable[[TowerJob], OfflineCheck] | None = None
+    # The fraction of a written tower's weights stored in 8 bits, where the format lets us count it.
+    int8_weight_share: Callable[[Path], float] | None = None
 
     def tower_precision(self, kind: str, precision: str) -> str:
         return self.text_override.get(precision, precision) if kind == "text" else precision
@@ -79,6 +81,18 @@ def _onnx_metadata(path: Path, manifest: dict) -> None:
     from .to_onnx import write_onnx_metadata
 
     write_onnx_metadata(path, manifest)
+
+
+def _onnx_int8_weight_share(path: Path) -> float:
+    from .to_onnx import int8_weight_share
+
+    return int8_weight_share(path)
+
+
+def _openvino_int8_weight_share(path: Path) -> float:
+    from .to_openvino import int8_weight_share
+
+    return int8_weight_share(path)
 
 
 def _openvino(job: TowerJob) -> None:
@@ -138,9 +152,12 @@ TARGETS: dict[str, Target] = {
                               "computed in fp16 by GPU providers, in float32 by the CPU provider (half the size, not faster)"),
         "int8": PrecisionSpec("dynamic int8: per-channel int8 weights, activations quantized at run time (ORT quantize_dynamic); "
                               "run one row at a time", compute="int8", rows_alone=True),
-        "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm (conv stem kept float), per-channel weights, min-max calibration",
-                                     calibrated=True, compute="int8"),
-    }, _onnx, _onnx_metadata, "onnx", auto_order=("int8-static", "int8", "fp16", "fp32")),
+        # Convolutions stay float: a ViT's patch stem only, but a CNN tower's every layer (int8_weight_share
+        # in the manifest says how much is int8; static int8 convolutions failed the gate on EfficientNet-Lite).
+        "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm, convolutions kept float, per-channel weights, "
+                                     "min-max calibration", calibrated=True, compute="int8"),
+    }, _onnx, _onnx_metadata, "onnx", auto_order=("int8-static", "int8", "fp16", "fp32"),
+        int8_weight_share=_onnx_int8_weight_share),
     "openvino": Target("openvino", ("ov", "ir", "openvino-ir"), ".xml", {
         "fp32": PrecisionSpec("float32 IR"),
         "fp16": PrecisionSpec("float16-compressed weights, float32 inference"),
@@ -149,7 +166,8 @@ TARGETS: dict[str, Target] = {
         # The CPU plugin quantizes the activations of weight-compressed layers dynamically: int8 arithmetic.
         "int8-weights": PrecisionSpec("NNCF int8 weight compression (asymmetric, per-channel), float activations",
                                       compute="int8"),
-    }, _openvino, _openvino_metadata, "openvino", auto_order=("int8", "int8-weights", "fp16", "fp32")),
+    }, _openvino, _openvino_metadata, "openvino", auto_order=("int8", "int8-weights", "fp16", "fp32"),
+        int8_weight_share=_openvino_int8_weight_share),
     "tflite": Target("tflite", ("litert", "tf-lite"), ".tflite", {
         "fp32": PrecisionSpec("float32; signatures for batch 1 and 8 sharing weights"),
         "int8": PrecisionSpec("ai-edge-quantizer dynamic_wi8_afp32: int8 weights, dynamic int8 activations", compute="int8"),

@@ -54,3 +54,17 @@ def write_openvino_metadata(path: Path, manifest: dict, extra: dict[str, str] | 
     ov.save_model(model, str(tmp), compress_to_fp16=False)
     tmp.replace(path)
     tmp.with_suffix(".bin").replace(path.with_suffix(".bin"))
+
+
+def int8_weight_share(path: Path) -> float:
+    """The fraction of the IR's weight elements (constants of rank ≥ 2) stored in 8 bits or fewer; see
+    to_onnx.int8_weight_share."""
+    import numpy as np
+    import openvino as ov
+
+    narrow = {ov.Type.i8, ov.Type.u8, ov.Type.i4, ov.Type.u4}
+    sizes = {True: 0, False: 0}
+    for op in ov.Core().read_model(str(path)).get_ops():
+        if op.get_type_name() == "Constant" and len(op.get_output_partial_shape(0)) >= 2:
+            sizes[op.get_output_element_type(0) in narrow] += int(np.prod(op.get_output_shape(0)))
+    return sizes[True] / max(1, sizes[True] + sizes[False])

@@ -41,6 +41,11 @@ def test_export_is_validated_and_gated(target: str, precision: str, tiny_checkpo
     if tgt.precisions[precision].calibrated:
         assert manifest["quantization"]["calibration"]["samples"] > 0
     assert size_mb(bundle / manifest["image_tower"]) > 0.05
+    if tgt.int8_weight_share is not None:
+        # An int8 precision stores most of this ViT's weights in 8 bits (its conv patch stem may stay float);
+        # a float one none: counted in the written files, so a recipe that silently skips layers shows.
+        share = manifest["quantization"]["image"]["int8_weight_share"]
+        assert share > 0.5 if "int8" in precision else share == 0, (precision, share)
     if (target, precision) in MUST_BE_REFUSED:
         assert not parity["passed"] and any("image cosine" in f for f in parity["failures"])
         with pytest.raises(clipping_edge.ClippingEdgeError, match="failed validation"):
