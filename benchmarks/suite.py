@@ -92,6 +92,9 @@ def bundle_rows(checkpoint: str | None, bundle_dir: Path, bundles: Sequence[str]
         status = "❎" if not manifest.parity.get("passed") else "✅" if runs_here else "⏭"
         precision = manifest.quantization.get("image", {}).get("precision", manifest.precision)
         compute = TARGETS[manifest.target].precisions[precision].compute
+        share = manifest.quantization.get("image", {}).get("int8_weight_share")
+        if compute == "int8" and share is not None and share < 0.5:
+            compute = "fp32"  # an int8 recipe that left most of this tower float (e.g. ONNX static int8 on a CNN)
         rows.append(Row(name, "bundle", status, model if runs_here else None, manifest.logit_scale, compute,
                         {"bundle": str(path), **sizes, "parity_top1_drop": manifest.parity.get("top1_drop_points")}))
     return rows
