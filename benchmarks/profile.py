@@ -5,9 +5,10 @@
 ONNX Runtime: its session profiler (time per node, summed by operator type). OpenVINO: the CPU plugin's
 performance counters, by layer type and the kernel it chose (e.g. `jit_avx2_I8` shows int8 really
 runs; `ref_any` marks a slow reference kernel). LiteRT: its Python interpreter exposes neither a per-op
-profiler nor which operators XNNPACK took, so the table lists the model's operators beside the whole call's
-time (LiteRT's `benchmark_model` tool gives the per-op times on a device). Core ML needs macOS. Each call is one image at batch 1 (the app case),
-after warm-up; a Markdown table per bundle goes to stdout, and --out keeps them as JSON.
+profiler nor which operators XNNPACK took, so the table lists the model's operators beside the whole
+call's time (LiteRT's `benchmark_model` tool gives the per-op times on a device). Core ML needs macOS.
+Each call is one image at batch 1 (the app case), after warm-up; a Markdown table per bundle goes to
+stdout, and --out keeps them as JSON.
 """
 
 from __future__ import annotations
@@ -105,10 +106,10 @@ def profile_openvino(path: Path, pixels: np.ndarray, threads: int, calls: int) -
     return _rows(times, nodes, calls, total_ms)
 
 
-def profile_litert(path: Path, bundle: Path, threads: int, calls: int, pixels: np.ndarray) -> list[dict]:
+def profile_litert(path: Path, tower, threads: int, calls: int, pixels: np.ndarray) -> list[dict]:
+    """tower: the bundle's own image tower (it feeds LiteRT's NHWC, possibly quantized input)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    tower = clipping_edge.load(bundle, threads=threads).image_tower
     total_ms = _time_calls(lambda: tower(pixels), calls)
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
@@ -129,7 +130,7 @@ def profile_bundle(bundle: Path, threads: int, calls: int) -> dict:
     elif manifest.target == "openvino":
         rows = profile_openvino(path, pixels, threads, calls)
     elif manifest.target == "tflite":
-        rows = profile_litert(path, bundle, threads, calls, pixels)
+        rows = profile_litert(path, model.image_tower, threads, calls, pixels)
     else:
         rows = []  # Core ML's profiler (Xcode's performance report) needs macOS
     precision = manifest.quantization.get("image", {}).get("precision", manifest.precision)
