@@ -607,12 +607,12 @@ class Trainer:
         self._log(f"training {self.scfg.name} with {cfg.method} ({cfg.recipe} recipe) on {len(self.pairs)} pairs, "
                   f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, batch {cfg.batch_size} x {self.dist.world} "
                   f"process(es), device {self.device}{amp}")
-        curve_sets = None
+        # Read before the first epoch, so a wrong --eval-data is one error line now, not after an epoch's work.
+        curve_sets = self._curve_sets() if self.dist.is_main and cfg.eval_every else {}
         while self.state.epoch < cfg.epochs:
             record = self.epoch()
             self.state.epoch += 1
-            if self.dist.is_main and cfg.eval_every and self.state.epoch % cfg.eval_every == 0:
-                curve_sets = curve_sets or self._curve_sets()
+            if curve_sets and self.state.epoch % cfg.eval_every == 0:
                 for prefix, pairs in curve_sets.items():
                     record.update({f"{prefix}{k}": round(v, 4) for k, v in self.evaluate(pairs).items()})
             self._log(" ".join(f"{k}={v}" for k, v in record.items()))
