@@ -62,6 +62,8 @@ def test_banks_are_real_teacher_features_cached_and_reused(small_data: Path, tea
     try:
         again = build_banks(pairs, image_teacher, text_teacher, root=tmp_path, batch_size=16, workers=0)
         assert calls == [] and again.path == banks.path and "reusing" in capsys.readouterr().out
+        build_banks(pairs, image_teacher, text_teacher, root=tmp_path, batch_size=16, workers=0)
+        assert "reusing" not in capsys.readouterr().out  # said once per cache, not once per epoch of a curve
         fewer = build_banks(read_pairs(small_data / "train", limit=20), image_teacher, text_teacher, root=tmp_path,
                             batch_size=16, workers=0)
         assert sum(calls) == 20 and fewer.path != banks.path  # another dataset -> another key

@@ -86,6 +86,9 @@ def _extract_shard(pairs: PairSet, rows: range, image_teacher: ImageTeacher, tex
     return np.concatenate(images).astype(np.float16), texts
 
 
+_ANNOUNCED: set[Path] = set()  # caches this process has already said it reuses
+
+
 def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextTeacher, root: Path | None = None,
                 batch_size: int = 64, workers: int = 1, dist: Distributed | None = None,
                 device: torch.device | str = "cpu", shard_rows: int = SHARD_ROWS) -> FeatureBanks:
@@ -97,8 +100,9 @@ def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextT
     dist = dist or Distributed()
     path = (root or cache_dir() / "banks") / bank_key(pairs, image_teacher, text_teacher)
     if (path / "meta.json").is_file():
-        if dist.is_main:
+        if dist.is_main and path not in _ANNOUNCED:  # a validation curve reopens its sets' caches every epoch
             print(f"feature banks: reusing {path}")
+            _ANNOUNCED.add(path)
         return open_banks(path)
     n = len(pairs)
     parts = path.with_name(path.name + ".partial")
