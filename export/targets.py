@@ -161,7 +161,8 @@ TARGETS: dict[str, Target] = {
     "openvino": Target("openvino", ("ov", "ir", "openvino-ir"), ".xml", {
         "fp32": PrecisionSpec("float32 IR"),
         "fp16": PrecisionSpec("float16-compressed weights, float32 inference"),
-        "int8": PrecisionSpec("NNCF post-training quantization, transformer model type (SmoothQuant), calibrated",
+        "int8": PrecisionSpec("NNCF post-training quantization, transformer model type (SmoothQuant), calibrated; "
+                              "7-bit weights in CNN towers (overflow fix for CPUs without VNNI)",
                               calibrated=True, compute="int8"),
         # The CPU plugin quantizes the activations of weight-compressed layers dynamically: int8 arithmetic.
         "int8-weights": PrecisionSpec("NNCF int8 weight compression (asymmetric, per-channel), float activations",
