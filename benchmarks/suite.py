@@ -264,6 +264,9 @@ def gemm_peaks(threads: int | None = None, n: int = 1024, repeats: int = 10) -> 
             "threads": threads or os.cpu_count() or 1}
 
 
+COLD_START_PHASES = ("import_s", "load_s", "index_s", "first_image_s")
+
+
 def cold_start_and_rss(row: Row, pairs, out: Path) -> None:
     """Import + load + prototype index in a fresh process, and its peak RSS (benchmarks.runtime)."""
     from benchmarks.runtime import cold_start
@@ -278,6 +281,8 @@ def cold_start_and_rss(row: Row, pairs, out: Path) -> None:
         image = out / "cold-start-image"
     figures = cold_start(Path(row.figures["bundle"]), index, image, row.encoder.options.threads)
     row.figures.update(cold_start_s=figures["cold_start_s"], peak_rss_mb=figures["peak_rss_mb"])
+    # Where the cold start goes, in the JSON: a runtime's import alone can decide a 0.5 s target.
+    row.figures.update({f"cold_{phase}": figures[phase] for phase in COLD_START_PHASES})
 
 
 # --- report -------------------------------------------------------------------------------------
