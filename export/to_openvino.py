@@ -43,12 +43,12 @@ def export_openvino(job: TowerJob, fixed_batch: int | None = None, output_name: 
     ov.save_model(model, str(job.path), compress_to_fp16=job.precision == "fp16")
 
 
-def overflow_fix(tower: torch.nn.Module):
-    """7-bit weights in every layer of a convolutional tower (no attention), in the first layer only otherwise. Without VNNI
-    the CPU sums u8*s8 pairs in saturating int16, and OpenVINO names MobileNet-like CNNs as the models this
-    hurts; a bundle may run on such a CPU. Measured on this AVX2 CPU: EfficientNet-Lite0 image cosine 0.68
-    -> 0.78 with 7-bit weights everywhere, while MiniLM's text tower fell 0.978 -> 0.965, so transformers keep
-    full 8-bit weights past their first layer."""
+def overflow_fix(tower: torch.nn.Module) -> "nncf.OverflowFix":  # noqa: F821 (nncf is imported lazily)
+    """7-bit weights in every layer of a convolutional tower (no attention), in the first layer only otherwise.
+    Without VNNI the CPU sums u8*s8 pairs in saturating int16, and OpenVINO names MobileNet-like CNNs as the
+    models this hurts; a bundle may run on such a CPU. Measured on this AVX2 CPU: EfficientNet-Lite0 image
+    cosine 0.68 -> 0.78 with 7-bit weights everywhere, while MiniLM's text tower fell 0.978 -> 0.965, so
+    transformers keep full 8-bit weights past their first layer."""
     import nncf
 
     modules = list(tower.modules())
