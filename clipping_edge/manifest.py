@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from importlib import metadata
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -209,6 +208,8 @@ RECORDED_PACKAGES = ("clipping-edge", "torch", "onnx", "onnxscript", "onnxruntim
 
 
 def package_versions(names: tuple[str, ...] = RECORDED_PACKAGES) -> dict[str, str]:
+    from importlib import metadata  # 40 ms to import: only exports need it, not an app's cold start
+
     out = {}
     for name in names:
         try:
