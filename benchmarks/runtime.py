@@ -41,6 +41,9 @@ print(json.dumps({{"import_s": t1 - t0, "load_s": t2 - t1, "index_s": t3 - t2, "
 """
 
 
+COLD_START_PHASES = ("import_s", "load_s", "index_s", "first_image_s")  # what _COLD_START times, in order
+
+
 def cold_start(bundle: Path, index: Path, image: Path, threads: int | None, repeats: int = 3) -> dict:
     """Median of `repeats` fresh processes. Cold start is the time to the first answer, as an app's user
     waits for it: import + open the bundle and load the image tower + load the index + classify the first
@@ -51,7 +54,7 @@ def cold_start(bundle: Path, index: Path, image: Path, threads: int | None, repe
                              check=True, capture_output=True, text=True).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
     median = {k: float(np.median([r[k] for r in runs])) for k in runs[0]}
-    median["cold_start_s"] = median["import_s"] + median["load_s"] + median["index_s"] + median["first_image_s"]
+    median["cold_start_s"] = sum(median[phase] for phase in COLD_START_PHASES)
     return median
 
 

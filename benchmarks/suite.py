@@ -264,12 +264,9 @@ def gemm_peaks(threads: int | None = None, n: int = 1024, repeats: int = 10) -> 
             "threads": threads or os.cpu_count() or 1}
 
 
-COLD_START_PHASES = ("import_s", "load_s", "index_s", "first_image_s")
-
-
 def cold_start_and_rss(row: Row, pairs, out: Path) -> None:
     """Import + load + prototype index in a fresh process, and its peak RSS (benchmarks.runtime)."""
-    from benchmarks.runtime import cold_start
+    from benchmarks.runtime import COLD_START_PHASES, cold_start
     from clipping_edge import ZeroShotClassifier
 
     task = pairs.zero_shot
