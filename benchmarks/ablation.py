@@ -57,6 +57,11 @@ class Suite:
     inits: dict[str, dict]  # name -> TrainConfig fields of that initialisation
 
 
+# Both towers locked whole: only the projections train, on cached features (seconds an epoch). Cheap
+# enough to score the val splits every epoch: the validation curve.
+LOCKED = {"lock_image": True, "lock_text": True, "lr": 1e-3, "eval_every": 1, "eval_limit": 2000,
+          "eval_data": "runs/data/fashion-mnist,runs/data/emoji-all,runs/data/openclipart"}
+
 SUITES = {
     "synthetic": Suite(
         "runs/data/synthetic-4k+runs/data/emoji+runs/data/openclipart", "vit-nano", 3,
@@ -76,10 +81,9 @@ SUITES = {
          ("emoji", "image_to_text_R@1", "emoji R@1 i→t")],
         {"teacher_image_size": None, "lr": 5e-4, "warmup_steps": 50},
         {"pretrained": {"lock_image": True, "lock_text": True, "unlocked_text_blocks": 2},
-         # Both towers locked whole: only the projections train, on cached features (seconds an epoch).
-         # Cheap enough to score the val splits every epoch: the validation curve.
-         "locked": {"lock_image": True, "lock_text": True, "lr": 1e-3, "eval_every": 1, "eval_limit": 2000,
-                    "eval_data": "runs/data/fashion-mnist,runs/data/emoji-all,runs/data/openclipart"},
+         "locked": LOCKED,
+         # The same, plus one pair per ImageNet class from the image teacher's head (training/anchors.py).
+         "locked-anchors": {**LOCKED, "anchors": "imagenet"},
          "scratch": {"student": "effnet-minilm-scratch", "lr": 1e-3}}),
 }
 # The investigation: clip-ping basic with one setting changed from the defaults at a time.

@@ -189,6 +189,34 @@ def test_head_tower_and_anchors_with_a_locked_text_tower(small_data: Path, tmp_p
     assert np.isfinite(json_lines(tmp_path / "run" / "log.jsonl")[-1]["loss"])
 
 
+def test_clip_ping_mines_anchors_from_their_own_bank_rows(small_data: Path, tmp_path: Path):
+    """With clip-ping each anchor gets feature-bank rows: the image teacher's normalised ImageNet head row of its
+    class and the text teacher's prompt ensemble of its fixed captions; mining and training then cover them."""
+    from clipping_edge.errors import ClippingEdgeError
+    from training.anchors import fashion_mnist_names, imagenet_classes
+    from training.teachers import efficientnet_lite_network, load_text_teacher
+    from training.trainer import Trainer
+
+    run = tiny_locked_run(small_data, tmp_path / "run", method="clip-ping", lock_text=True, anchors="imagenet",
+                          teacher_image_size=32, limit=128)
+    trainer = Trainer(run)
+    kept = [c for c, (names, _) in enumerate(imagenet_classes()) if not {n.lower() for n in names} & fashion_mnist_names()]
+    assert len(trainer.banks) == len(trainer.dataset) == 128 + len(kept)
+    head = efficientnet_lite_network("lite0")._fc.weight.detach()
+    torch.testing.assert_close(torch.from_numpy(trainer.banks.image[128:].astype(np.float32)),
+                               F.normalize(head[kept], dim=-1), atol=2e-3, rtol=0)  # fp16 bank
+    captions = trainer.dataset.captions[5]
+    teacher = F.normalize(load_text_teacher("minilm").encode(captions).mean(0), dim=-1)
+    torch.testing.assert_close(torch.from_numpy(trainer.banks.text[128 + 5].astype(np.float32)), teacher, atol=2e-3, rtol=0)
+    trainer.fit()
+    assert trainer.guide.mined.image_nn.shape[0] == len(trainer.dataset)
+    assert int(trainer.guide.mined.text_nn.max()) < len(trainer.dataset)
+    record = json_lines(tmp_path / "run" / "log.jsonl")[-1]
+    assert all(np.isfinite(record[k]) for k in ("loss", "nn", "xnn"))
+    with pytest.raises(ClippingEdgeError, match="pixels"):
+        Trainer(tiny_locked_run(small_data, tmp_path / "a", method="a-clip-ping", anchors="imagenet", lock_text=True))
+
+
 def json_lines(path: Path) -> list[dict]:
     import json
 

@@ -29,6 +29,8 @@ import torch
 
 from clipping_edge.errors import ClippingEdgeError
 
+from .teachers import TextTeacher
+
 # A locked text tower's captions per class, whose features are averaged into the class's prompt ensemble.
 ANCHOR_CAPTIONS_PER_CLASS = 8
 TEMPLATES = ("a photo of {a}.", "a picture of {a}.", "{n}.", "a close-up photo of {a}.", "a photo of {a}, {g}.",
@@ -91,6 +93,16 @@ def fixed_captions(captions: list[list[str]], per_class: int, seed: int) -> list
     """`per_class` captions of each class (all if it has fewer), chosen once: for a locked text tower."""
     rng = random.Random(f"anchors/{seed}")
     return [rng.sample(choices, min(per_class, len(choices))) for choices in captions]
+
+
+def prompt_ensembles(teacher: TextTeacher, captions: list[list[str]]) -> torch.Tensor:
+    """(A, D) per class the normalised mean of `teacher`'s features of its captions, as a label's prototype
+    is built at classification (features cached on disk under the teacher's identity)."""
+    from .locking import cached_text_features
+
+    flat = cached_text_features(teacher, [c for choices in captions for c in choices])
+    owner = torch.tensor([c for c, choices in enumerate(captions) for _ in choices])
+    return torch.nn.functional.normalize(torch.zeros(len(captions), flat.shape[1]).index_add_(0, owner, flat), dim=-1)
 
 
 def efficientnet_head_weight(variant: str) -> np.ndarray:

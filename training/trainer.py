@@ -29,7 +29,8 @@ from clipping_edge.atomic import recover, write_bytes_atomic
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.tokenizer import TextTokenizer
 
-from .anchors import ANCHOR_CAPTIONS_PER_CLASS, WithAnchors, efficientnet_head_weight, fixed_captions, imagenet_anchors
+from .anchors import (ANCHOR_CAPTIONS_PER_CLASS, WithAnchors, efficientnet_head_weight, fixed_captions, imagenet_anchors,
+                      prompt_ensembles)
 from .banks import FeatureBanks, build_banks
 from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, check_finite, load_trainer_state, save_checkpoint
 from .config import METHODS, MINIMUMS, TrainConfig, student_config
@@ -38,7 +39,7 @@ from .data.pairs import PairSet, read_pairs, resolve_split
 from .data.transforms import worker_context
 from .distributed import Distributed, GlobalBatchSampler
 from .evaluate import evaluate, format_metrics
-from .locking import (cached_text_features, fully_locked, image_tower_as_teacher, lock_tower, no_image_teacher, no_text_teacher,
+from .locking import (fully_locked, image_tower_as_teacher, lock_tower, no_image_teacher, no_text_teacher,
                       project_cached, text_tower_as_teacher)
 from .losses import MAX_LOGIT_SCALE, ClipObjective, ClipPingObjective, Embeddings, NeighbourHeads, NeighbourTargets
 from .models import Student
@@ -294,6 +295,8 @@ class Trainer:
         student = Student(self.scfg)
         frozen = self._lock(student)
         self.banks, teachers = self._banks()
+        if self.banks is not None and self.anchor_captions:
+            self.banks = self._banks_with_anchors(self.banks)
         heads = None
         if self.banks is not None:
             # Seeded on their own: building the banks (or finding them cached) must not change the init.
@@ -390,8 +393,24 @@ class Trainer:
         if not (cfg.lock_image and cfg.unlocked_image_blocks == 0 and cfg.cache_locked and cfg.recipe == "basic"):
             raise ClippingEdgeError("--anchors imagenet needs the image tower locked whole and cached: add --lock-image "
                                     "(no unlocked image blocks, basic recipe)")
-        if cfg.method != "clip":
-            raise ClippingEdgeError("--anchors imagenet works with --method clip only (anchors have no teacher features)")
+        if cfg.method == "a-clip-ping":
+            raise ClippingEdgeError("--anchors imagenet works with --method clip or clip-ping: a-clip-ping's teachers "
+                                    "look at each step's pixels, and anchors have none")
+        if cfg.method == "clip-ping" and cfg.image_teacher != f"efficientnet-{vision.variant}":
+            raise ClippingEdgeError(f"--anchors imagenet with clip-ping needs --image-teacher efficientnet-{vision.variant}: "
+                                    "an anchor's image-teacher feature is that network's ImageNet head row")
+
+    def _banks_with_anchors(self, banks: FeatureBanks) -> FeatureBanks:
+        """Anchors mine neighbours and are mined like any pair, so each gets feature-bank rows after the
+        pairs' (in memory; the banks on disk stay the pairs'): the image teacher, the tower's own
+        EfficientNet-Lite, scores class c by its head row, so the normalised row is where that teacher puts
+        c; the text teacher's row is the class's prompt ensemble over the same fixed captions as the cache."""
+        image, _ = imagenet_anchors(efficientnet_head_weight(self.scfg.vision.variant))
+        captions = fixed_captions(self.anchor_captions, ANCHOR_CAPTIONS_PER_CLASS, self.cfg.seed)
+        text = prompt_ensembles(load_text_teacher(self.cfg.text_teacher), captions)
+        return FeatureBanks(np.concatenate([banks.image, image.numpy().astype(np.float16)]),
+                            np.concatenate([banks.text, text.numpy().astype(np.float16)]),
+                            banks.path, {**banks.stats, "anchors": len(captions)}, banks.reused)
 
     def _add_anchors(self, student: Student) -> None:
         """One row per anchor class after the training pairs: its image side appended to the locked image
@@ -401,10 +420,7 @@ class Trainer:
         if text_cache is not None:
             captions = fixed_captions(captions, ANCHOR_CAPTIONS_PER_CLASS, self.cfg.seed)
             teacher = text_tower_as_teacher(student.text.eval(), self.tokenizer)
-            flat = cached_text_features(teacher, [c for choices in captions for c in choices])
-            owner = torch.tensor([c for c, choices in enumerate(captions) for _ in choices])
-            ensembles = torch.zeros(len(captions), flat.shape[1]).index_add_(0, owner, flat)
-            text_cache = torch.cat([text_cache, F.normalize(ensembles, dim=-1).to(self.device)])
+            text_cache = torch.cat([text_cache, prompt_ensembles(teacher, captions).to(self.device)])
         self.locked_cache = (torch.cat([image_cache, self.anchor_features.to(self.device)]), text_cache)
         self.dataset = WithAnchors(self.dataset, captions, len(self.recipe.image_views), len(self.recipe.text_views))
         self._log(f"ImageNet-head anchors: {len(captions)} classes as extra pairs")
