@@ -7,7 +7,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .backends import BackendOptions, Tower, load_tower
+from .backends import BackendOptions, Tower, cache_root, load_tower
 from .errors import ClippingEdgeError
 from .manifest import Manifest, read_manifest, resolve_inside, verified_file
 from .preprocess import ImageInput, as_image_list, preprocess_batch
@@ -94,8 +94,12 @@ class EdgeModel:
 
 
 def load(bundle: str | Path, backend: str | None = None, threads: int | None = None,
-         providers: Sequence[str] = (), device: str | None = None) -> EdgeModel:
+         providers: Sequence[str] = (), device: str | None = None, compile_cache: str | Path | bool = True) -> EdgeModel:
     """Open a bundle directory written by `clipping-edge export`; the backend comes from its manifest.
-    `device` says where its towers run, in the backend's terms (see BackendOptions; None: the CPU)."""
+    `device` says where its towers run, in the backend's terms (see BackendOptions; None: the CPU).
+    `compile_cache`: where backends that compile at load (OpenVINO) keep the result for the next process;
+    True: $CLIPPING_EDGE_CACHE/compiled (~/.cache/clipping-edge/compiled), False: compile at every load."""
     manifest, root = read_manifest(bundle)
-    return EdgeModel(manifest, root, BackendOptions(threads=threads, providers=list(providers), device=device), backend)
+    cache = cache_root() / "compiled" if compile_cache is True else Path(compile_cache) if compile_cache else None
+    options = BackendOptions(threads=threads, providers=list(providers), device=device, compile_cache=cache)
+    return EdgeModel(manifest, root, options, backend)

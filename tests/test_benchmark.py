@@ -45,6 +45,7 @@ def test_benchmark_measures_every_row_and_gates_on_the_floor(tiny_checkpoint: Pa
             assert row["peak_rss_mb"] > 10 and row["cold_start_s"] > 0
             phases = [row[f"cold_{p}"] for p in ("import_s", "load_s", "index_s", "first_image_s")]
             assert all(p > 0 for p in phases) and sum(phases) == pytest.approx(row["cold_start_s"])
+            assert row["first_launch_s"] > 0
     # fp32 exports agree with PyTorch; the reference row is its own baseline
     assert rows["onnx fp32"]["agreement"] >= 99.0 and rows["pytorch eager fp32"]["delta_top1"] == 0
     assert record["machine"]["fp32_gflops"] > 0 and record["machine"]["image_tower_flops"] > 0

@@ -30,7 +30,7 @@ GATE_DECIDES = {("coreml", "palette4"), ("onnx", "int8"), ("openvino", "int8")}
 
 @pytest.mark.parametrize("target,precision", CASES)
 def test_export_is_validated_and_gated(target: str, precision: str, tiny_checkpoint: Path, small_data: Path,
-                                       tmp_path: Path):
+                                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     tgt = TARGETS[target]
     bundle, parity = export_bundle(tiny_checkpoint, tmp_path / "bundle", target, precision, str(small_data),
                                    allow_degraded=True)
@@ -99,6 +99,21 @@ def test_export_is_validated_and_gated(target: str, precision: str, tiny_checkpo
         absent = {"onnx": "cuda", "openvino": "NPU9", "tflite": "delegate:/nonexistent/libdelegate.so"}[target]
         with pytest.raises(clipping_edge.ClippingEdgeError, match="device cpu|device CPU"):
             clipping_edge.load(bundle, device=absent).encode_text(texts)
+    if target == "openvino" and precision == "fp32":
+        # Compiled once into the cache, then loaded from it with the same embeddings; off, nothing is written.
+        cache = tmp_path / "compiled"
+        np.testing.assert_allclose(clipping_edge.load(bundle, compile_cache=cache).encode_text(texts), model.encode_text(texts),
+                                   atol=1e-6)
+        blobs = sorted(cache.iterdir())
+        assert blobs and all(b.stat().st_size > 1000 for b in blobs)
+        np.testing.assert_allclose(clipping_edge.load(bundle, compile_cache=cache).encode_text(texts), model.encode_text(texts),
+                                   atol=1e-6)
+        assert sorted(cache.iterdir()) == blobs
+        monkeypatch.setenv("CLIPPING_EDGE_CACHE", str(tmp_path / "default-cache"))
+        clipping_edge.load(bundle, compile_cache=False).encode_text(texts)
+        assert not (tmp_path / "default-cache").exists()
+        clipping_edge.load(bundle).encode_text(texts)
+        assert any((tmp_path / "default-cache" / "compiled").iterdir())
 
 
 def test_auto_keeps_the_first_precision_within_budget(tiny_checkpoint: Path, small_data: Path, tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
@@ -9,6 +10,11 @@ from typing import Callable, Protocol
 import numpy as np
 
 from ..errors import ClippingEdgeError
+
+
+def cache_root() -> Path:
+    """Where clipping-edge keeps what it can recompute (feature banks, compiled towers): $CLIPPING_EDGE_CACHE."""
+    return Path(os.environ.get("CLIPPING_EDGE_CACHE", Path.home() / ".cache" / "clipping-edge"))
 
 
 @dataclass
@@ -21,6 +27,10 @@ class BackendOptions:
     # openvino: an OpenVINO device (CPU, GPU, NPU, AUTO, ...). tflite: cpu, or delegate:PATH of a LiteRT
     # delegate library (e.g. the GPU delegate). coreml: Core ML compute units (all, cpu_only, cpu_and_gpu, cpu_and_ne).
     device: str | None = None
+    # OpenVINO: keep each tower compiled for this CPU here, so later processes load it instead of compiling
+    # it again (about 4x less load time at 224 px). The blob is keyed by the model and the settings: a
+    # re-exported bundle compiles anew. None: compile at every load.
+    compile_cache: Path | None = None
 
 
 class Tower(Protocol):

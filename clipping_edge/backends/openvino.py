@@ -16,6 +16,12 @@ class OpenVinoTower:
         config = {"INFERENCE_PRECISION_HINT": options.precision_hint or "f32"}
         if options.threads:
             config["INFERENCE_NUM_THREADS"] = str(options.threads)
+        if options.compile_cache is not None:
+            try:
+                options.compile_cache.mkdir(parents=True, exist_ok=True)
+                config["CACHE_DIR"] = str(options.compile_cache)
+            except OSError:  # a read-only home: compiling at every load is slower, not wrong
+                pass
         core = ov.Core()
         device = (options.device or "CPU").upper()
         # AUTO, HETERO:..., MULTI:... pick among the real devices themselves.

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("CLIPPING_EDGE_CACHE", Path.home() / ".cache" / "clipping-edge"))
+from clipping_edge.backends import cache_root as cache_dir
 
 
 def default_synthetic(n_train: int = 8000, n_test: int = 960, seed: int = 0, image_size: int = 64) -> Path:
