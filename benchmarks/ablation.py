@@ -18,7 +18,8 @@ only (emoji with skin tones + Open Clip Art), scored on their real test splits a
 
 Its `locked` init (both towers locked whole: only the projections train, on cached features) scores the
 three val splits after every epoch, from the cache too: the validation curve, in each run's log.jsonl and
-result. README's table: `--inits locked --recipes basic --epochs 4` (the epochs its curve chose).
+result. README's table: `--inits locked locked-anchors --recipes basic --epochs 4` (the epochs its curve
+chose; `locked-anchors` adds the ImageNet-head anchors, to CLIP-PING's feature banks too).
 
 Evaluated on the held-out synthetic split (with its never-seen colour-shape compositions), zero-shot
 Fashion-MNIST and emoji subgroups, and image<->text retrieval on the synthetic split. Each run is kept
