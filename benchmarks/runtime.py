@@ -51,11 +51,11 @@ def cold_start(bundle: Path, index: Path, image: Path, threads: int | None, repe
     image (each phase is reported too). The processes share an empty compile cache: the first one, as on
     an app's first launch, fills it (its cold start is `first_launch_s`); the median is of those after it."""
     runs = []
+    command = [sys.executable, "-c", _COLD_START.format(threads=threads), str(bundle), str(index), str(image)]
     with tempfile.TemporaryDirectory() as cache:
         env = {**os.environ, "CLIPPING_EDGE_CACHE": cache}
         for _ in range(repeats + 1):
-            out = subprocess.run([sys.executable, "-c", _COLD_START.format(threads=threads), str(bundle), str(index), str(image)],
-                                 check=True, capture_output=True, text=True, env=env).stdout
+            out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
     median = {k: float(np.median([r[k] for r in runs[1:]])) for k in runs[0]}
     median["cold_start_s"] = sum(median[phase] for phase in COLD_START_PHASES)

@@ -289,9 +289,9 @@ COLUMNS = [("status", "", "s"), ("image_mb", "img MB", ".2f"), ("text_mb", "txt 
            ("image_b1_ms", "img b1 ms", ".2f"), ("image_b1_p90_ms", "p90", ".2f"), ("image_b8_ms", "img b8 ms/img", ".2f"),
            ("images_per_s", "img/s", ".0f"), ("text_b1_ms", "txt ms/prompt", ".2f"), ("classify_b1_ms", "classify ms", ".2f"),
            ("cold_start_s", "cold s", ".2f"), ("first_launch_s", "1st launch s", ".2f"), ("peak_rss_mb", "RSS MB", ".0f"),
-           ("zero_shot_top1", "top-1 %", ".1f"), ("delta_top1", "Δ pt", "+.2f"), ("agreement", "agree %", ".1f"), ("R@1_i2t", "R@1 i→t", ".1f"),
-           ("R@1_t2i", "R@1 t→i", ".1f"), ("speedup_b1", "× torch b1", ".2f"), ("gemm_fraction", "% GEMM", ".0f"),
-           ("hardware_fraction", "% hw peak", ".0f")]
+           ("zero_shot_top1", "top-1 %", ".1f"), ("delta_top1", "Δ pt", "+.2f"), ("agreement", "agree %", ".1f"),
+           ("R@1_i2t", "R@1 i→t", ".1f"), ("R@1_t2i", "R@1 t→i", ".1f"), ("speedup_b1", "× torch b1", ".2f"),
+           ("gemm_fraction", "% GEMM", ".0f"), ("hardware_fraction", "% hw peak", ".0f")]
 
 
 def markdown(rows: list[Row]) -> str:

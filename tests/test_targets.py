@@ -101,13 +101,11 @@ def test_export_is_validated_and_gated(target: str, precision: str, tiny_checkpo
             clipping_edge.load(bundle, device=absent).encode_text(texts)
     if target == "openvino" and precision == "fp32":
         # Compiled once into the cache, then loaded from it with the same embeddings; off, nothing is written.
-        cache = tmp_path / "compiled"
-        np.testing.assert_allclose(clipping_edge.load(bundle, compile_cache=cache).encode_text(texts), model.encode_text(texts),
-                                   atol=1e-6)
+        cache, expected = tmp_path / "compiled", model.encode_text(texts)
+        np.testing.assert_allclose(clipping_edge.load(bundle, compile_cache=cache).encode_text(texts), expected, atol=1e-6)
         blobs = sorted(cache.iterdir())
         assert blobs and all(b.stat().st_size > 1000 for b in blobs)
-        np.testing.assert_allclose(clipping_edge.load(bundle, compile_cache=cache).encode_text(texts), model.encode_text(texts),
-                                   atol=1e-6)
+        np.testing.assert_allclose(clipping_edge.load(bundle, compile_cache=cache).encode_text(texts), expected, atol=1e-6)
         assert sorted(cache.iterdir()) == blobs
         monkeypatch.setenv("CLIPPING_EDGE_CACHE", str(tmp_path / "default-cache"))
         clipping_edge.load(bundle, compile_cache=False).encode_text(texts)

@@ -28,8 +28,8 @@ class BackendOptions:
     # delegate library (e.g. the GPU delegate). coreml: Core ML compute units (all, cpu_only, cpu_and_gpu, cpu_and_ne).
     device: str | None = None
     # OpenVINO: keep each tower compiled for this CPU here, so later processes load it instead of compiling
-    # it again (about 4x less load time at 224 px). The blob is keyed by the model and the settings: a
-    # re-exported bundle compiles anew. None: compile at every load.
+    # it again (the 224-px CNN's int8 load: 0.68 -> 0.37 s here). The blob is keyed by the model and the
+    # settings: a re-exported bundle compiles anew. None: compile at every load.
     compile_cache: Path | None = None
 
 
