@@ -279,7 +279,7 @@ def field_comments(cls: type) -> dict[str, str]:
         if stripped.startswith("#"):
             pending.append(stripped.lstrip("# "))
             continue
-        match = re.match(r"(\w+): [^=]+=.*?(?:#\s*(.*))?$", stripped)
+        match = re.match(r"(\w+): [^=#]+(?:=.*?)?(?:#\s*(.*))?$", stripped)
         if match:
             comments[match.group(1)] = " ".join(pending + ([match.group(2)] if match.group(2) else []))
         pending = []
@@ -298,7 +298,10 @@ def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, minimums: di
         else:
             kind = {"int": int, "float": float}.get(base)
             parse = _number(kind, *minimums.get(f.name, (-math.inf, False))) if kind else str
-            parser.add_argument(flag, type=parse, default=f.default, help=f"{about} (default: {f.default})".lstrip())
+            if f.default is dataclasses.MISSING:
+                parser.add_argument(flag, type=parse, required=True, help=about or None)
+            else:
+                parser.add_argument(flag, type=parse, default=f.default, help=f"{about} (default: {f.default})".lstrip())
 
 
 def cmd_train(args: argparse.Namespace) -> int | None:
@@ -313,6 +316,13 @@ def cmd_train(args: argparse.Namespace) -> int | None:
 
     train(cfg)
     return None
+
+
+def cmd_int8_finetune(args: argparse.Namespace) -> None:
+    from training.config import Int8FinetuneConfig
+    from training.int8_finetune import finetune_for_int8
+
+    finetune_for_int8(Int8FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Int8FinetuneConfig)}))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -444,12 +454,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default="synthetic", help="training data (default: the built-in synthetic set, no apt needed)")
     p.set_defaults(func=cmd_demo)
 
-    from training.config import MINIMUMS, TrainConfig  # torch-free: only dataclasses
+    from training.config import MINIMUMS, Int8FinetuneConfig, TrainConfig  # torch-free: only dataclasses
 
     p = sub.add_parser("train", help="train a student (CLIP or CLIP-PING); writes OUT/checkpoint")
     _add_dataclass_args(p, TrainConfig, MINIMUMS)
     p.add_argument("--nproc", type=POSITIVE, default=1, help="processes on this machine, launched with torchrun (DDP)")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("int8-finetune", help="quantization-aware fine-tuning of the image tower: a checkpoint whose "
+                                             "int8 exports keep the float model's answers")
+    _add_dataclass_args(p, Int8FinetuneConfig, {"images": (1, False), "epochs": (1, False), "lr": (0, True),
+                                                "batch_size": (1, False)})
+    p.set_defaults(func=cmd_int8_finetune)
 
     p = sub.add_parser("eval", help="zero-shot, retrieval, linear-probe and composition metrics of a checkpoint")
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by `clipping-edge train` (OUT/checkpoint)")

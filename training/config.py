@@ -189,3 +189,18 @@ class TrainConfig:
     eval_data: str = ""
     eval_limit: int | None = None  # per-epoch evaluation: at most the first N pairs of each set
     resume: bool = False  # continue OUT from its last checkpoint (same settings)
+
+
+@dataclass
+class Int8FinetuneConfig:
+    """`clipping-edge int8-finetune`: see training/int8_finetune.py."""
+
+    checkpoint: str  # the float student (a `clipping-edge train` checkpoint folder)
+    out: str  # where the fine-tuned checkpoint goes
+    data: str | None = None  # images to fine-tune on (default: the checkpoint's training data); captions unused
+    images: int = 2048  # a random subset of the training split, so an epoch costs minutes on a CPU
+    epochs: int = 2
+    lr: float = 2e-5  # small: the weights only move towards the grid, the float function must stay
+    batch_size: int = 32
+    weight_bits: int = 8  # 8 for TFLite / ONNX Runtime / VNNI CPUs; 7 matches OpenVINO's overflow fix
+    seed: int = 0
