@@ -174,7 +174,8 @@ TARGETS: dict[str, Target] = {
         "int8": PrecisionSpec("ai-edge-quantizer dynamic_wi8_afp32: int8 weights, dynamic int8 activations", compute="int8"),
         "int8-weights": PrecisionSpec("ai-edge-quantizer weight_only_wi8_afp32: int8 weights, float compute"),
         "int8-static": PrecisionSpec("ai-edge-quantizer static_wi8_ai8: int8 weights and activations, calibrated "
-                                     "(collapsed a ViT to cosine 0.6 here: the gate decides)", calibrated=True, compute="int8"),
+                                     "(EfficientNet-Lite passes after `clipping-edge int8-finetune`)",
+                                     calibrated=True, compute="int8"),
     }, _tflite, _tflite_metadata, "tflite",
         # The LiteRT interpreter aborts the process running a statically quantized text tower (its int32
         # embedding lookup), so that tower gets dynamic int8.
