@@ -15,7 +15,6 @@ each epoch and kept in its config say how far); export it with an int8 precision
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 import time
@@ -39,30 +38,27 @@ class FoldedWeightGrid(nn.Module):
     """Parametrization of a conv/linear weight: the weight the runtime will hold (batch norm folded in,
     when one follows) rounded per output channel to symmetric `bits`-bit levels, in unfolded units."""
 
-    def __init__(self, bn: nn.BatchNorm2d | None, bits: int):
+    def __init__(self, layer: nn.Module, bn: nn.BatchNorm2d | None, bits: int):
         super().__init__()
-        self.bn, self.levels = bn, 2 ** (bits - 1) - 1
-
-    def fold(self, weight: torch.Tensor) -> torch.Tensor:
-        if self.bn is None:
-            return torch.ones(weight.shape[0], device=weight.device)
-        return (self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)).detach()
+        self.levels = 2 ** (bits - 1) - 1
+        # The batch norm is frozen (eval mode, no gradients) throughout, so its fold is a constant.
+        fold = torch.ones(layer.weight.shape[0]) if bn is None else (bn.weight / torch.sqrt(bn.running_var + bn.eps))
+        self.register_buffer("fold", fold.detach().view(-1, *[1] * (layer.weight.dim() - 1)).clone())
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        scale_shape = (-1,) + (1,) * (weight.dim() - 1)
-        fold = self.fold(weight).view(scale_shape)
-        folded = weight * fold
+        folded = weight * self.fold
         scale = (folded.detach().abs().flatten(1).amax(1) / self.levels).clamp_min(1e-12)
         zero = torch.zeros_like(scale, dtype=torch.int32)
-        return torch.fake_quantize_per_channel_affine(folded, scale, zero, 0, -self.levels, self.levels) / fold
+        return torch.fake_quantize_per_channel_affine(folded, scale, zero, 0, -self.levels, self.levels) / self.fold
 
 
 class ActivationGrid:
     """Forward pre-hook: observe a layer input's range, then round it to 256 levels over that range (what a
     calibrated int8 runtime does per tensor)."""
 
-    def __init__(self) -> None:
+    def __init__(self, layer: nn.Module) -> None:
         self.low, self.high, self.rounding = 0.0, 0.0, False
+        self.handle = layer.register_forward_pre_hook(self)
 
     def __call__(self, module: nn.Module, args: tuple) -> tuple | None:
         x = args[0]
@@ -96,17 +92,22 @@ def simulate_int8(tower: nn.Module, bits: int, calibration: torch.Tensor) -> lis
     reads_pixels = getattr(tower.fused(), "reads_pixels", False)
     grids = []
     for i, (layer, bn) in enumerate(layers):
-        parametrize.register_parametrization(layer, "weight", FoldedWeightGrid(bn, bits))
-        if i == 0 and reads_pixels:
-            continue
-        grid = ActivationGrid()
-        layer.register_forward_pre_hook(grid)
-        grids.append(grid)
+        parametrize.register_parametrization(layer, "weight", FoldedWeightGrid(layer, bn, bits))
+        if not (i == 0 and reads_pixels):
+            grids.append(ActivationGrid(layer))
     with torch.no_grad():
         tower(calibration)
     for grid in grids:
         grid.rounding = True
     return grids
+
+
+def stop_simulating(tower: nn.Module, grids: list[ActivationGrid]) -> None:
+    """Undo `simulate_int8`, keeping the rounded weights as the tower's weights."""
+    for grid in grids:
+        grid.handle.remove()
+    for layer in [m for m in tower.modules() if parametrize.is_parametrized(m, "weight")]:
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
 
 
 def _embed(tower: nn.Module, images: np.ndarray, batch: int = 64) -> torch.Tensor:
@@ -145,10 +146,9 @@ def finetune_for_int8(cfg: Int8FinetuneConfig) -> Path:
         held_out = _images(data, "val", 256, size, cfg.seed)
     except ClippingEdgeError:  # a dataset without a validation split: judge on its test split
         held_out = _images(data, "test", 256, size, cfg.seed)
-    reference = copy.deepcopy(student.visual).eval().requires_grad_(False)
     tower = student.visual.eval()
-    with torch.no_grad():
-        targets, held_out_targets = _embed(reference, train), _embed(reference, held_out)
+    with torch.no_grad():  # the float tower's embeddings, before any rounding is attached
+        targets, held_out_targets = _embed(tower, train), _embed(tower, held_out)
     grids = simulate_int8(tower, cfg.weight_bits, torch.from_numpy(train[:128]).float() / 255)
 
     def measure() -> dict[str, float]:
@@ -182,10 +182,7 @@ def finetune_for_int8(cfg: Int8FinetuneConfig) -> Path:
             losses.append(loss.item())
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), "seconds": round(time.time() - start, 1), **measure()})
         print(_line(history[-1]))
-    for layer, _ in quantized_layers(tower):
-        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
-    for module in tower.modules():
-        module._forward_pre_hooks.clear()
+    stop_simulating(tower, grids)
     record = {**asdict(cfg), "data": data, "source": fingerprint(cfg.checkpoint), "history": history}
     meta = {k: v for k, v in meta.items() if k != "student"}
     out = save_checkpoint(Path(cfg.out), student, Path(cfg.checkpoint) / TOKENIZER, {**meta, "int8_finetune": record})
