@@ -588,14 +588,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data_synth)
     p = data.add_parser("prepare", help="write a real dataset that ships in Debian packages in the generic format",
                         description="fashion-mnist (dataset-fashion-mnist), emoji (unicode-data + fonts-noto-color-emoji) "
-                                    "or openclipart (openclipart-png + openclipart-svg), read from the packages' files "
+                                    "openclipart (openclipart-png + openclipart-svg) or tuxpaint (tuxpaint-stamps-default), "
+                                    "read from the packages' files "
                                     "or your own copy in the same upstream format (--source).")
-    p.add_argument("name", help="fashion-mnist, emoji or openclipart")
+    p.add_argument("name", help="fashion-mnist, emoji, openclipart or tuxpaint")
     p.add_argument("--out", required=True, help="dataset folder to write (train/, val/, test/, zeroshot.json)")
-    p.add_argument("--source", help="the upstream files: the IDX folder, emoji-test.txt, or the folder holding png/ and svg/")
+    p.add_argument("--source", help="the upstream files: the IDX folder, emoji-test.txt, the folder holding png/ and svg/, "
+                   "or the stamps folder")
     p.add_argument("--seed", type=int, default=0, help="fixes the split and the caption choices")
     p.add_argument("--limit-per-class", type=POSITIVE, help="keep at most N pairs per class (fashion-mnist: per upstream file)")
-    p.add_argument("--image-size", type=_number(int, 16), help="emoji (default 96) and openclipart (default 128): square side in px")
+    p.add_argument("--image-size", type=_number(int, 16), help="emoji (default 96), openclipart and tuxpaint (default 128): square side in px")
     p.add_argument("--skin-tones", action="store_true", default=None,
                    help="emoji: keep skin-tone variants (each in its base emoji's split) instead of the base only")
     p.add_argument("--label", choices=["subgroup", "group"], help="emoji: classes are CLDR subgroups (default) or groups")

@@ -20,7 +20,7 @@ from clipping_edge.cli import main
 from clipping_edge.preprocess import load_image
 from training.data.pairs import Mixture, read_pairs, resolve_split
 from training.data.prepare import (NOTO_EMOJI, SKIN_TONES, prepare, prepare_emoji, prepare_fashion_mnist,
-                                   prepare_openclipart, read_idx)
+                                   prepare_openclipart, prepare_tuxpaint, read_idx)
 from training.data.shards import ShardSplit, expand_braces, write_shards
 
 # -- fixtures ---------------------------------------------------------------------------------------
@@ -420,6 +420,54 @@ def test_prepare_openclipart_from_png_and_svg_metadata(tmp_path: Path):
     (root / "svg").rename(root / "svg_gone")
     with pytest.raises(ClippingEdgeError, match="openclipart-svg"):
         prepare_openclipart(tmp_path / "oc2", source=root, progress=False)
+
+
+def _stamp(root: Path, rel: str, description: str | None, size: tuple[int, int] = (30, 20), png: bool = True) -> None:
+    """One Tux Paint stamp: <rel>.png (transparent RGBA) and <rel>.txt, English first, translations after."""
+    base = root / rel
+    base.parent.mkdir(parents=True, exist_ok=True)
+    if png:
+        _noise(len(rel), size, "RGBA").save(base.with_suffix(".png"))
+    else:
+        base.with_suffix(".svg").write_text("<svg/>")
+    if description is not None:
+        base.with_suffix(".txt").write_text(f"{description}\nfr.utf8=traduction.\nde.utf8=Übersetzung.\n", encoding="utf-8")
+
+
+def test_prepare_tuxpaint_from_stamps(tmp_path: Path):
+    root = tmp_path / "stamps"
+    for animal in ("A frog.", "A blue gnu.", "A Tamworth pig.", "A cheetah."):
+        _stamp(root, f"animals/{animal.split()[-1].strip('.').lower()}", animal)
+    for i in range(3):  # one description in three styles: one group, one split
+        _stamp(root, f"symbols/alphabets/style{i}/P", "The letter P.")
+    for letter in "QRS":
+        _stamp(root, f"symbols/alphabets/style0/{letter}", f"The letter {letter}.")
+    _stamp(root, "clothes/glove", "A glove.  Warm   hands.")
+    _stamp(root, "clothes/jacket", "A jacket.")
+    _stamp(root, "clothes/scarf", "A very long scarf that goes on and on. " * 6)
+    _stamp(root, "clothes/bowtie", "A bow tie.", png=False)  # SVG only
+    _stamp(root, "clothes/nothing", "…")
+    _noise(1, (30, 20), "RGBA").save(root / "clothes" / "glove_mirror.png")  # a flipped copy, no .txt of its own
+    (root / "README.txt").write_text("not a stamp")
+
+    done = prepare_tuxpaint(tmp_path / "tux", source=root, image_size=24, progress=False)
+    assert done.classes == ["animals", "clothes", "symbols"] and sum(done.counts.values()) == 13
+    assert done.skipped == {"svg only": 1, "mirror copies": 1, "no description": 1}
+    rows = [(split, row) for split in ("train", "val", "test") if (tmp_path / "tux" / split).is_dir()
+            for row in _rows(tmp_path / "tux" / split)]
+    captions = [row["caption"] for _, row in rows]
+    assert "A glove. Warm hands." in captions and "A frog." in captions
+    assert not any("traduction" in c or "Übersetzung" in c for c in captions)
+    assert "A very long scarf that goes on and on." in captions  # cut to its first sentence
+    assert {split for split, row in rows if row["caption"] == "The letter P."} in ({"train"}, {"val"}, {"test"})
+    assert sum(row["caption"] == "The letter P." for _, row in rows) == 3
+    for split, row in rows:
+        assert Image.open(tmp_path / "tux" / split / row["image"]).size == (24, 24)
+    zero_shot = json.loads((tmp_path / "tux" / "zeroshot.json").read_text())
+    assert zero_shot["synonyms"]["clothes"] == ["clothing", "something to wear"]
+
+    with pytest.raises(ClippingEdgeError, match="tuxpaint-stamps-default"):
+        prepare_tuxpaint(tmp_path / "tux2", source=tmp_path / "nowhere", progress=False)
 
 
 def test_data_commands(tmp_path: Path, capsys: pytest.CaptureFixture):
