@@ -123,7 +123,7 @@ def planned_runs(args: argparse.Namespace) -> list[Run]:
     runs = []
     for seed in args.seeds:  # seed-major: a cut-off ablation still has every row at the first seeds
         runs += [Run(m, r, seed, "", i) for i in args.inits for m in args.methods for r in args.recipes]
-        runs += [Run(VARIANT_METHOD, VARIANT_RECIPE, seed, v) for v in args.variants]
+        runs += [Run(VARIANT_METHOD, VARIANT_RECIPE, seed, v, i) for i in args.inits for v in args.variants]
     return runs
 
 
@@ -195,7 +195,7 @@ def table(results: list[dict], suite: Suite) -> str:
     lines = ["| method | recipe | init | variant | seeds | " + " | ".join(c[2] for c in columns) + " | train min |",
              "|---" * (len(columns) + 6) + "|"]
     rows = [(m, r, i, "") for i in suite.inits for m in METHODS for r in RECIPES]
-    rows += [(VARIANT_METHOD, VARIANT_RECIPE, "scratch", v) for v in VARIANTS]
+    rows += [(VARIANT_METHOD, VARIANT_RECIPE, i, v) for i in suite.inits for v in VARIANTS]
     for method, recipe, init, variant in rows:
         runs = [r for r in results
                 if (r["method"], r["recipe"], r.get("init", "scratch"), r.get("variant", "")) == (method, recipe, init, variant)]

@@ -37,6 +37,16 @@ def test_real_suite_compares_inits_with_everything_else_equal(tmp_path):
     assert (pretrained.epochs, pretrained.data, pretrained.method) == (scratch.epochs, scratch.data, scratch.method)
 
 
+def test_variants_change_one_setting_of_each_chosen_init(tmp_path):
+    args = plan_args(suite="real", inits=["locked"], methods=["clip-ping"], variants=["lambda-0.25"], seeds=[0],
+                     student="effnet-minilm", teacher_image_size=None)
+    default, variant = planned_runs(args)
+    assert variant.name == "clip-ping-basic-locked-lambda-0.25-s0"
+    a, b = default.config(args, tmp_path), variant.config(args, tmp_path)
+    assert b.lock_image and b.lock_text  # the locked init, not the scratch student
+    assert {k for k, v in vars(b).items() if vars(a)[k] != v} == set(VARIANTS["lambda-0.25"])
+
+
 def result(method: str, variant: str, seed: int, top1: float) -> dict:
     metrics = {ev: {key: top1 for _, key, _ in COLUMNS} for ev, _, _ in COLUMNS}
     return {"method": method, "recipe": "basic", "variant": variant, "seed": seed, "metrics": metrics,
