@@ -150,10 +150,12 @@ TARGETS: dict[str, Target] = {
         # float32 (measured slower than the fp32 file), so the arithmetic here is fp32.
         "fp16": PrecisionSpec("float16 weights and graph, LayerNorm, Softmax and reductions kept in float32, float32 I/O; "
                               "computed in fp16 by GPU providers, in float32 by the CPU provider (half the size, not faster)"),
-        "int8": PrecisionSpec("dynamic int8: per-channel int8 weights, activations quantized at run time (ORT quantize_dynamic); "
-                              "run one row at a time", compute="int8", rows_alone=True),
-        # Convolutions stay float: a ViT's patch stem only, but a CNN tower's every layer (int8_weight_share
-        # in the manifest says how much is int8; static int8 convolutions failed the gate on EfficientNet-Lite).
+        # Convolutions stay float in both int8 recipes: a ViT's patch stem only, but a CNN tower's every layer
+        # (int8_weight_share in the manifest says how much is int8). ORT's dynamic ConvInteger is ~10x slower
+        # than its float convolution; static int8 convolutions failed the gate on EfficientNet-Lite.
+        "int8": PrecisionSpec("dynamic int8 on MatMul/Gather/Attention, convolutions kept float: per-channel int8 weights, "
+                              "activations quantized at run time (ORT quantize_dynamic); run one row at a time",
+                              compute="int8", rows_alone=True),
         "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm, convolutions kept float, per-channel weights, "
                                      "min-max calibration", calibrated=True, compute="int8"),
     }, _onnx, _onnx_metadata, "onnx", auto_order=("int8-static", "int8", "fp16", "fp32"),
