@@ -25,6 +25,16 @@ def test_import_pulls_no_torch_or_converters():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_openvino_backend_skips_the_converter_until_it_is_needed():
+    # The converter and telemetry that `import openvino` pulls in cost ~0.2 s of a cold start; a process
+    # that loaded a bundle first must still convert models when it goes on to export.
+    code = ("import sys, clipping_edge.backends.openvino, openvino, torch; "
+            "assert 'openvino.tools.ovc' not in sys.modules and 'openvino_telemetry' not in sys.modules; "
+            "m = openvino.convert_model(torch.nn.Linear(3, 2), example_input=torch.zeros(1, 3)); "
+            "assert isinstance(m, openvino.Model) and 'openvino.tools.ovc' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_runtime_preprocessing_equals_training_eval_transform(small_data: Path):
     image = Image.open(next((small_data / "test" / "images").iterdir()))
     big = image.resize((77, 50))  # non-square: resize + centre crop both matter
