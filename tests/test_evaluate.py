@@ -152,3 +152,41 @@ def test_eval_bad_input(tiny_checkpoint: Path, small_data: Path, tmp_path: Path,
     assert main(["eval", "--checkpoint", ckpt, "--data", str(split)]) == 0
     printed = capsys.readouterr().out
     assert "retrieval" in printed and "zero-shot and foils skipped" in printed and "top-5" not in printed
+
+
+def test_zero_shot_diagnosis_blames_the_right_side():
+    from training.metrics import zero_shot_diagnosis, zero_shot_metrics
+
+    rng = np.random.default_rng(0)
+    centres = np.linalg.qr(rng.normal(size=(16, 4)))[0].T  # four orthonormal class centres
+    labels = np.repeat([0, 1, 2, 3], 20)
+    images = centres[labels] + 0.05 * rng.normal(size=(80, 16))
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    # The prompts of classes 0-2 name each other's images: the images separate perfectly, the text misnames three.
+    prototypes = centres[[1, 2, 0, 3]]
+    found = zero_shot_diagnosis(images, prototypes, labels)
+    assert found["top1"] == pytest.approx(zero_shot_metrics(images, prototypes, labels)["zero_shot_top1"]) == pytest.approx(0.25)
+    assert found["confusion"] == [[0, 0, 20, 0], [20, 0, 0, 0], [0, 20, 0, 0], [0, 0, 0, 20]]  # rows: true class
+    assert found["per_class_top1"] == [0.0, 0.0, 0.0, 1.0]
+    assert found["class_mean_oracle_top1"] == 1.0 and abs(found["image_class_mean_cosine"]) < 0.1
+    # Every image at one point: no prototype can tell the classes apart there.
+    same = np.tile(images[:1], (80, 1))
+    assert zero_shot_diagnosis(same, centres, labels)["image_class_mean_cosine"] == pytest.approx(1.0)
+
+
+def test_zero_shot_diagnosis_script_matches_evaluate(tiny_checkpoint: Path, small_data: Path):
+    from benchmarks.zero_shot_diagnosis import diagnose, report
+
+    model, tokenizer, _ = load_student(tiny_checkpoint)
+    expected = evaluate(model, tokenizer, read_pairs(training.evaluate.resolve_split(str(small_data), "test")))
+    classes, found = diagnose(str(tiny_checkpoint), str(small_data))
+    assert found["top1"] == pytest.approx(expected["zero_shot_top1"])
+    assert sum(map(sum, found["confusion"])) == 480 and found["class_mean_oracle_top1"] >= found["top1"]
+    assert report(classes, found).startswith(f"zero-shot top-1 {100 * found['top1']:.1f} %")
+
+    import subprocess
+    import sys
+
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.zero_shot_diagnosis", "--checkpoint", str(tiny_checkpoint),
+                          "--data", str(small_data / "missing")], capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.strip().startswith("error: ") and "\n" not in bad.stderr.strip()
