@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
-
 from clipping_edge.atomic import write_json_atomic
 from clipping_edge.errors import ClippingEdgeError
 
@@ -23,7 +21,7 @@ def diagnose(checkpoint: str, data: str, split: str = "test", limit: int | None 
     from clipping_edge.classifier import class_prototypes
     from training.checkpoint import load_student
     from training.data.pairs import read_pairs, resolve_split
-    from training.evaluate import LockedCacheEncoder
+    from training.evaluate import LockedCacheEncoder, class_positions
     from training.locking import fully_locked
     from training.metrics import zero_shot_diagnosis
 
@@ -35,8 +33,7 @@ def diagnose(checkpoint: str, data: str, split: str = "test", limit: int | None 
         raise ClippingEdgeError(f"{data} ({split}) has no zero-shot task with labels: pick a labelled dataset")
     encoder = LockedCacheEncoder(model.visual, model.text, tokenizer, model.config.vision.image_size,
                                  torch.device("cpu"), *fully_locked(meta.get("train", {})))
-    position = {c: i for i, c in enumerate(task.classes)}
-    labels = np.asarray([position[p.label] for p in pairs.pairs])
+    labels = class_positions(task.classes, [p.label for p in pairs.pairs], pairs.root)
     prototypes = class_prototypes(encoder, task.classes, task.templates, task.synonyms)
     return task.classes, zero_shot_diagnosis(encoder.encode_pairs(pairs), prototypes, labels)
 

@@ -190,3 +190,12 @@ def test_zero_shot_diagnosis_script_matches_evaluate(tiny_checkpoint: Path, smal
     bad = subprocess.run([sys.executable, "-m", "benchmarks.zero_shot_diagnosis", "--checkpoint", str(tiny_checkpoint),
                           "--data", str(small_data / "missing")], capture_output=True, text=True)
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error: ") and "\n" not in bad.stderr.strip()
+
+
+def test_class_positions_name_a_label_outside_the_classes():
+    from clipping_edge.errors import ClippingEdgeError
+    from training.evaluate import class_positions
+
+    assert class_positions(["cat", "dog"], ["dog", "cat", "dog"], "x").tolist() == [1, 0, 1]
+    with pytest.raises(ClippingEdgeError, match="'bird' of data/test is not among zeroshot.json's classes"):
+        class_positions(["cat", "dog"], ["dog", "bird"], "data/test")

@@ -89,6 +89,16 @@ class LockedCacheEncoder(TorchEncoder):
         return project_cached(self.image, features).float().cpu().numpy()
 
 
+def class_positions(classes: Sequence[str], labels: Sequence[str], where: object) -> np.ndarray:
+    """Each label's position in `classes`: the column of its class in a zero-shot score matrix."""
+    position = {c: i for i, c in enumerate(classes)}
+    unknown = sorted(set(labels) - set(position))
+    if unknown:
+        raise ClippingEdgeError(f"label {unknown[0]!r} of {where} is not among zeroshot.json's classes: "
+                                "add it to 'classes' or fix the label")
+    return np.asarray([position[label] for label in labels], dtype=np.int64)
+
+
 def evaluate(model: Student, tokenizer: TextTokenizer, pairs: PairSet, device: torch.device | str = "cpu",
              locked: tuple[bool, bool] = (False, False)) -> dict[str, float]:
     """Zero-shot and retrieval on `pairs`. locked: (image, text) towers locked whole, read from their cache."""
@@ -99,9 +109,8 @@ def evaluate(model: Student, tokenizer: TextTokenizer, pairs: PairSet, device: t
     metrics = retrieval_metrics(image_emb, encoder.encode_text(pairs.captions), pairs.captions)
     task = pairs.zero_shot
     if task is not None and all(p.label for p in pairs.pairs):
-        position = {c: i for i, c in enumerate(task.classes)}
-        labels = np.asarray([position[p.label] for p in pairs.pairs])
-        held_out = np.isin(labels, [position[c] for c in task.held_out])
+        labels = class_positions(task.classes, [p.label for p in pairs.pairs], pairs.root)
+        held_out = np.isin([p.label for p in pairs.pairs], list(task.held_out))
         subsets = {"held_out": held_out, "seen": ~held_out} if task.held_out else {}
         prototypes = class_prototypes(encoder, task.classes, task.templates, task.synonyms)
         metrics.update(zero_shot_metrics(image_emb, prototypes, labels, subsets))
@@ -307,14 +316,9 @@ def full_evaluation(model: Student, tokenizer: TextTokenizer, pairs: PairSet, de
         if task is None:  # labels without zeroshot.json: the classes are the labels themselves
             task = ZeroShotTask(classes=sorted(set(labels)))
             notes.append("no zeroshot.json: the classes are the split's labels")
-        position = {c: i for i, c in enumerate(task.classes)}
-        unknown = sorted(set(labels) - set(position))
-        if unknown:
-            raise ClippingEdgeError(f"label {unknown[0]!r} of {pairs.root} is not among zeroshot.json's classes: "
-                                    "add it to 'classes' or fix the label")
+        index = class_positions(task.classes, labels, pairs.root)
         prompts = template_set(templates or "dataset", task.templates)
-        index = np.asarray([position[label] for label in labels])
-        held_out = np.isin(index, [position[c] for c in task.held_out if c in position])
+        held_out = np.isin(labels, list(task.held_out))
         subsets = {"held_out": held_out, "seen": ~held_out} if held_out.any() else {}
         prototypes = class_prototypes(encoder, task.classes, prompts, task.synonyms)
         metrics.update(zero_shot_metrics(image_emb, prototypes, index, subsets))
