@@ -115,6 +115,27 @@ def test_locked_tower_stays_unchanged_and_cache_gives_the_live_loss(small_data: 
     torch.testing.assert_close(losses[0], losses[1], atol=2e-3, rtol=0)
 
 
+def test_a_locked_image_tower_that_is_the_teacher_takes_the_teachers_image_rows(small_data: Path, tmp_path: Path):
+    """CLIP-PING with the image tower initialised from the image teacher and locked at the teacher's resolution:
+    the locked tower's cache copies the teacher bank's image rows instead of extracting them again."""
+    from training.banks import build_banks, reproduces_rows
+    from training.data.transforms import EvalTransform, ImageCaptionDataset
+    from training.locking import image_tower_as_teacher, no_text_teacher
+    from training.trainer import Trainer
+
+    trainer = Trainer(tiny_locked_run(small_data, tmp_path / "run", method="clip-ping", teacher_image_size=32, limit=96))
+    tower = image_tower_as_teacher(trainer.model.student.visual.eval(), 32)
+    cache = build_banks(trainer.pairs, tower, no_text_teacher())  # the one the trainer built
+    assert cache.reused and cache.stats["image_rows_from"] == str(trainer.banks.path)
+    assert trainer.banks.stats["image_rows_from"] is None  # the first bank of these pairs was extracted
+    dataset = ImageCaptionDataset(trainer.pairs.pairs[-16:], EvalTransform(32))  # rows the probe did not look at
+    with torch.no_grad():
+        live = tower.encode(torch.stack([dataset[i][0] for i in range(16)]))
+    torch.testing.assert_close(torch.from_numpy(cache.image[-16:].astype(np.float32)), live, atol=2e-3, rtol=4e-3)
+    torch.testing.assert_close(trainer.locked_cache[0][-16:], live, atol=2e-3, rtol=4e-3)
+    assert not reproduces_rows(tower, trainer.pairs, cache.image * np.float16(1.02), torch.device("cpu"))
+
+
 def trainer_embeddings(out):
     from training.trainer import as_embeddings
 
