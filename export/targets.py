@@ -28,6 +28,7 @@ class TowerJob:
     path: Path  # where the tower goes (the target's suffix)
     precision: str
     calibration: Sequence[np.ndarray] = ()  # input batches from the training data, for calibrated precisions
+    report: dict = field(default_factory=dict)  # what the export measured and chose, for the manifest
 
 
 @dataclass
@@ -74,7 +75,11 @@ class Target:
 def _onnx(job: TowerJob) -> None:
     from .to_onnx import export_onnx
 
-    export_onnx(job)
+    job.report.update(export_onnx(job))
+    if job.report.get("kept_float"):
+        print(f"  onnx {job.kind} {job.precision}: {len(job.report['kept_float'])} of "
+              f"{len(job.report['kept_float']) + job.report['quantized']} int8 layers kept float32, worst calibration cosine "
+              f"{job.report['calibration_cosine_min_all_int8']:.4f} -> {job.report['calibration_cosine_min']:.4f}")
 
 
 def _onnx_metadata(path: Path, manifest: dict) -> None:
@@ -153,11 +158,14 @@ TARGETS: dict[str, Target] = {
         # Convolutions stay float in both int8 recipes: a ViT's patch stem only, but a CNN tower's every layer
         # (int8_weight_share in the manifest says how much is int8). ORT's dynamic ConvInteger is ~10x slower
         # than its float convolution; static int8 convolutions failed the gate on EfficientNet-Lite.
+        # Both int8 recipes keep float32 the fewest most harmful layers that bring the worst calibration row's
+        # cosine to 0.995 (to_onnx.quantize_keeping_sensitive_float; the manifest lists them).
         "int8": PrecisionSpec("dynamic int8 on MatMul/Gather/Attention, convolutions kept float: per-channel int8 weights, "
-                              "activations quantized at run time (ORT quantize_dynamic); run one row at a time",
-                              compute="int8", rows_alone=True),
+                              "activations quantized at run time (ORT quantize_dynamic); layers that move the calibration "
+                              "outputs most kept float; run one row at a time", calibrated=True, compute="int8", rows_alone=True),
         "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm, convolutions kept float, per-channel weights, "
-                                     "min-max calibration", calibrated=True, compute="int8"),
+                                     "min-max calibration; layers that move the calibration outputs most kept float",
+                                     calibrated=True, compute="int8"),
     }, _onnx, _onnx_metadata, "onnx", auto_order=("int8-static", "int8", "fp16", "fp32"),
         int8_weight_share=_onnx_int8_weight_share),
     "openvino": Target("openvino", ("ov", "ir", "openvino-ir"), ".xml", {

@@ -83,19 +83,31 @@ def _preprocessed(source: Path) -> Path:
     return out
 
 
-def to_dynamic_int8(source: Path, out: Path, keep_float: Sequence[str] = ()) -> None:
-    """Every op type ONNX Runtime quantizes dynamically except convolutions: its ConvInteger CPU kernel is
-    slower than the float one (EfficientNet-Lite0 student at 224 px: 121 ms against 15 ms float, one thread;
-    a ViT's one patch convolution: 22 % of its int8 call, 6.0 -> 4.5 ms at 64 px without it)."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.registry import IntegerOpsRegistry
+# ONNX Runtime's dynamic int8 ops; convolutions stay float: its ConvInteger CPU kernel is slower than the
+# float one (EfficientNet-Lite0 student at 224 px: 121 ms against 15 ms float, one thread; a ViT's one
+# patch convolution: 22 % of its int8 call, 6.0 -> 4.5 ms at 64 px without it).
+DYNAMIC_INT8_OPS = ["MatMul", "Gather", "Attention", "LSTM", "Transpose", "EmbedLayerNormalization"]  # ORT's IntegerOps
+# The worst calibration row's cosine (int8 tower against its float32 file) below which layers are kept float:
+# above the int8 gate (0.99), which held-out inputs must then pass.
+INT8_MIN_CALIBRATION_COSINE = 0.995
 
-    pre = _preprocessed(source)
-    try:
-        quantize_dynamic(str(pre), str(out), per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=list(keep_float),
-                         op_types_to_quantize=[op for op in IntegerOpsRegistry if op != "Conv"])
-    finally:
-        pre.unlink(missing_ok=True)
+
+def _dynamic_int8(pre: Path, out: Path, exclude: Sequence[str]) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # The dynamic quantizer first rewrites each Gemm as a MatMul named "<gemm>_MatMul" (and an Add), then
+    # quantizes the MatMul: a Gemm is kept float under that name.
+    exclude = [*exclude, *(f"{name}_MatMul" for name in exclude)]
+    quantize_dynamic(str(pre), str(out), per_channel=True, weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
+                     op_types_to_quantize=DYNAMIC_INT8_OPS)
+
+
+def _static_int8(pre: Path, out: Path, exclude: Sequence[str], input_name: str, calibration: Sequence[np.ndarray]) -> None:
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    quantize_static(str(pre), str(out), _Batches(input_name, calibration), quant_format=QuantFormat.QDQ,
+                    op_types_to_quantize=STATIC_INT8_OPS, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
 
 
 class _Batches:
@@ -108,40 +120,107 @@ class _Batches:
         return next(self._items, None)
 
 
-def to_static_int8(source: Path, out: Path, input_name: str, calibration: Sequence[np.ndarray],
-                   keep_float: Sequence[str] = ()) -> None:
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+def _weighted_nodes(path: Path, op_types: Sequence[str]) -> list[str]:
+    """The nodes of these types that read a stored weight: what the quantizer turns into int8."""
+    import onnx
 
-    pre = _preprocessed(source)
+    graph = onnx.load(str(path)).graph
+    weights = {t.name for t in graph.initializer}
+    return [n.name for n in graph.node if n.op_type in op_types and any(i in weights for i in n.input)]
+
+
+def _outputs(path: Path, input_name: str, rows: np.ndarray) -> np.ndarray:
+    """One row per call, as the runtime runs a dynamic int8 tower (its activation scale is per call)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {input_name: rows[i:i + 1]})[0] for i in range(len(rows))])
+
+
+def _worst_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+    return float(cos.min()) if np.isfinite(cos).all() else float("nan")
+
+
+def quantize_keeping_sensitive_float(pre: Path, out: Path, quantize: Callable[[Path, Path, Sequence[str]], None],
+                                     op_types: Sequence[str], input_name: str, calibration: Sequence[np.ndarray],
+                                     keep_float: Sequence[str] = ()) -> dict:
+    """Quantize `pre` into `out`. Where the worst calibration row then falls below INT8_MIN_CALIBRATION_COSINE,
+    keep float32 the fewest layers that lift it there, most harmful first (each layer's harm: the cosine lost
+    with it alone in int8). A MiniLM text tower lost 0.09 cosine in all-int8; its Q/K/V products 0.01-0.015
+    each, most others under 0.001. Returns what was measured and kept, for the manifest."""
+    quantize(pre, out, keep_float)
+    if not calibration:
+        return {}
+    rows = np.concatenate(list(calibration))
+    reference = _outputs(pre, input_name, rows)
+    worst = _worst_cosine(_outputs(out, input_name, rows), reference)
+    record = {"calibration_cosine_min_all_int8": round(worst, 6), "kept_float": []}
+    if worst >= INT8_MIN_CALIBRATION_COSINE:
+        record["calibration_cosine_min"] = record["calibration_cosine_min_all_int8"]
+        return record
+    candidates = [n for n in _weighted_nodes(pre, op_types) if n not in keep_float]
+    trial = out.with_suffix(".trial.onnx")
+
+    def worst_with_float(kept: Sequence[str]) -> float:
+        quantize(pre, trial, [*keep_float, *kept])
+        return _worst_cosine(_outputs(trial, input_name, rows), reference)
+
     try:
-        quantize_static(str(pre), str(out), _Batches(input_name, calibration), quant_format=QuantFormat.QDQ,
-                        op_types_to_quantize=STATIC_INT8_OPS, per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(keep_float))
+        harm = {n: 1 - worst_with_float([c for c in candidates if c != n]) for n in candidates}
+        order = sorted(candidates, key=lambda n: -harm[n] if np.isfinite(harm[n]) else -np.inf)
+        # The fewest most-harmful layers kept float that reach the mark (binary search: more float, closer).
+        low, high, best = 1, len(order), None
+        while low <= high:
+            middle = (low + high) // 2
+            reached = worst_with_float(order[:middle])
+            if reached >= INT8_MIN_CALIBRATION_COSINE:
+                high, best = middle - 1, (middle, reached)
+            else:
+                low = middle + 1
+        if best is None:  # not even with every candidate float: what else is int8 (a Transpose's input) decides
+            best = (len(order), worst_with_float(order))
     finally:
-        pre.unlink(missing_ok=True)
+        trial.unlink(missing_ok=True)
+    kept = order[:best[0]]
+    quantize(pre, out, [*keep_float, *kept])
+    record.update(kept_float=kept, quantized=len(candidates) - len(kept), calibration_cosine_min=round(best[1], 6))
+    return record
 
 
 def export_onnx(job: TowerJob, fixed_batch: int | None = None, output_name: str = OUTPUT,
-                rewrite: Callable[[Path], None] | None = None, keep_float: Sequence[str] = ()) -> None:
+                rewrite: Callable[[Path], None] | None = None, keep_float: Sequence[str] = ()) -> dict:
     """One tower (dynamic batch), or with `fixed_batch` a graph whose every shape is fixed; `rewrite`
-    edits the float32 graph in place before any quantization; int8 leaves the nodes named in `keep_float`."""
+    edits the float32 graph in place before any quantization; int8 leaves the nodes named in `keep_float`.
+    Returns what quantization measured and kept float (empty for float precisions)."""
     example = job.example(fixed_batch or 2)
     fp32 = job.path if job.precision == "fp32" else job.path.with_name(job.path.stem + ".fp32.onnx")
     export_fp32(job.module, example, job.input_name, fp32, fixed_batch is None, output_name)
     if rewrite is not None:
         rewrite(fp32)
     if job.precision == "fp32":
-        return
-    try:
-        if job.precision == "fp16":
+        return {}
+    if job.precision == "fp16":
+        try:
             to_fp16(fp32, job.path)
-        elif job.precision == "int8":
-            to_dynamic_int8(fp32, job.path, keep_float)
-        elif job.precision == "int8-static":
-            to_static_int8(fp32, job.path, job.input_name, job.calibration, keep_float)
-        else:
-            raise ValueError(f"onnx has no precision {job.precision!r}")
+        finally:
+            fp32.unlink(missing_ok=True)
+        return {}
+    if job.precision == "int8":
+        quantize, op_types = _dynamic_int8, [*DYNAMIC_INT8_OPS, "Gemm"]  # Gemm: see _dynamic_int8
+    elif job.precision == "int8-static":
+        def quantize(pre: Path, out: Path, exclude: Sequence[str]) -> None:
+            _static_int8(pre, out, exclude, job.input_name, job.calibration)
+        op_types = STATIC_INT8_OPS
+    else:
+        fp32.unlink(missing_ok=True)
+        raise ValueError(f"onnx has no precision {job.precision!r}")
+    pre = _preprocessed(fp32)
+    try:
+        return quantize_keeping_sensitive_float(pre, job.path, quantize, op_types, job.input_name, job.calibration, keep_float)
     finally:
+        pre.unlink(missing_ok=True)
         fp32.unlink(missing_ok=True)
 
 
