@@ -452,8 +452,8 @@ class Trainer:
                 continue
             start = time.perf_counter()
             cache = build_banks(self.pairs, *teachers(), workers=cfg.workers, dist=self.dist, device=self.device)
-            self._log(f"locked {kind} tower features {'reused' if cache.reused else 'computed'} in "
-                      f"{time.perf_counter() - start:.1f}s: {cache.path}")
+            how = "reused" if cache.reused else "copied" if cache.stats.get("image_rows_from") else "computed"
+            self._log(f"locked {kind} tower features {how} in {time.perf_counter() - start:.1f}s: {cache.path}")
             features[kind] = torch.from_numpy(np.asarray(getattr(cache, kind), dtype=np.float32)).to(self.device)
         return features["image"], features["text"]
 
