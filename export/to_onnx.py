@@ -138,9 +138,10 @@ def _outputs(path: Path, input_name: str, rows: np.ndarray) -> np.ndarray:
 
 
 def _worst_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
-    cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-    return float(cos.min()) if np.isfinite(cos).all() else float("nan")
+    """The validation gate's row cosine; NaN anywhere gives NaN, which no threshold passes."""
+    from clipping_edge.classifier import row_cosines
+
+    return float(row_cosines(a.reshape(len(a), -1), b.reshape(len(b), -1)).min())
 
 
 def quantize_keeping_sensitive_float(pre: Path, out: Path, quantize: Callable[[Path, Path, Sequence[str]], None],

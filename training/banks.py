@@ -46,8 +46,9 @@ def _stack_with_indices(batch: list) -> tuple[torch.Tensor, list[int]]:
     return torch.stack([x[0] for x in batch]), [x[2] for x in batch]
 
 
-def bank_key(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextTeacher) -> str:
-    ident = f"v{BANK_VERSION}|{pairs.fingerprint()}|{len(pairs)}|{image_teacher.identity}|{text_teacher.identity}"
+def bank_key(fingerprint: str, n: int, image_teacher: ImageTeacher, text_teacher: TextTeacher) -> str:
+    """`fingerprint`, `n`: the pairs' `PairSet.fingerprint()` and count."""
+    ident = f"v{BANK_VERSION}|{fingerprint}|{n}|{image_teacher.identity}|{text_teacher.identity}"
     return hashlib.sha256(ident.encode()).hexdigest()[:20]
 
 
@@ -132,7 +133,8 @@ def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextT
     ... Each finished shard is saved at once under `<bank>.partial/`, so an interrupted extraction
     resumes where it stopped (with any world size); rank 0 then merges the shards into one bank."""
     dist = dist or Distributed()
-    path = (root or cache_dir() / "banks") / bank_key(pairs, image_teacher, text_teacher)
+    fingerprint = pairs.fingerprint()  # stats every image file: taken once, for the key and the donor search
+    path = (root or cache_dir() / "banks") / bank_key(fingerprint, len(pairs), image_teacher, text_teacher)
     if (path / "meta.json").is_file():
         if dist.is_main and path not in _ANNOUNCED:  # a validation curve reopens its sets' caches every epoch
             print(f"feature banks: reusing {path}")
@@ -144,7 +146,6 @@ def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextT
     shards = [range(start, min(n, start + shard_rows)) for start in range(0, n, shard_rows)]
     image_teacher.to(torch.device(device))
     text_teacher.to(torch.device(device))
-    fingerprint = pairs.fingerprint()
     donor = image_rows_elsewhere(pairs, fingerprint, image_teacher, path.parent, torch.device(device)) if image_teacher.reads_pixels else None
     if donor is not None and dist.is_main:
         print(f"feature banks: {image_teacher.name} gives the image rows of {donor[1]} (checked on the first pairs): "
