@@ -73,14 +73,14 @@ double fma_f32(long iterations, int threads) {
 #include <immintrin.h>
 typedef __m512i acc_t;
 #define LANES 64
-#define ZERO() _mm512_setzero_si512()
+#define START(k) _mm512_set1_epi32(k)
 #define DOT(acc, a, b) _mm512_dpbusd_epi32(acc, a, b)
 #define SET8(x) _mm512_set1_epi8(x)
 #elif defined(__AVXVNNI__)
 #include <immintrin.h>
 typedef __m256i acc_t;
 #define LANES 32
-#define ZERO() _mm256_setzero_si256()
+#define START(k) _mm256_set1_epi32(k)
 #define DOT(acc, a, b) _mm256_dpbusd_avx_epi32(acc, a, b)
 #define SET8(x) _mm256_set1_epi8(x)
 #elif defined(__AVX2__)
@@ -88,7 +88,7 @@ typedef __m256i acc_t;
 #include <immintrin.h>
 typedef __m256i acc_t;
 #define LANES 32
-#define ZERO() _mm256_setzero_si256()
+#define START(k) _mm256_set1_epi32(k)
 /* The accumulator feeds the product (its bytes as the u8 side), so no two chains share work the compiler
    could compute once: the arithmetic is the int8 GEMM's, the values are meaningless. */
 #define DOT(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(acc, b), _mm256_set1_epi16(1)))
@@ -97,7 +97,7 @@ typedef __m256i acc_t;
 #include <arm_neon.h>
 typedef int32x4_t acc_t;
 #define LANES 16
-#define ZERO() vdupq_n_s32(0)
+#define START(k) vdupq_n_s32(k)
 #define DOT(acc, a, b) vdotq_s32(acc, a, b)
 #define SET8(x) vdupq_n_s8(x)
 #endif
@@ -113,7 +113,9 @@ double dot_i8(long iterations, int threads) {
     #pragma omp parallel num_threads(threads) reduction(+:total)
     {
         __typeof__(SET8(1)) a = SET8(1), b = SET8(2);
-#define DECLARE_I(k) acc_t iacc##k = ZERO();
+/* Each chain starts from its own value: chains that start equal compute equal results, and the compiler
+   kept one of them (a 12x overstated rate on an AVX-512 VNNI EPYC). */
+#define DECLARE_I(k) acc_t iacc##k = START(k);
         CHAINS(DECLARE_I)
         for (long i = 0; i < iterations; i++) {
             /* The inputs are loop-invariant: without this (free) barrier the products would be hoisted. */

@@ -73,7 +73,7 @@ class ExportRun:
         job = self.job(kind, precision, path)
         start = time.perf_counter()
         if self.target.precisions[precision].calibrated:
-            job.calibration = self.calibration(kind)
+            job.calibration, job.check = self.calibration(kind), self.calibration(kind, between=True)
         try:
             self.target.export_tower(job)
         except Exception as exc:  # a converter's own failure: one line naming target, tower and cause
@@ -97,10 +97,11 @@ class ExportRun:
         stand_in = TorchEncoder(check.simulated, check.simulated, self.tokenizer, self.image_size)
         return (stand_in.encode_pixels if kind == "image" else stand_in.encode_text), check.problems, check.figures
 
-    def calibration(self, kind: str) -> list[np.ndarray]:
+    def calibration(self, kind: str, between: bool = False) -> list[np.ndarray]:
         train_pairs = read_pairs(resolve_split(self.data, "train"))
-        batches = calibration_batches(kind, train_pairs, self.tokenizer, self.image_size)
-        self.calibration_source = {"data": str(train_pairs.root), "samples": sum(len(b) for b in batches)}
+        batches = calibration_batches(kind, train_pairs, self.tokenizer, self.image_size, between=between)
+        if not between:
+            self.calibration_source = {"data": str(train_pairs.root), "samples": sum(len(b) for b in batches)}
         return batches
 
     def write_classifier(self, folder: Path, precision: str, labels: Sequence[str] | None, labels_index: str | None,

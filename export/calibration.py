@@ -10,9 +10,12 @@ from training.data.pairs import PairSet
 
 
 def calibration_batches(kind: str, pairs: PairSet, tokenizer: TextTokenizer, image_size: int, samples: int = 128,
-                        batch_size: int = 16) -> list[np.ndarray]:
-    """`samples` pairs spread evenly over the split, as model inputs, in batches."""
-    picks = np.linspace(0, len(pairs) - 1, num=min(samples, len(pairs))).round().astype(int)
+                        batch_size: int = 16, between: bool = False) -> list[np.ndarray]:
+    """`samples` pairs spread evenly over the split, as model inputs, in batches. `between`: the pairs halfway
+    between consecutive picks instead (one fewer), rows a calibrated quantizer never saw, to score it on; on a
+    split under twice `samples` pairs some of them are calibration rows too."""
+    spread = np.linspace(0, len(pairs) - 1, num=min(samples, len(pairs)))
+    picks = ((spread[:-1] + spread[1:]) / 2 if between else spread).round().astype(int)
     chosen = [pairs.pairs[i] for i in picks]
     if kind == "image":
         inputs = preprocess_batch([p.source() for p in chosen], image_size)

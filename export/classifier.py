@@ -370,9 +370,9 @@ def _tflite_runners(path: Path) -> dict[str, Runner]:
 
 
 def _openvino_runners(path: Path) -> dict[str, Runner]:
-    import openvino as ov
+    from .to_openvino import compile_f32
 
-    compiled = ov.Core().compile_model(str(path), "CPU")
+    compiled = compile_f32(str(path))
     return {path.name: lambda pixels: np.asarray(compiled(pixels)[0])}
 
 

@@ -28,6 +28,8 @@ class TowerJob:
     path: Path  # where the tower goes (the target's suffix)
     precision: str
     calibration: Sequence[np.ndarray] = ()  # input batches from the training data, for calibrated precisions
+    # Other training inputs, which the calibration did not see: what the int8 keep-float search scores.
+    check: Sequence[np.ndarray] = ()
     report: dict = field(default_factory=dict)  # what the export measured and chose, for the manifest
 
 
@@ -72,14 +74,18 @@ class Target:
         return self.text_override.get(precision, precision) if kind == "text" else precision
 
 
+def _record_quantization(target: str, job: TowerJob, report: dict) -> None:
+    job.report.update(report)
+    if report.get("kept_float"):
+        print(f"  {target} {job.kind} {job.precision}: {len(report['kept_float'])} of "
+              f"{len(report['kept_float']) + report['quantized']} int8 layers kept float32, worst check-row cosine "
+              f"{report['check_cosine_min_all_int8']:.4f} -> {report['check_cosine_min']:.4f}")
+
+
 def _onnx(job: TowerJob) -> None:
     from .to_onnx import export_onnx
 
-    job.report.update(export_onnx(job))
-    if job.report.get("kept_float"):
-        print(f"  onnx {job.kind} {job.precision}: {len(job.report['kept_float'])} of "
-              f"{len(job.report['kept_float']) + job.report['quantized']} int8 layers kept float32, worst calibration cosine "
-              f"{job.report['calibration_cosine_min_all_int8']:.4f} -> {job.report['calibration_cosine_min']:.4f}")
+    _record_quantization("onnx", job, export_onnx(job))
 
 
 def _onnx_metadata(path: Path, manifest: dict) -> None:
@@ -103,7 +109,7 @@ def _openvino_int8_weight_share(path: Path) -> float:
 def _openvino(job: TowerJob) -> None:
     from .to_openvino import export_openvino
 
-    export_openvino(job)
+    _record_quantization("openvino", job, export_openvino(job))
 
 
 def _openvino_metadata(path: Path, manifest: dict) -> None:
@@ -158,13 +164,13 @@ TARGETS: dict[str, Target] = {
         # Convolutions stay float in both int8 recipes: a ViT's patch stem only, but a CNN tower's every layer
         # (int8_weight_share in the manifest says how much is int8). ORT's dynamic ConvInteger is ~10x slower
         # than its float convolution; static int8 convolutions failed the gate on EfficientNet-Lite.
-        # Both int8 recipes keep float32 the fewest most harmful layers that bring the worst calibration row's
-        # cosine to 0.995 (to_onnx.quantize_keeping_sensitive_float; the manifest lists them).
+        # Both int8 recipes keep float32 the fewest most harmful layers that bring the worst check row's
+        # cosine to 0.995 (mixed_precision.keep_sensitive_float; the manifest lists them).
         "int8": PrecisionSpec("dynamic int8 on MatMul/Gather/Attention, convolutions kept float: per-channel int8 weights, "
-                              "activations quantized at run time (ORT quantize_dynamic); layers that move the calibration "
-                              "outputs most kept float; run one row at a time", calibrated=True, compute="int8", rows_alone=True),
+                              "activations quantized at run time (ORT quantize_dynamic); layers that move the outputs most "
+                              "kept float; run one row at a time", calibrated=True, compute="int8", rows_alone=True),
         "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm, convolutions kept float, per-channel weights, "
-                                     "min-max calibration; layers that move the calibration outputs most kept float",
+                                     "min-max calibration; layers that move the outputs most kept float",
                                      calibrated=True, compute="int8"),
     }, _onnx, _onnx_metadata, "onnx", auto_order=("int8-static", "int8", "fp16", "fp32"),
         int8_weight_share=_onnx_int8_weight_share),
@@ -172,7 +178,8 @@ TARGETS: dict[str, Target] = {
         "fp32": PrecisionSpec("float32 IR"),
         "fp16": PrecisionSpec("float16-compressed weights, float32 inference"),
         "int8": PrecisionSpec("NNCF post-training quantization, transformer model type (SmoothQuant), calibrated; "
-                              "7-bit weights in CNN towers (overflow fix for CPUs without VNNI)",
+                              "7-bit weights in CNN towers (overflow fix for CPUs without VNNI); layers that move the "
+                              "outputs most kept float",
                               calibrated=True, compute="int8"),
         # The CPU plugin quantizes the activations of weight-compressed layers dynamically: int8 arithmetic.
         "int8-weights": PrecisionSpec("NNCF int8 weight compression (asymmetric, per-channel), float activations",

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .mixed_precision import keep_sensitive_float, worst_cosine
 from .targets import TowerJob
 from .towers import OUTPUT
 
@@ -87,9 +88,6 @@ def _preprocessed(source: Path) -> Path:
 # float one (EfficientNet-Lite0 student at 224 px: 121 ms against 15 ms float, one thread; a ViT's one
 # patch convolution: 22 % of its int8 call, 6.0 -> 4.5 ms at 64 px without it).
 DYNAMIC_INT8_OPS = ["MatMul", "Gather", "Attention", "LSTM", "Transpose", "EmbedLayerNormalization"]  # ORT's IntegerOps
-# The worst calibration row's cosine (int8 tower against its float32 file) below which layers are kept float:
-# above the int8 gate (0.99), which held-out inputs must then pass.
-INT8_MIN_CALIBRATION_COSINE = 0.995
 
 
 def _dynamic_int8(pre: Path, out: Path, exclude: Sequence[str]) -> None:
@@ -129,64 +127,37 @@ def _weighted_nodes(path: Path, op_types: Sequence[str]) -> list[str]:
     return [n.name for n in graph.node if n.op_type in op_types and any(i in weights for i in n.input)]
 
 
-def _outputs(path: Path, input_name: str, rows: np.ndarray) -> np.ndarray:
+def _outputs(model: bytes, input_name: str, rows: np.ndarray) -> np.ndarray:
     """One row per call, as the runtime runs a dynamic int8 tower (its activation scale is per call)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     return np.concatenate([session.run(None, {input_name: rows[i:i + 1]})[0] for i in range(len(rows))])
 
 
-def _worst_cosine(a: np.ndarray, b: np.ndarray) -> float:
-    """The validation gate's row cosine; NaN anywhere gives NaN, which no threshold passes."""
-    from clipping_edge.classifier import row_cosines
-
-    return float(row_cosines(a.reshape(len(a), -1), b.reshape(len(b), -1)).min())
-
-
 def quantize_keeping_sensitive_float(pre: Path, out: Path, quantize: Callable[[Path, Path, Sequence[str]], None],
-                                     op_types: Sequence[str], input_name: str, calibration: Sequence[np.ndarray],
+                                     op_types: Sequence[str], input_name: str, check: Sequence[np.ndarray],
                                      keep_float: Sequence[str] = ()) -> dict:
-    """Quantize `pre` into `out`. Where the worst calibration row then falls below INT8_MIN_CALIBRATION_COSINE,
-    keep float32 the fewest layers that lift it there, most harmful first (each layer's harm: the cosine lost
-    with it alone in int8). A MiniLM text tower lost 0.09 cosine in all-int8; its Q/K/V products 0.01-0.015
-    each, most others under 0.001. Returns what was measured and kept, for the manifest."""
-    quantize(pre, out, keep_float)
-    if not calibration:
+    """Quantize `pre` into `out`, keeping float32 the layers named in `keep_float` and, where the `check` rows
+    ask for it, the fewest most harmful others (mixed_precision.keep_sensitive_float). Returns what was
+    measured and kept, for the manifest."""
+    if not check:
+        quantize(pre, out, keep_float)
         return {}
-    rows = np.concatenate(list(calibration))
-    reference = _outputs(pre, input_name, rows)
-    worst = _worst_cosine(_outputs(out, input_name, rows), reference)
-    record = {"calibration_cosine_min_all_int8": round(worst, 6), "kept_float": []}
-    if worst >= INT8_MIN_CALIBRATION_COSINE:
-        record["calibration_cosine_min"] = record["calibration_cosine_min_all_int8"]
-        return record
-    candidates = [n for n in _weighted_nodes(pre, op_types) if n not in keep_float]
+    rows = np.concatenate(list(check))
+    reference = _outputs(pre.read_bytes(), input_name, rows)
     trial = out.with_suffix(".trial.onnx")
 
-    def worst_with_float(kept: Sequence[str]) -> float:
+    def quantized(kept: Sequence[str]) -> bytes:
         quantize(pre, trial, [*keep_float, *kept])
-        return _worst_cosine(_outputs(trial, input_name, rows), reference)
+        return trial.read_bytes()
 
     try:
-        harm = {n: 1 - worst_with_float([c for c in candidates if c != n]) for n in candidates}
-        order = sorted(candidates, key=lambda n: -harm[n] if np.isfinite(harm[n]) else -np.inf)
-        # The fewest most-harmful layers kept float that reach the mark (binary search: more float, closer).
-        low, high, best = 1, len(order), None
-        while low <= high:
-            middle = (low + high) // 2
-            reached = worst_with_float(order[:middle])
-            if reached >= INT8_MIN_CALIBRATION_COSINE:
-                high, best = middle - 1, (middle, reached)
-            else:
-                low = middle + 1
-        if best is None:  # not even with every candidate float: what else is int8 (a Transpose's input) decides
-            best = (len(order), worst_with_float(order))
+        chosen, record = keep_sensitive_float(quantized, lambda model: worst_cosine(_outputs(model, input_name, rows), reference),
+                                              lambda _: [n for n in _weighted_nodes(pre, op_types) if n not in keep_float])
     finally:
         trial.unlink(missing_ok=True)
-    kept = order[:best[0]]
-    quantize(pre, out, [*keep_float, *kept])
-    record.update(kept_float=kept, quantized=len(candidates) - len(kept), calibration_cosine_min=round(best[1], 6))
+    out.write_bytes(chosen)
     return record
 
 
@@ -219,7 +190,8 @@ def export_onnx(job: TowerJob, fixed_batch: int | None = None, output_name: str 
         raise ValueError(f"onnx has no precision {job.precision!r}")
     pre = _preprocessed(fp32)
     try:
-        return quantize_keeping_sensitive_float(pre, job.path, quantize, op_types, job.input_name, job.calibration, keep_float)
+        return quantize_keeping_sensitive_float(pre, job.path, quantize, op_types, job.input_name, job.check or job.calibration,
+                                                keep_float)
     finally:
         pre.unlink(missing_ok=True)
         fp32.unlink(missing_ok=True)

@@ -63,3 +63,36 @@ def batchnorm_free_student(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("students") / "test-tiny-patch.json"
     path.write_text(json.dumps(cfg))
     return str(path)
+
+
+@pytest.fixture
+def outlier_tower_job(tmp_path: Path):
+    """A TowerJob factory for a two-layer tower whose second layer reads one channel 300x larger than the rest, as
+    MiniLM's hidden states do. With `outlier_weight` 1/300 the outlier adds no more to the output than any other
+    channel, yet one activation scale per tensor rounds those others to a few levels: every int8 recipe without a
+    per-channel remedy loses the output (ONNX Runtime, dynamic or static, on any CPU). With weight 1 SmoothQuant
+    (OpenVINO) moves the outlier into the weights, whose rounding then costs the output instead. Either way the
+    second layer alone in int8 falls below the keep-float mark and the first alone does not."""
+    import numpy as np
+    import torch
+
+    from export.targets import TowerJob
+
+    class OutlierInput(torch.nn.Module):
+        def __init__(self, outlier_weight: float):
+            super().__init__()
+            torch.manual_seed(0)
+            self.first, self.second = torch.nn.Linear(32, 64), torch.nn.Linear(64, 48)
+            self.register_buffer("gain", torch.ones(64).index_fill(0, torch.tensor([3]), 300.0))
+            with torch.no_grad():
+                self.second.weight[:, 3] *= outlier_weight
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.second(torch.relu(self.first(x)) * self.gain)
+
+    rows = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
+
+    def make(suffix: str, precision: str, outlier_weight: float) -> TowerJob:
+        return TowerJob("image", OutlierInput(outlier_weight).eval(), "x", lambda b: torch.from_numpy(rows[:b]),
+                        tmp_path / f"t{suffix}", precision, [rows[i:i + 16] for i in range(0, 64, 16)])
+    return make

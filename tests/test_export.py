@@ -95,31 +95,16 @@ def test_a_converter_crash_is_one_clear_error_and_writes_nothing(tiny_checkpoint
     assert list(tmp_path.iterdir()) == []
 
 
-class _OutlierInput(torch.nn.Module):
-    """Two layers; the second reads one channel 300x larger than the rest, as MiniLM's hidden states do: one
-    activation scale per call then rounds every other channel of that input to a few levels."""
-
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.first, self.second = torch.nn.Linear(32, 64), torch.nn.Linear(64, 48)
-        self.register_buffer("gain", torch.ones(64).index_fill(0, torch.tensor([3]), 300.0))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.second(torch.relu(self.first(x)) * self.gain)
-
-
 @pytest.mark.parametrize("precision", ["int8", "int8-static"])
-def test_int8_keeps_float_only_the_layers_that_move_the_outputs(tmp_path: Path, precision: str):
-    from export.targets import TowerJob
-    from export.to_onnx import INT8_MIN_CALIBRATION_COSINE, export_onnx
+def test_int8_keeps_float_only_the_layers_that_move_the_outputs(outlier_tower_job, precision: str):
+    from export.mixed_precision import INT8_MIN_CHECK_COSINE
+    from export.to_onnx import export_onnx
 
-    rows = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
-    job = TowerJob("image", _OutlierInput().eval(), "x", lambda b: torch.from_numpy(rows[:b]), tmp_path / "t.onnx",
-                   precision, [rows[i:i + 16] for i in range(0, 64, 16)])
+    job = outlier_tower_job(".onnx", precision, outlier_weight=1 / 300)
+    rows = np.concatenate(job.calibration)
     report = export_onnx(job)
-    assert report["calibration_cosine_min_all_int8"] < INT8_MIN_CALIBRATION_COSINE, report  # the case in point
-    assert report["kept_float"] and report["calibration_cosine_min"] >= INT8_MIN_CALIBRATION_COSINE, report
+    assert report["check_cosine_min_all_int8"] < INT8_MIN_CHECK_COSINE, report  # the case in point
+    assert report["kept_float"] and report["check_cosine_min"] >= INT8_MIN_CHECK_COSINE, report
     if precision == "int8":  # one float layer is enough here (static int8 also rounds each layer's output: both)
         assert len(report["kept_float"]) == 1 and report["quantized"] == 1, report
         assert "MatMulInteger" in {n.op_type for n in onnx.load(str(job.path)).graph.node}  # the other is int8
@@ -128,7 +113,7 @@ def test_int8_keeps_float_only_the_layers_that_move_the_outputs(tmp_path: Path, 
         expected = job.module(torch.from_numpy(rows)).numpy()
     got = np.concatenate([session.run(None, {"x": rows[i:i + 1]})[0] for i in range(len(rows))])
     cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
-    assert cosine.min() >= INT8_MIN_CALIBRATION_COSINE - 1e-6
+    assert cosine.min() >= INT8_MIN_CHECK_COSINE - 1e-6
 
 
 def test_auto_passes_over_an_int8_tower_kept_mostly_float():
@@ -143,3 +128,17 @@ def test_auto_passes_over_an_int8_tower_kept_mostly_float():
     assert "17 layers kept float to pass leave 2% of the weights in int8" in _mostly_float(run, "text", "int8-static", Path("static"))
     assert _mostly_float(run, "text", "int8", Path("dynamic")) is None  # the embedding table alone is most of it
     assert _mostly_float(run, "image", "int8", Path("image")) is None  # nothing kept float: convolutions are float by design
+
+
+def test_the_keep_float_search_scores_training_rows_the_calibration_never_saw(small_data: Path, tiny_checkpoint: Path):
+    from export.calibration import calibration_batches
+    from training.checkpoint import load_student
+    from training.data.pairs import read_pairs, resolve_split
+
+    pairs = read_pairs(resolve_split(str(small_data), "train"))
+    _, tokenizer, _ = load_student(tiny_checkpoint)
+    calibration = np.concatenate(calibration_batches("image", pairs, tokenizer, 32))
+    check = np.concatenate(calibration_batches("image", pairs, tokenizer, 32, between=True))
+    assert len(calibration) == 128 and len(check) == 127
+    seen = {row.tobytes() for row in calibration}
+    assert not any(row.tobytes() in seen for row in check)

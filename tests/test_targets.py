@@ -219,3 +219,24 @@ def test_openvino_int8_uses_7_bit_weights_in_cnn_towers_only(name: str, image_fi
     student = Student(dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, eot_id=2)))
     assert overflow_fix(ImageTower(student)) == nncf.OverflowFix[image_fix]
     assert overflow_fix(TextTower(student)) == nncf.OverflowFix.FIRST_LAYER
+
+
+def test_openvino_int8_keeps_float_only_the_layers_that_move_the_outputs(outlier_tower_job):
+    import openvino as ov
+
+    from export.mixed_precision import INT8_MIN_CHECK_COSINE
+    from export.to_openvino import compile_f32, export_openvino
+
+    job = outlier_tower_job(".xml", "int8", outlier_weight=1.0)
+    report = export_openvino(job)
+    assert report["check_cosine_min_all_int8"] < INT8_MIN_CHECK_COSINE, report  # the case in point
+    assert report["kept_float"] == ["__module.second/aten::linear/MatMul"] and report["quantized"] == 1, report
+    assert report["check_cosine_min"] >= INT8_MIN_CHECK_COSINE, report
+    model = ov.Core().read_model(str(job.path))
+    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())  # the first layer is still int8
+    rows = np.concatenate(job.calibration)
+    got = compile_f32(model)(rows)[0]
+    with torch.no_grad():
+        expected = job.module(torch.from_numpy(rows)).numpy()
+    cosine = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cosine.min() >= INT8_MIN_CHECK_COSINE - 1e-6
