@@ -166,7 +166,8 @@ TARGETS: dict[str, Target] = {
         # than its float convolution; static int8 convolutions failed the gate on EfficientNet-Lite.
         # Both int8 recipes keep float32 the fewest most harmful layers that bring the worst check row's
         # cosine to 0.995 (mixed_precision.keep_sensitive_float; the manifest lists them).
-        "int8": PrecisionSpec("dynamic int8 on MatMul/Gather/Attention, convolutions kept float: per-channel int8 weights, "
+        "int8": PrecisionSpec("dynamic int8 on MatMul/Gather/Attention, convolutions kept float: per-channel int8 weights "
+                              "in 7 bits (no int16 saturation on CPUs without VNNI), "
                               "activations quantized at run time (ORT quantize_dynamic); layers that move the outputs most "
                               "kept float; run one row at a time", calibrated=True, compute="int8", rows_alone=True),
         "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm, convolutions kept float, per-channel weights, "

@@ -107,7 +107,13 @@ def test_int8_keeps_float_only_the_layers_that_move_the_outputs(outlier_tower_jo
     assert report["kept_float"] and report["check_cosine_min"] >= INT8_MIN_CHECK_COSINE, report
     if precision == "int8":  # one float layer is enough here (static int8 also rounds each layer's output: both)
         assert len(report["kept_float"]) == 1 and report["quantized"] == 1, report
-        assert "MatMulInteger" in {n.op_type for n in onnx.load(str(job.path)).graph.node}  # the other is int8
+        graph = onnx.load(str(job.path)).graph
+        weights = {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+        int8_weights = [weights[n.input[1]] for n in graph.node if n.op_type == "MatMulInteger"]
+        assert int8_weights  # the other layer is int8
+        # in 7 bits: without VNNI, x86 sums u8 x s8 pairs in saturating int16 (255 * 64 * 2 < 32 767); with 8-bit
+        # weights this layer alone scored cosine 0.894 on an AVX2 CPU, and the test asked for two float layers there
+        assert all(np.abs(w.astype(int)).max() <= 64 for w in int8_weights)
     session = ort.InferenceSession(str(job.path), providers=["CPUExecutionProvider"])
     with torch.no_grad():
         expected = job.module(torch.from_numpy(rows)).numpy()
