@@ -179,7 +179,7 @@ TARGETS: dict[str, Target] = {
         "fp32": PrecisionSpec("float32 IR"),
         "fp16": PrecisionSpec("float16-compressed weights, float32 inference"),
         "int8": PrecisionSpec("NNCF post-training quantization, transformer model type (SmoothQuant), calibrated; "
-                              "7-bit weights in CNN towers (overflow fix for CPUs without VNNI); layers that move the "
+                              "7-bit weights (overflow fix: no int16 saturation on CPUs without VNNI); layers that move the "
                               "outputs most kept float",
                               calibrated=True, compute="int8"),
         # The CPU plugin quantizes the activations of weight-compressed layers dynamically: int8 arithmetic.

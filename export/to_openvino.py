@@ -48,7 +48,11 @@ def _int8(model: "ov.Model", job: TowerJob, kept_float: Sequence[str]) -> "ov.Mo
     # TRANSFORMER keeps LayerNorm/Softmax/GELU in float and applies SmoothQuant to the MatMuls:
     # the default preset dropped a ViT to cosine 0.85 here, this one kept 0.997.
     # subset_size counts the dataset's items, here batches: every calibration batch is used.
-    advanced = nncf.AdvancedQuantizationParameters(overflow_fix=overflow_fix(job.module))
+    # 7-bit weights in every layer (overflow fix): x86 CPUs without VNNI sum u8*s8 pairs in saturating int16, and
+    # a bundle validated on a VNNI CPU may run on one. With the fix on the first layer only (which left even a
+    # transformer's MatMuls at 8 bits), this AVX2 EPYC scored an outlier test tower 0.25 all-int8 against 0.95
+    # and the tiny test ViT kept every layer float; the keep-float search pays for 7-bit precision where needed.
+    advanced = nncf.AdvancedQuantizationParameters(overflow_fix=nncf.OverflowFix.ENABLE)
     return nncf.quantize(model, nncf.Dataset(list(job.calibration)), model_type=nncf.ModelType.TRANSFORMER,
                          subset_size=len(job.calibration), advanced_parameters=advanced,
                          ignored_scope=nncf.IgnoredScope(names=list(kept_float)))
@@ -86,20 +90,6 @@ def int8_keeping_sensitive_float(model: "ov.Model", job: TowerJob) -> tuple["ov.
     reference = outputs(model)
     return keep_sensitive_float(lambda kept: _int8(model, job, kept), lambda tower: worst_cosine(outputs(tower), reference),
                                 _quantized_layers)
-
-
-def overflow_fix(tower: torch.nn.Module) -> "nncf.OverflowFix":  # noqa: F821 (nncf is imported lazily)
-    """7-bit weights in every layer of a convolutional tower (no attention), in the first layer only otherwise.
-    Without VNNI the CPU sums u8*s8 pairs in saturating int16, and OpenVINO names MobileNet-like CNNs as the
-    models this hurts; a bundle may run on such a CPU. Measured on this AVX2 CPU: EfficientNet-Lite0 image
-    cosine 0.68 -> 0.78 with 7-bit weights everywhere, while MiniLM's text tower fell 0.978 -> 0.965, so
-    transformers keep full 8-bit weights past their first layer."""
-    import nncf
-
-    modules = list(tower.modules())
-    convolutional = any(isinstance(m, torch.nn.Conv2d) for m in modules) and \
-        not any("Attention" in type(m).__name__ for m in modules)  # a ViT's conv stem does not make it a CNN
-    return nncf.OverflowFix.ENABLE if convolutional else nncf.OverflowFix.FIRST_LAYER
 
 
 def write_openvino_metadata(path: Path, manifest: dict, extra: dict[str, str] | None = None) -> None:

@@ -201,26 +201,6 @@ def test_profile_names_the_operators_that_take_the_time(tiny_checkpoint: Path, s
         assert f"**{target} {precision}**" in markdown(profile, top=5)
 
 
-@pytest.mark.parametrize("name,image_fix", [("test-tiny", "FIRST_LAYER"), ("test-tiny-cnn", "ENABLE"),
-                                            ("mobilenetv3", "ENABLE")])
-def test_openvino_int8_uses_7_bit_weights_in_cnn_towers_only(name: str, image_fix: str):
-    """A CNN's int8 bundle must not depend on the CPU having VNNI (int16 saturation); a transformer keeps
-    8-bit weights past its first layer (7-bit ones cost MiniLM cosine 0.978 -> 0.965)."""
-    import dataclasses
-
-    import nncf
-
-    from export.to_openvino import overflow_fix
-    from export.towers import ImageTower, TextTower
-    from training.config import student_config
-    from training.models import Student
-
-    cfg = student_config(name)
-    student = Student(dataclasses.replace(cfg, text=dataclasses.replace(cfg.text, eot_id=2)))
-    assert overflow_fix(ImageTower(student)) == nncf.OverflowFix[image_fix]
-    assert overflow_fix(TextTower(student)) == nncf.OverflowFix.FIRST_LAYER
-
-
 def test_openvino_int8_keeps_float_only_the_layers_that_move_the_outputs(outlier_tower_job):
     import openvino as ov
 
@@ -233,7 +213,12 @@ def test_openvino_int8_keeps_float_only_the_layers_that_move_the_outputs(outlier
     assert report["kept_float"] == ["__module.second/aten::linear/MatMul"] and report["quantized"] == 1, report
     assert report["check_cosine_min"] >= INT8_MIN_CHECK_COSINE, report
     model = ov.Core().read_model(str(job.path))
-    assert any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())  # the first layer is still int8
+    int8_weights = [op.get_data() for op in model.get_ops()
+                    if op.get_type_name() == "Constant" and op.get_element_type() == ov.Type.i8]
+    assert int8_weights  # the first layer is still int8
+    # in 7 bits: without VNNI, x86 sums u8 x s8 pairs in saturating int16; with 8-bit weights this tower scored
+    # 0.25 all-int8 on an AVX2 CPU and kept both layers float
+    assert all(np.abs(w.astype(int)).max() <= 64 for w in int8_weights)
     rows = np.concatenate(job.calibration)
     got = compile_f32(model)(rows)[0]
     with torch.no_grad():
