@@ -112,6 +112,8 @@ class Run:
     def config(self, args: argparse.Namespace, out: Path) -> TrainConfig:
         suite = SUITES[args.suite]
         asked = {"teacher_image_size": args.teacher_image_size} if args.teacher_image_size is not None else {}
+        if args.logit_scale is not None:
+            asked["logit_scale"] = args.logit_scale
         settings = {"student": args.student, **suite.settings, **suite.inits[self.init], **asked,
                     **VARIANTS.get(self.variant, {})}
         return TrainConfig(data=args.data, out=str(out), method=self.method, recipe=self.recipe,
@@ -224,6 +226,7 @@ def main() -> None:
     parser.add_argument("--inits", nargs="+", help="default: every initialisation the suite has")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--teacher-image-size", type=int, help="default: 64 px for synthetic, the teacher's own for real")
+    parser.add_argument("--logit-scale", type=float, help="CLIP's logit scale held fixed for every run (default: learned)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
     parser.add_argument("--recipes", nargs="+", choices=RECIPES, default=list(RECIPES))

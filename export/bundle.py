@@ -6,6 +6,7 @@ import json
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Sequence
@@ -97,11 +98,15 @@ class ExportRun:
         stand_in = TorchEncoder(check.simulated, check.simulated, self.tokenizer, self.image_size)
         return (stand_in.encode_pixels if kind == "image" else stand_in.encode_text), check.problems, check.figures
 
+    @cached_property
+    def train_pairs(self) -> PairSet:
+        """Read once: each calibrated tower draws its calibration rows and its check rows from it."""
+        return read_pairs(resolve_split(self.data, "train"))
+
     def calibration(self, kind: str, between: bool = False) -> list[np.ndarray]:
-        train_pairs = read_pairs(resolve_split(self.data, "train"))
-        batches = calibration_batches(kind, train_pairs, self.tokenizer, self.image_size, between=between)
+        batches = calibration_batches(kind, self.train_pairs, self.tokenizer, self.image_size, between=between)
         if not between:
-            self.calibration_source = {"data": str(train_pairs.root), "samples": sum(len(b) for b in batches)}
+            self.calibration_source = {"data": str(self.train_pairs.root), "samples": sum(len(b) for b in batches)}
         return batches
 
     def write_classifier(self, folder: Path, precision: str, labels: Sequence[str] | None, labels_index: str | None,

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from clipping_edge.errors import ClippingEdgeError
 from training.config import TrainConfig, student_config
 from training.models import Student
 from training.tokenizer_packaged import packaged_tokenizer
@@ -115,6 +116,21 @@ def test_locked_tower_stays_unchanged_and_cache_gives_the_live_loss(small_data: 
     torch.testing.assert_close(losses[0], losses[1], atol=2e-3, rtol=0)
 
 
+def test_a_fixed_logit_scale_stays_fixed_while_the_projections_train(small_data: Path, tmp_path: Path):
+    from training.trainer import Trainer
+
+    trainer = Trainer(tiny_locked_run(small_data, tmp_path / "run", logit_scale=5.0))
+    before = trainer.model.student.visual.proj.weight.detach().clone()
+    trainer.fit()
+    student = trainer.model.student
+    assert student.logit_scale.exp().item() == pytest.approx(5.0, abs=1e-5)
+    assert not torch.equal(before, student.visual.proj.weight), "nothing trained"
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert log[-1]["logit_scale"] == 5.0
+    with pytest.raises(ClippingEdgeError, match="--logit-scale 200 is above"):
+        Trainer(tiny_locked_run(small_data, tmp_path / "bad", logit_scale=200.0))
+
+
 def test_a_locked_image_tower_that_is_the_teacher_takes_the_teachers_image_rows(small_data: Path, tmp_path: Path):
     """CLIP-PING with the image tower initialised from the image teacher and locked at the teacher's resolution:
     the locked tower's cache copies the teacher bank's image rows instead of extracting them again."""
@@ -213,7 +229,6 @@ def test_head_tower_and_anchors_with_a_locked_text_tower(small_data: Path, tmp_p
 def test_clip_ping_mines_anchors_from_their_own_bank_rows(small_data: Path, tmp_path: Path):
     """With clip-ping each anchor gets feature-bank rows: the image teacher's normalised ImageNet head row of its
     class and the text teacher's prompt ensemble of its fixed captions; mining and training then cover them."""
-    from clipping_edge.errors import ClippingEdgeError
     from training.anchors import fashion_mnist_names, imagenet_classes
     from training.teachers import efficientnet_lite_network, load_text_teacher
     from training.trainer import Trainer

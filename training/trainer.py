@@ -265,6 +265,9 @@ def validate_config(cfg: TrainConfig) -> None:
                                 "micro-batches: pick a divisor")
     if cfg.neighbours < 1:
         raise ClippingEdgeError("--neighbours must be at least 1")
+    if cfg.logit_scale > MAX_LOGIT_SCALE:
+        raise ClippingEdgeError(f"--logit-scale {cfg.logit_scale:g} is above the clamp of {MAX_LOGIT_SCALE:g}: pick a value "
+                                "in (0, 100], or 0 to learn it")
 
 
 class Trainer:
@@ -292,6 +295,9 @@ class Trainer:
                 efficientnet_head_weight(self.scfg.vision.variant), one_hot=self.scfg.vision.head_temperature > 0)
         self.trained_token_ids = self._trained_token_ids()
         student = Student(self.scfg)
+        if cfg.logit_scale:
+            student.logit_scale.data.fill_(math.log(cfg.logit_scale))
+            student.logit_scale.requires_grad_(False)
         frozen = self._lock(student)
         self.banks, teachers = self._banks()
         if self.banks is not None and self.anchor_captions:
