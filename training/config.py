@@ -113,8 +113,8 @@ METHODS = ("clip", "clip-ping", "a-clip-ping")
 MINIMUMS: dict[str, tuple[float, bool]] = {
     "image_views": (1, False), "text_views": (1, False), "label_smoothing": (0, False), "hue": (0, False),
     "epochs": (1, False), "batch_size": (1, False), "accum_steps": (1, False), "lr": (0, True),
-    "weight_decay": (0, False), "warmup_steps": (0, False), "grad_clip": (0, True), "logit_scale": (0, False), "lambda_nn": (0, False),
-    "lambda_xnn": (0, False), "nce_temperature": (0, True), "support_size": (1, False), "support_refresh": (0, False),
+    "weight_decay": (0, False), "warmup_steps": (0, False), "grad_clip": (0, True), "logit_scale": (0, False),
+    "lambda_nn": (0, False), "lambda_xnn": (0, False), "nce_temperature": (0, True), "support_size": (1, False), "support_refresh": (0, False),
     "neighbours": (1, False), "teacher_image_size": (16, False), "workers": (0, False), "limit": (1, False),
     "eval_every": (0, False), "eval_limit": (1, False), "unlocked_image_blocks": (0, False), "unlocked_text_blocks": (0, False),
 }
@@ -149,8 +149,8 @@ class TrainConfig:
     warmup_steps: int = 100  # optimizer steps of linear warmup
     grad_clip: float = 1.0  # global gradient-norm clip
     # CLIP's logit scale (1 / temperature) held fixed at this value; 0 learns it from 1/0.07 as CLIP does.
-    # Only the projections of locked towers training on a few thousand pairs: a learned scale climbs
-    # and the projections learn the captions rather than the class names (README "Measured").
+    # Why fix it: when only the projections of locked towers train on a few thousand pairs, a learned scale
+    # climbs and they learn the captions rather than the class names (README "Measured").
     logit_scale: float = 0.0
     # CLIP-PING (DESIGN.md): loss weights, NCE temperature, support set, neighbours, teachers
     lambda_nn: float = 1.0  # weight of the nearest-neighbour (same modality) term

@@ -267,7 +267,7 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ClippingEdgeError("--neighbours must be at least 1")
     if cfg.logit_scale > MAX_LOGIT_SCALE:
         raise ClippingEdgeError(f"--logit-scale {cfg.logit_scale:g} is above the clamp of {MAX_LOGIT_SCALE:g}: pick a value "
-                                "in (0, 100], or 0 to learn it")
+                                f"in (0, {MAX_LOGIT_SCALE:g}], or 0 to learn it")
 
 
 class Trainer:
