@@ -114,8 +114,8 @@ MINIMUMS: dict[str, tuple[float, bool]] = {
     "image_views": (1, False), "text_views": (1, False), "label_smoothing": (0, False), "hue": (0, False),
     "epochs": (1, False), "batch_size": (1, False), "accum_steps": (1, False), "lr": (0, True),
     "weight_decay": (0, False), "warmup_steps": (0, False), "grad_clip": (0, True), "logit_scale": (0, False),
-    "lambda_nn": (0, False), "lambda_xnn": (0, False), "nce_temperature": (0, True), "support_size": (1, False), "support_refresh": (0, False),
-    "neighbours": (1, False), "teacher_image_size": (16, False), "workers": (0, False), "limit": (1, False),
+    "lambda_nn": (0, False), "lambda_xnn": (0, False), "nce_temperature": (0, True), "support_size": (1, False),
+    "support_refresh": (0, False), "neighbours": (1, False), "teacher_image_size": (16, False), "workers": (0, False), "limit": (1, False),
     "eval_every": (0, False), "eval_limit": (1, False), "unlocked_image_blocks": (0, False), "unlocked_text_blocks": (0, False),
 }
 
