@@ -10,7 +10,7 @@ COLUMNS = SUITES["synthetic"].columns
 def plan_args(**overrides) -> argparse.Namespace:
     args = {"suite": "synthetic", "seeds": [0, 1], "methods": ["clip", "clip-ping"], "recipes": ["basic"],
             "variants": ["lambda-0.25"], "inits": ["scratch"], "data": "d", "student": "test-tiny", "epochs": 1,
-            "batch_size": 8, "teacher_image_size": 64, "workers": 0}
+            "batch_size": 8, "teacher_image_size": 64, "workers": 0, "logit_scale": None}
     return argparse.Namespace(**{**args, **overrides})
 
 
@@ -45,6 +45,9 @@ def test_variants_change_one_setting_of_each_chosen_init(tmp_path):
     a, b = default.config(args, tmp_path), variant.config(args, tmp_path)
     assert b.lock_image and b.lock_text  # the locked init, not the scratch student
     assert {k for k, v in vars(b).items() if vars(a)[k] != v} == set(VARIANTS["lambda-0.25"])
+    assert a.logit_scale == 0.0  # learned unless asked
+    fixed = default.config(plan_args(**{**vars(args), "logit_scale": 7.0}), tmp_path)
+    assert {k for k, v in vars(fixed).items() if vars(a)[k] != v} == {"logit_scale"} and fixed.logit_scale == 7.0
 
 
 def result(method: str, variant: str, seed: int, top1: float) -> dict:
