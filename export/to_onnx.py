@@ -106,8 +106,10 @@ def _dynamic_int8(pre: Path, out: Path, exclude: Sequence[str]) -> None:
 def _static_int8(pre: Path, out: Path, exclude: Sequence[str], input_name: str, calibration: Sequence[np.ndarray]) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    # 7-bit weights for the reason dynamic int8 has them: measured on an AVX2 EPYC, the test's int8 linear layer
+    # alone scored cosine 0.893 with 8-bit weights and 0.99980 with 7-bit.
     quantize_static(str(pre), str(out), _Batches(input_name, calibration), quant_format=QuantFormat.QDQ,
-                    op_types_to_quantize=STATIC_INT8_OPS, per_channel=True,
+                    op_types_to_quantize=STATIC_INT8_OPS, per_channel=True, reduce_range=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, nodes_to_exclude=list(exclude))
 
 
