@@ -15,10 +15,12 @@ from clipping_edge.atomic import write_json_atomic
 from clipping_edge.errors import ClippingEdgeError
 
 
-def diagnose(checkpoint: str, data: str, split: str = "test", limit: int | None = None) -> tuple[list[str], dict]:
+def diagnose(checkpoint: str, data: str, split: str = "test", limit: int | None = None,
+             templates: str = "dataset") -> tuple[list[str], dict]:
     import torch
 
     from clipping_edge.classifier import class_prototypes
+    from clipping_edge.prompts import template_set
     from training.checkpoint import load_student
     from training.data.pairs import read_pairs, resolve_split
     from training.evaluate import LockedCacheEncoder, class_positions
@@ -34,7 +36,7 @@ def diagnose(checkpoint: str, data: str, split: str = "test", limit: int | None 
     encoder = LockedCacheEncoder(model.visual, model.text, tokenizer, model.config.vision.image_size,
                                  torch.device("cpu"), *fully_locked(meta.get("train", {})))
     labels = class_positions(task.classes, [p.label for p in pairs.pairs], pairs.root)
-    prototypes = class_prototypes(encoder, task.classes, task.templates, task.synonyms)
+    prototypes = class_prototypes(encoder, task.classes, template_set(templates, task.templates), task.synonyms)
     return task.classes, zero_shot_diagnosis(encoder.encode_pairs(pairs), prototypes, labels)
 
 
@@ -60,10 +62,12 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="a labelled dataset with a zeroshot.json")
     parser.add_argument("--split", default="test")
     parser.add_argument("--limit", type=int, help="the first N images of the split")
+    parser.add_argument("--templates", default="dataset",
+                        help="prompt set: dataset (its zeroshot.json templates), 7 or 80 (CLIP's ImageNet ensembles)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     try:
-        classes, found = diagnose(args.checkpoint, args.data, args.split, args.limit)
+        classes, found = diagnose(args.checkpoint, args.data, args.split, args.limit, args.templates)
     except ClippingEdgeError as exc:
         sys.exit(f"error: {exc}")
     print(report(classes, found))

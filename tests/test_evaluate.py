@@ -183,6 +183,9 @@ def test_zero_shot_diagnosis_script_matches_evaluate(tiny_checkpoint: Path, smal
     assert found["top1"] == pytest.approx(expected["zero_shot_top1"])
     assert sum(map(sum, found["confusion"])) == 480 and found["class_mean_oracle_top1"] >= found["top1"]
     assert report(classes, found).startswith(f"zero-shot top-1 {100 * found['top1']:.1f} %")
+    test_pairs = read_pairs(training.evaluate.resolve_split(str(small_data), "test"))
+    with_80 = training.evaluate.full_evaluation(model, tokenizer, test_pairs, templates="80").metrics["zero_shot_top1"]
+    assert diagnose(str(tiny_checkpoint), str(small_data), templates="80")[1]["top1"] == pytest.approx(with_80)
 
     import subprocess
     import sys
