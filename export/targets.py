@@ -170,8 +170,8 @@ TARGETS: dict[str, Target] = {
                               "in 7 bits (no int16 saturation on CPUs without VNNI), "
                               "activations quantized at run time (ORT quantize_dynamic); layers that move the outputs most "
                               "kept float; run one row at a time", calibrated=True, compute="int8", rows_alone=True),
-        "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm, convolutions kept float, per-channel weights, "
-                                     "min-max calibration; layers that move the outputs most kept float",
+        "int8-static": PrecisionSpec("static int8 QDQ on MatMul/Gemm, convolutions kept float, per-channel weights in 7 "
+                                     "bits, min-max calibration; layers that move the outputs most kept float",
                                      calibrated=True, compute="int8"),
     }, _onnx, _onnx_metadata, "onnx", auto_order=("int8-static", "int8", "fp16", "fp32"),
         int8_weight_share=_onnx_int8_weight_share),
