@@ -25,7 +25,8 @@ Evaluated on the held-out synthetic split (with its never-seen colour-shape comp
 Fashion-MNIST and emoji subgroups, and image<->text retrieval on the synthetic split. Each run is kept
 under OUT/<method>-<recipe>[-<variant>]-s<seed>; a finished run is not trained again, so the script
 resumes. `--jobs N` trains N runs at once, each on cores/N threads (on a small CPU machine that beats
-one run on all cores). Writes OUT/ablation.json and OUT/ablation.md.
+one run on all cores); the teachers' feature banks and a locked image tower's evaluation features are
+extracted once before they start. Writes OUT/ablation.json and OUT/ablation.md.
 """
 
 from __future__ import annotations
@@ -171,6 +172,40 @@ def build_banks_once(runs: list[Run], args: argparse.Namespace) -> None:
         build_banks(pairs, load_image_teacher(image_teacher, size), load_text_teacher(text_teacher), workers=args.workers)
 
 
+def build_locked_caches_once(runs: list[Run], args: argparse.Namespace) -> None:
+    """The locked image tower's features of every split the plan scores (the suite's test splits, training's final
+    evaluation, each run's validation curve), before parallel runs start: two runs at once would otherwise both
+    extract the same ones (16 min of 224-px passes for the real suite on a 2-core CPU)."""
+    from dataclasses import asdict
+
+    import torch
+
+    from training.config import student_config
+    from training.data.pairs import read_pairs, resolve_split
+    from training.evaluate import LockedCacheEncoder
+    from training.locking import fully_locked
+    from training.models import IMAGE_TOWERS
+    from training.trainer import curve_sources
+
+    splits: dict[str, dict[str, tuple]] = {}  # student -> {what it is: (split, images used)}
+    for config in (r.config(args, Path(args.out)) for r in runs):
+        if not fully_locked(asdict(config))[0]:
+            continue
+        # the suite's test splits, training's own final evaluation (its data's whole test split), the val curve
+        wanted = [(resolve_split(data, "test"), limit) for data, limit in SUITES[args.suite].evals.values()]
+        wanted.append((resolve_split(config.data, "test"), None))
+        if config.eval_every:
+            wanted += [(source, config.eval_limit) for source in curve_sources(config).values()]
+        splits.setdefault(config.student, {}).update({repr(w): w for w in wanted})
+    for student, wanted in splits.items():
+        scfg = student_config(student)
+        tower = IMAGE_TOWERS[scfg.vision.kind](scfg.vision, scfg.embed_dim).eval()
+        # the cache is keyed by the trunk's weights, which the tower loads from the package: no text side needed
+        encoder = LockedCacheEncoder(tower, None, None, scfg.vision.image_size, torch.device("cpu"), image_locked=True)
+        for split, limit in wanted.values():
+            encoder.encode_pairs(read_pairs(split, limit=limit))
+
+
 def run_in_subprocess(run: Run, args: argparse.Namespace, threads: int) -> dict | None:
     """Train one run in its own interpreter so its thread count is its own (torch reads it at import).
     It gets this invocation's own options, so it trains with exactly the settings asked for here."""
@@ -264,6 +299,7 @@ def main() -> None:
         return
     print(f"ablation: {len(done)} runs finished, {len(todo)} to train, {args.jobs} at a time")
     build_banks_once(runs, args)
+    build_locked_caches_once(todo, args)
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     with ThreadPoolExecutor(args.jobs) as pool:
         for result in pool.map(lambda run: run_in_subprocess(run, args, threads), todo):

@@ -327,3 +327,27 @@ def test_a_short_run_prints_none_of_the_known_noise(small_data: Path, tmp_path: 
         assert result.returncode == 0, result.stderr[-2000:]
         output = result.stdout + result.stderr
         assert not [n for n in NOISE if n in output], output[-3000:]
+
+
+def test_ablation_builds_the_locked_evaluation_caches_its_runs_read(small_data: Path, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    import argparse
+
+    import benchmarks.ablation as ablation
+
+    suite = ablation.Suite(str(small_data), "test-tiny-pretrained", 1, {"synthetic": (str(small_data), 200)},
+                           [("synthetic", "zero_shot_top1", "top-1")], {"lr": 1e-3, "warmup_steps": 2},
+                           {"locked": {"lock_image": True, "lock_text": True, "eval_every": 1, "eval_limit": 100}})
+    monkeypatch.setitem(ablation.SUITES, "tiny", suite)
+    args = argparse.Namespace(suite="tiny", seeds=[0], methods=["clip"], recipes=["basic"], variants=[], inits=["locked"],
+                              data=str(small_data), student=suite.student, epochs=1, batch_size=64, workers=0,
+                              teacher_image_size=None, logit_scale=None, out=str(tmp_path / "ablation"))
+    caches = {}
+    for name, job in (("before", lambda: ablation.build_locked_caches_once(ablation.planned_runs(args), args)),
+                      ("run", lambda: ablation.train_and_evaluate(ablation.planned_runs(args)[0], args))):
+        monkeypatch.setenv("CLIPPING_EDGE_CACHE", str(tmp_path / name))
+        job()
+        caches[name] = {p.name for p in (tmp_path / name / "banks").iterdir()}
+    # the test split as the suite scores it (200 images), as training's final evaluation does (all 480), and as
+    # the val curve does (test stands in: this set has no val split; 100 images)
+    assert len(caches["before"]) == 3 and caches["before"] <= caches["run"], caches

@@ -34,7 +34,7 @@ from .banks import FeatureBanks, build_banks
 from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, check_finite, load_trainer_state, save_checkpoint
 from .config import METHODS, MINIMUMS, TrainConfig, student_config
 from .data.augment import RECIPES, MultiViewDataset, collate_views, make_recipe
-from .data.pairs import PairSet, read_pairs, resolve_split
+from .data.pairs import PairSet, SplitSource, read_pairs, resolve_split
 from .data.transforms import worker_context
 from .distributed import Distributed, GlobalBatchSampler
 from .evaluate import evaluate, format_metrics
@@ -268,6 +268,19 @@ def validate_config(cfg: TrainConfig) -> None:
     if cfg.logit_scale > MAX_LOGIT_SCALE:
         raise ClippingEdgeError(f"--logit-scale {cfg.logit_scale:g} is above the clamp of {MAX_LOGIT_SCALE:g}: pick a value "
                                 f"in (0, {MAX_LOGIT_SCALE:g}], or 0 to learn it")
+
+
+def curve_sources(cfg: TrainConfig) -> dict[str, SplitSource]:
+    """The validation curve's splits: key prefix ("" for a lone set) -> each --eval-data set's val split."""
+    roots = [d.strip() for d in (cfg.eval_data or cfg.data).split(",") if d.strip()]
+    sources = {}
+    for root in roots:
+        try:
+            source = resolve_split(root, "val")
+        except ClippingEdgeError:  # no val split: the test split stands in
+            source = resolve_split(root, "test")
+        sources["" if len(roots) == 1 else f"{Path(root.split('+')[0]).name}/"] = source
+    return sources
 
 
 class Trainer:
@@ -611,16 +624,7 @@ class Trainer:
         return evaluate(self.model.student, self.tokenizer, pairs, self.device, fully_locked(asdict(self.cfg)))
 
     def _curve_sets(self) -> dict[str, PairSet]:
-        """The validation curve's sets: key prefix -> val pairs ("" for a lone set, as before)."""
-        roots = [d.strip() for d in (self.cfg.eval_data or self.cfg.data).split(",") if d.strip()]
-        sets = {}
-        for root in roots:
-            try:
-                source = resolve_split(root, "val")
-            except ClippingEdgeError:  # no val split: the test split stands in
-                source = resolve_split(root, "test")
-            sets["" if len(roots) == 1 else f"{Path(root.split('+')[0]).name}/"] = read_pairs(source, limit=self.cfg.eval_limit)
-        return sets
+        return {prefix: read_pairs(source, limit=self.cfg.eval_limit) for prefix, source in curve_sources(self.cfg).items()}
 
     def fit(self) -> Path:
         cfg = self.cfg
