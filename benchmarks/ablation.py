@@ -174,8 +174,9 @@ def build_banks_once(runs: list[Run], args: argparse.Namespace) -> None:
 
 def build_locked_caches_once(runs: list[Run], args: argparse.Namespace) -> None:
     """The locked image tower's features of every split the plan scores (the suite's test splits, training's final
-    evaluation, each run's validation curve), before parallel runs start: two runs at once would otherwise both
-    extract the same ones (16 min of 224-px passes for the real suite on a 2-core CPU)."""
+    evaluation, each run's validation curve) and of the training split it trains on, before parallel runs start:
+    two runs at once would otherwise both extract the same ones (16 min of 224-px passes for the real suite's
+    evaluations on a 2-core CPU, as long again for its 5 627 training pairs in a plan without CLIP-PING's banks)."""
     from dataclasses import asdict
 
     import torch
@@ -185,7 +186,7 @@ def build_locked_caches_once(runs: list[Run], args: argparse.Namespace) -> None:
     from training.evaluate import LockedCacheEncoder
     from training.locking import fully_locked
     from training.models import IMAGE_TOWERS
-    from training.trainer import curve_sources
+    from training.trainer import curve_sources, uses_locked_cache
 
     splits: dict[str, dict[str, tuple]] = {}  # student -> {what it is: (split, images used)}
     for config in (r.config(args, Path(args.out)) for r in runs):
@@ -196,6 +197,8 @@ def build_locked_caches_once(runs: list[Run], args: argparse.Namespace) -> None:
         wanted.append((resolve_split(config.data, "test"), None))
         if config.eval_every:
             wanted += [(source, config.eval_limit) for source in curve_sources(config).values()]
+        if uses_locked_cache(config):
+            wanted.append((resolve_split(config.data, "train"), config.limit))
         splits.setdefault(config.student, {}).update({repr(w): w for w in wanted})
     for student, wanted in splits.items():
         scfg = student_config(student)

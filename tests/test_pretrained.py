@@ -329,8 +329,8 @@ def test_a_short_run_prints_none_of_the_known_noise(small_data: Path, tmp_path: 
         assert not [n for n in NOISE if n in output], output[-3000:]
 
 
-def test_ablation_builds_the_locked_evaluation_caches_its_runs_read(small_data: Path, tmp_path: Path,
-                                                                     monkeypatch: pytest.MonkeyPatch):
+def test_ablation_builds_the_locked_caches_its_runs_read(small_data: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch):
     import argparse
 
     import benchmarks.ablation as ablation
@@ -349,5 +349,5 @@ def test_ablation_builds_the_locked_evaluation_caches_its_runs_read(small_data: 
         job()
         caches[name] = {p.name for p in (tmp_path / name / "banks").iterdir()}
     # the test split as the suite scores it (200 images), as training's final evaluation does (all 480), and as
-    # the val curve does (test stands in: this set has no val split; 100 images)
-    assert len(caches["before"]) == 3 and caches["before"] <= caches["run"], caches
+    # the val curve does (test stands in: this set has no val split; 100 images); and the training split
+    assert len(caches["before"]) == 4 and caches["before"] <= caches["run"], caches

@@ -270,6 +270,12 @@ def validate_config(cfg: TrainConfig) -> None:
                                 f"in (0, {MAX_LOGIT_SCALE:g}], or 0 to learn it")
 
 
+def uses_locked_cache(cfg: TrainConfig) -> bool:
+    """Whether a step reads a fully locked tower's features from the disk cache instead of running it: only where
+    it would compute exactly them, one plain view and no online teachers."""
+    return any(fully_locked(asdict(cfg))) and cfg.method != "a-clip-ping" and cfg.recipe == "basic"
+
+
 def curve_sources(cfg: TrainConfig) -> dict[str, SplitSource]:
     """The validation curve's splits: key prefix ("" for a lone set) -> each --eval-data set's val split."""
     roots = [d.strip() for d in (cfg.eval_data or cfg.data).split(",") if d.strip()]
@@ -452,12 +458,11 @@ class Trainer:
         return frozen
 
     def _locked_cache(self, student: Student) -> tuple[torch.Tensor | None, torch.Tensor | None] | None:
-        """Features of the fully locked towers for every training pair, from the disk cache (built once).
-        Only where a step would compute exactly them: one plain view, no online teachers."""
+        """Features of the fully locked towers for every training pair, from the disk cache (built once)."""
         cfg = self.cfg
-        image, text = fully_locked(asdict(cfg))
-        if not (image or text) or cfg.method == "a-clip-ping" or cfg.recipe != "basic":
+        if not uses_locked_cache(cfg):
             return None
+        image, text = fully_locked(asdict(cfg))
         size = self.scfg.vision.image_size
         # One cache per tower, so a tower's features are shared by every run that locks it the same way
         # (the image features of a real dataset at 224 px cost minutes; its captions' seconds).
