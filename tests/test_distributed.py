@@ -95,6 +95,38 @@ def _extract_banks(rank: int, world: int, init_file: str, data: str, root: str) 
     dist.destroy_process_group()
 
 
+def _build_the_same_bank(start, data: str, root: str, result: str) -> None:
+    from training.banks import build_banks
+    from training.data.pairs import read_pairs
+    from training.teachers import load_image_teacher, load_text_teacher
+
+    torch.set_num_threads(1)
+    pairs, teachers = read_pairs(Path(data) / "train", limit=48), (load_image_teacher("efficientnet-lite0", 64),
+                                                                   load_text_teacher("minilm"))
+    start.wait()  # both ask for the bank at the same moment, as two ablation runs launched together do
+    banks = build_banks(pairs, *teachers, root=Path(root), batch_size=8, workers=0, shard_rows=10)
+    Path(result).write_text(json.dumps({"path": str(banks.path), "reused": banks.reused}))
+
+
+def test_two_runs_asking_for_the_same_bank_at_once_extract_it_once(small_data: Path, tmp_path: Path):
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(2)
+    results = [tmp_path / f"run{i}.json" for i in range(2)]
+    runs = [context.Process(target=_build_the_same_bank, args=(start, str(small_data), str(tmp_path / "banks"), str(r)))
+            for r in results]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(timeout=300)
+    assert [run.exitcode for run in runs] == [0, 0]  # without the lock one merged shards the other had removed
+    built = [json.loads(r.read_text()) for r in results]
+    assert built[0]["path"] == built[1]["path"]
+    assert sorted(b["reused"] for b in built) == [False, True]  # one extracted, the other waited and read it
+    assert [p.name for p in (tmp_path / "banks").iterdir()] == [Path(built[0]["path"]).name]  # no shards left behind
+
+
 def test_sharded_bank_extraction_equals_one_process_and_resumes(small_data: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch):
     import training.banks as banks_module

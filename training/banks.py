@@ -10,8 +10,11 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,11 @@ from .data.transforms import EvalTransform, ImageCaptionDataset, worker_context
 from .distributed import Distributed
 from .progress import progress_bar
 from .teachers import ImageTeacher, TextTeacher
+
+try:
+    import fcntl
+except ImportError:  # Windows: no lock, so two runs started at once must not share a cache there
+    fcntl = None
 
 BANK_VERSION = 1
 
@@ -124,6 +132,36 @@ def image_rows_elsewhere(pairs: PairSet, fingerprint: str, teacher: ImageTeacher
 _ANNOUNCED: set[Path] = set()  # caches this process has already said it reuses
 
 
+@contextmanager
+def sole_builder(parts: Path, locked: bool) -> Iterator[None]:
+    """Hold an exclusive lock on the bank's shard folder while this process extracts and merges it. Two runs
+    started at once that need the same bank (the ablation's parallel runs) would otherwise both extract it,
+    and the first to finish would remove the shards the other was merging. The lock is on the folder itself,
+    so it leaves no file behind; a process that waited finds the bank built."""
+    parts.mkdir(parents=True, exist_ok=True)
+    if not locked or fcntl is None:
+        yield
+        return
+    while True:
+        try:
+            folder = os.open(parts, os.O_RDONLY)
+            break
+        except FileNotFoundError:  # the builder we raced just finished and removed it
+            parts.mkdir(parents=True, exist_ok=True)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(folder)  # releases the lock
+
+
+def _reuse(path: Path, dist: Distributed) -> FeatureBanks:
+    if dist.is_main and path not in _ANNOUNCED:  # a validation curve reopens its sets' caches every epoch
+        print(f"feature banks: reusing {path}")
+        _ANNOUNCED.add(path)
+    return open_banks(path)
+
+
 def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextTeacher, root: Path | None = None,
                 batch_size: int = 64, workers: int = 1, dist: Distributed | None = None,
                 device: torch.device | str = "cpu", shard_rows: int = SHARD_ROWS) -> FeatureBanks:
@@ -136,17 +174,26 @@ def build_banks(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextT
     fingerprint = pairs.fingerprint()  # stats every image file: taken once, for the key and the donor search
     path = (root or cache_dir() / "banks") / bank_key(fingerprint, len(pairs), image_teacher, text_teacher)
     if (path / "meta.json").is_file():
-        if dist.is_main and path not in _ANNOUNCED:  # a validation curve reopens its sets' caches every epoch
-            print(f"feature banks: reusing {path}")
-            _ANNOUNCED.add(path)
-        return open_banks(path)
-    n = len(pairs)
+        return _reuse(path, dist)
     parts = path.with_name(path.name + ".partial")
-    parts.mkdir(parents=True, exist_ok=True)
+    # The ranks of one distributed run share the shards between them; only separate runs are kept apart.
+    with sole_builder(parts, locked=dist.world == 1):
+        if (path / "meta.json").is_file():  # built by the run this one waited for
+            shutil.rmtree(parts, ignore_errors=True)
+            return _reuse(path, dist)
+        return _extract_and_merge(pairs, image_teacher, text_teacher, path, parts, fingerprint, batch_size, workers,
+                                  dist, device, shard_rows)
+
+
+def _extract_and_merge(pairs: PairSet, image_teacher: ImageTeacher, text_teacher: TextTeacher, path: Path, parts: Path,
+                       fingerprint: str, batch_size: int, workers: int, dist: Distributed, device: torch.device | str,
+                       shard_rows: int) -> FeatureBanks:
+    n = len(pairs)
     shards = [range(start, min(n, start + shard_rows)) for start in range(0, n, shard_rows)]
     image_teacher.to(torch.device(device))
     text_teacher.to(torch.device(device))
-    donor = image_rows_elsewhere(pairs, fingerprint, image_teacher, path.parent, torch.device(device)) if image_teacher.reads_pixels else None
+    donor = (image_rows_elsewhere(pairs, fingerprint, image_teacher, path.parent, torch.device(device))
+             if image_teacher.reads_pixels else None)
     if donor is not None and dist.is_main:
         print(f"feature banks: {image_teacher.name} gives the image rows of {donor[1]} (checked on the first pairs): "
               "copying them, not extracting")
