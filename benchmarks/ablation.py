@@ -25,8 +25,9 @@ Evaluated on the held-out synthetic split (with its never-seen colour-shape comp
 Fashion-MNIST and emoji subgroups, and image<->text retrieval on the synthetic split. Each run is kept
 under OUT/<method>-<recipe>[-<variant>]-s<seed>; a finished run is not trained again, so the script
 resumes. `--jobs N` trains N runs at once, each on cores/N threads (on a small CPU machine that beats
-one run on all cores); the teachers' feature banks and a locked image tower's evaluation features are
-extracted once before they start. Writes OUT/ablation.json and OUT/ablation.md.
+one run on all cores); the teachers' feature banks and a locked image tower's features (training and
+evaluation splits) are extracted once before they start, and runs that still need the same cache at once
+(a locked text tower's captions) wait for one to build it. Writes OUT/ablation.json and OUT/ablation.md.
 """
 
 from __future__ import annotations
