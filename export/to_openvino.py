@@ -60,8 +60,10 @@ def _int8(model: "ov.Model", job: TowerJob, kept_float: Sequence[str]) -> "ov.Mo
 
 # What NNCF quantizes (weights and inputs) in the towers we export. An ignored one keeps both float; a layer
 # that reads a FakeQuantize is not enough to find them: the converter names a convolution after the batch
-# norm folded into it ("Multiply_123"), and the stem's input quantizer sits before its Pad.
-QUANTIZED_LAYER_TYPES = ("Convolution", "GroupConvolution", "MatMul")
+# norm folded into it ("Multiply_123"), and the stem's input quantizer sits before its Pad. PyTorch's fused
+# attention converts to one ScaledDotProductAttention op, whose query and key NNCF quantizes too: left out, the
+# tiny test ViT lost 0.035 cosine on an AVX2 CPU with every other layer float, and no search could undo it.
+QUANTIZED_LAYER_TYPES = ("Convolution", "GroupConvolution", "MatMul", "ScaledDotProductAttention")
 
 
 def _quantized_layers(model: "ov.Model") -> list[str]:  # noqa: F821
