@@ -26,8 +26,8 @@ Fashion-MNIST and emoji subgroups, and image<->text retrieval on the synthetic s
 under OUT/<method>-<recipe>[-<variant>]-s<seed>; a finished run is not trained again, so the script
 resumes. `--jobs N` trains N runs at once, each on cores/N threads (on a small CPU machine that beats
 one run on all cores); the teachers' feature banks and a locked image tower's features (training and
-evaluation splits) are extracted once before they start, and runs that still need the same cache at once
-(a locked text tower's captions) wait for one to build it. Writes OUT/ablation.json and OUT/ablation.md.
+evaluation splits) are extracted on all cores before they start; runs that still need the same cache at once
+(a locked text tower's captions) wait while one builds it. Writes OUT/ablation.json and OUT/ablation.md.
 """
 
 from __future__ import annotations
@@ -175,9 +175,10 @@ def build_banks_once(runs: list[Run], args: argparse.Namespace) -> None:
 
 def build_locked_caches_once(runs: list[Run], args: argparse.Namespace) -> None:
     """The locked image tower's features of every split the plan scores (the suite's test splits, training's final
-    evaluation, each run's validation curve) and of the training split it trains on, before parallel runs start:
-    two runs at once would otherwise both extract the same ones (16 min of 224-px passes for the real suite's
-    evaluations on a 2-core CPU, as long again for its 5 627 training pairs in a plan without CLIP-PING's banks)."""
+    evaluation, each run's validation curve) and of the training split it trains on, before parallel runs start,
+    on every core: a run that needs them at once with another waits while that one extracts them on its single
+    thread (16 min of 224-px passes for the real suite's evaluations on a 2-core CPU with both cores, as long
+    again for its 5 627 training pairs in a plan without CLIP-PING's banks)."""
     from dataclasses import asdict
 
     import torch
