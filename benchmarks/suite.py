@@ -24,6 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from clipping_edge.classifier import class_prototypes, softmax
+from clipping_edge.prompts import fill
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.manifest import package_versions, size_mb
 from clipping_edge.preprocess import preprocess_batch
@@ -383,7 +384,7 @@ def run(checkpoint: str | None, bundles: Sequence[str], data: str | None, target
     for row in runnable:
         size = _image_size(row)
         prototypes = class_prototypes(row.encoder, task.classes, task.templates, task.synonyms)
-        jobs[row.name] = latency_jobs(row, preprocess_batch(images, size), images, task.templates[0].format(task.classes[0]),
+        jobs[row.name] = latency_jobs(row, preprocess_batch(images, size), images, fill(task.templates[0], task.classes[0]),
                                       prototypes, size)
     print(f"latency: {rounds} rounds x {len(runnable)} rows ...", file=sys.stderr)
     measure_latency(runnable, jobs, rounds, calls)

@@ -22,9 +22,6 @@ from typing import Any, Iterable, Iterator
 from .errors import ClippingEdgeError
 
 MARKER = ".clipping-edge-output"
-# What older versions wrote before the marker existed, recognised by their defining files.
-_LEGACY_SIGNS = {"bundle": ("manifest.json",), "checkpoint": ("model.safetensors", "config.json"),
-                 "dataset": ("dataset.json",), "banks": ("image.npy", "text.npy", "meta.json")}
 
 
 def umask() -> int:
@@ -39,18 +36,16 @@ def _honour_umask(path: Path, directory: bool) -> None:
 
 
 def output_kind(path: Path) -> str | None:
-    """The kind of clipping-edge output a directory holds, or None if it is not one of ours."""
+    """The kind of clipping-edge output a directory holds, or None if it is not one of ours.
+    Only the marker counts: file names alone (a user's folder may hold a manifest.json or a log.jsonl) never do."""
     marker = path / MARKER
-    if marker.is_file():
-        try:
-            kind = json.loads(marker.read_text(encoding="utf-8")).get("kind")
-            return kind if isinstance(kind, str) else None
-        except (ValueError, OSError, AttributeError):
-            return None
-    for kind, files in _LEGACY_SIGNS.items():
-        if all((path / name).is_file() for name in files):
-            return kind
-    return None
+    if not marker.is_file():
+        return None
+    try:
+        kind = json.loads(marker.read_text(encoding="utf-8")).get("kind")
+        return kind if isinstance(kind, str) else None
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def _inside(child: Path, parent: Path) -> bool:
@@ -79,6 +74,19 @@ def check_replaceable(target: str | os.PathLike[str], kind: str, inputs: Iterabl
     if not force:
         raise ClippingEdgeError(f"{target} already exists and holds {what}, not a previous {kind}: choose another "
                                 "output path, or pass --force to replace it")
+
+
+def claim_directory(target: str | os.PathLike[str], kind: str, inputs: Iterable[str | os.PathLike[str] | None] = (),
+                    force: bool = False, write: bool = True) -> Path:
+    """For outputs written in place over time (a training run): check `target` may be a `kind` output, create it
+    and mark it as ours. `write=False` checks only (the other ranks of a distributed run)."""
+    target = Path(target)
+    check_replaceable(target, kind, inputs, force)
+    if write:
+        target.mkdir(parents=True, exist_ok=True)
+        if output_kind(target) != kind:
+            (target / MARKER).write_text(json.dumps({"kind": kind}) + "\n", encoding="utf-8")
+    return target
 
 
 def _pid_alive(pid: int) -> bool:

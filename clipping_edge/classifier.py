@@ -11,10 +11,11 @@ import numpy as np
 
 from .errors import ClippingEdgeError
 from .index import PrototypeIndex
+from .junk import below_ceiling, junk_ceilings
 from .model import EdgeModel
 from .pipeline import embed_images
 from .preprocess import ImageInput
-from .prompts import DEFAULT_TEMPLATES
+from .prompts import DEFAULT_TEMPLATES, check_synonyms, check_templates, fill
 
 
 NO_MATCH = "unknown"
@@ -22,13 +23,19 @@ NO_MATCH = "unknown"
 
 @dataclass(frozen=True)
 class Prediction:
-    label: str  # NO_MATCH when the best cosine is under the classifier's min_cosine
-    score: float  # softmax(logit_scale * cos) over all classes
-    cosine: float
+    label: str  # a class, or NO_MATCH (the image is called unknown: see classify_embeddings)
+    score: float  # softmax(logit_scale * cos) over all classes; 0 for NO_MATCH, which is no class
+    cosine: float  # this class's cosine; for NO_MATCH the best class's
 
 
-def check_labels(labels: Sequence[str]) -> list[str]:
-    labels = [str(label).strip() for label in labels]
+def check_labels(labels: Sequence[str] | str) -> list[str]:
+    """Class names, each once; a lone string is one class, never its characters."""
+    if isinstance(labels, str):
+        labels = [labels]
+    if any(not isinstance(label, str) for label in labels):
+        bad = next(label for label in labels if not isinstance(label, str))
+        raise ClippingEdgeError(f"label {bad!r} is not text: pass class names as strings")
+    labels = [label.strip() for label in labels]
     if not labels:
         raise ClippingEdgeError("the label list is empty: pass at least one class name")
     if any(not label for label in labels):
@@ -75,15 +82,13 @@ def warn_untrained(model: EdgeModel, labels: Sequence[str]) -> None:
 def class_prototypes(model: TextEncoder, labels: Sequence[str], templates: Sequence[str] = DEFAULT_TEMPLATES,
                      synonyms: Mapping[str, Sequence[str]] | None = None) -> np.ndarray:
     """Every template x synonym embedded, normalised, averaged, normalised again: (C, d)."""
-    if not templates:
-        raise ClippingEdgeError("the template list is empty: pass at least one template such as 'a photo of a {}.'")
-    synonyms = synonyms or {}
+    templates, synonyms = check_templates(templates), check_synonyms(synonyms)
     texts: list[str] = []
     owner: list[int] = []
     for c, label in enumerate(labels):
         for name in synonyms.get(label) or [label]:
             for template in templates:
-                texts.append(template.format(name) if "{}" in template else f"{template} {name}")
+                texts.append(fill(template, name))
                 owner.append(c)
     emb = model.encode_text(texts)
     sums = np.zeros((len(labels), emb.shape[1]), np.float64)
@@ -119,16 +124,18 @@ class ZeroShotClassifier:
                  index_dtype: str = "f16"):
         self.model = model
         if index is None:
-            labels = check_labels(labels or [])
+            labels = check_labels(labels if labels is not None else [])
             warn_untrained(model, labels)
             if templates is None and synonyms is None:  # the bundle's prompts, as its export validated them
                 templates, synonyms = model.manifest.templates or DEFAULT_TEMPLATES, model.manifest.synonyms
-            templates = DEFAULT_TEMPLATES if templates is None else templates
+            templates = check_templates(DEFAULT_TEMPLATES if templates is None else templates)
+            synonyms = check_synonyms(synonyms)
             index = PrototypeIndex.build(class_prototypes(model, labels, templates, synonyms), labels,
                                          model.manifest.fingerprint, index_dtype)
         elif index.fingerprint != model.manifest.fingerprint:
             raise ClippingEdgeError("the prototype index was built by another model: rebuild it with this bundle")
         self.index = index
+        self._ceilings: np.ndarray | None = None
 
     @classmethod
     def from_index(cls, model: EdgeModel, path: str | Path, view: bool = True) -> "ZeroShotClassifier":
@@ -145,15 +152,29 @@ class ZeroShotClassifier:
         """(B, d) image embeddings -> (B, C) class probabilities, columns in label order."""
         return softmax(self.model.logit_scale * self.index.cosines(embeddings))
 
+    def junk_ceilings(self) -> np.ndarray:
+        """(C,) per class the highest cosine the bundle's junk images reach with it (see junk.py)."""
+        if self._ceilings is None:
+            self._ceilings = junk_ceilings(self.model.junk_embeddings(), self.index.matrix)
+        return self._ceilings
+
     def classify_embeddings(self, embeddings: np.ndarray, top_k: int = 5,
-                            min_cosine: float | None = None) -> list[list[Prediction]]:
-        """Top-k per image; with `min_cosine`, an image whose best cosine is below it gets a NO_MATCH
-        prediction first (the manifest's `no_match_cosine` is one calibrated on the validation split)."""
+                            min_cosine: float | str | None = None) -> list[list[Prediction]]:
+        """Top-k per image, best first. With `min_cosine` an image may be answered NO_MATCH, put first with score 0
+        (it is a verdict, not a class: the class rows after it keep their probabilities): "auto" when its best
+        class is no closer to it than the bundle's junk images get to that class, a number when its best cosine
+        is below it."""
         predictions = self._top_k(embeddings, top_k)
         if min_cosine is None:
             return predictions
-        return [[Prediction(NO_MATCH, 1.0 - preds[0].score, min_cosine)] + preds[:-1] if preds[0].cosine < min_cosine
-                else preds for preds in predictions]
+        if isinstance(min_cosine, str):
+            if min_cosine != "auto":
+                raise ClippingEdgeError(f"min_cosine {min_cosine!r} is neither 'auto' nor a cosine")
+            rejected = below_ceiling(self.index.cosines(np.asarray(embeddings, np.float32)), self.junk_ceilings())
+        else:
+            rejected = np.array([preds[0].cosine < min_cosine for preds in predictions], bool)
+        return [[Prediction(NO_MATCH, 0.0, preds[0].cosine)] + preds if reject else preds
+                for preds, reject in zip(predictions, rejected)]
 
     def _top_k(self, embeddings: np.ndarray, top_k: int) -> list[list[Prediction]]:
         embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -170,13 +191,13 @@ class ZeroShotClassifier:
                 for row, pr, co in zip(best, probs, cosines)]
 
     def classify(self, images: Sequence[ImageInput] | ImageInput, top_k: int = 5, batch_size: int = 32,
-                 min_cosine: float | None = None) -> list[list[Prediction]]:
+                 min_cosine: float | str | None = None) -> list[list[Prediction]]:
         """One image or a list (paths, bytes, Pillow images, RGB uint8 HxWx3 frames: convert OpenCV's BGR
         first) -> per image the top-k predictions, best first."""
         return self.classify_embeddings(self.model.encode_image(images, batch_size), top_k, min_cosine)
 
     def classify_stream(self, images: Iterable[ImageInput], top_k: int = 5, batch_size: int = 32,
-                        skip_unreadable: bool = False, min_cosine: float | None = None
+                        skip_unreadable: bool = False, min_cosine: float | str | None = None
                         ) -> Iterator[tuple[ImageInput, list[Prediction]]]:
         """(image, predictions) as each batch is done, decoding the next batches meanwhile: for
         folders, cameras and video (an iterable of uint8 HxWx3 frames)."""

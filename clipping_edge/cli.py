@@ -46,6 +46,8 @@ def _read_labels(value: str) -> list[str]:
             raise ClippingEdgeError(f"labels file {path} does not exist: pass a .txt with one label a line, or 'a,b,c'")
         return _read_list_file(path, "labels", '["cat", "dog"]')
     labels = [part.strip() for part in value.split(",") if part.strip()]
+    if not labels:
+        raise ClippingEdgeError(f"--labels {value!r} names no class: pass at least two ('a,b'), or the path of a labels file")
     if len(labels) == 1:
         # One class always scores 1.0; a lone word is far more often a mistyped labels file.
         raise ClippingEdgeError(f"--labels {value!r} is one class and no such file exists: pass at least two "
@@ -55,7 +57,7 @@ def _read_labels(value: str) -> list[str]:
 
 def _read_templates(value: str | None) -> list[str] | None:
     """None (the bundle's own), `7` / `80` (CLIP's ImageNet sets), or a .txt (one a line) / .json list."""
-    from .prompts import TEMPLATE_SETS
+    from .prompts import TEMPLATE_SETS, check_templates
 
     if value is None or value == "bundle":
         return None
@@ -67,7 +69,7 @@ def _read_templates(value: str | None) -> list[str] | None:
     templates = _read_list_file(Path(value), "templates", "[\"a photo of a {}.\"]")
     if not templates:
         raise ClippingEdgeError(f"templates file {value} is empty: write one template a line, such as 'a photo of a {{}}.'")
-    return templates
+    return check_templates(templates)
 
 
 def _read_synonyms(value: str | None) -> dict[str, list[str]] | None:
@@ -109,7 +111,7 @@ NON_NEGATIVE = _number(int, 0)
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
-    from .classifier import ZeroShotClassifier
+    from .classifier import NO_MATCH, ZeroShotClassifier
     from .model import load
     from .pipeline import expand_images
 
@@ -132,6 +134,9 @@ def cmd_classify(args: argparse.Namespace) -> None:
         done += 1
         if args.json:
             print(json.dumps({"image": str(image), "predictions": [dataclasses.asdict(p) for p in preds]}), flush=True)
+        elif preds[0].label == NO_MATCH:
+            print(f"{image}: unknown (no class is closer than junk images get); class probabilities: "
+                  + ", ".join(f"{p.label} {p.score:.3f}" for p in preds[1:]), flush=True)
         else:
             print(f"{image}: " + ", ".join(f"{p.label} {p.score:.3f}" for p in preds), flush=True)
     if done == 0:
@@ -139,14 +144,12 @@ def cmd_classify(args: argparse.Namespace) -> None:
                                 "pass PNG, JPEG, WebP, BMP or GIF files")
 
 
-def _min_cosine(value: str | None, model) -> float | None:
+def _min_cosine(value: str | None, model) -> float | str | None:
     if value is None:
         return None
     if value == "auto":
-        if model.manifest.no_match_cosine is None:
-            raise ClippingEdgeError("this bundle records no calibrated no-match cosine (re-export it with labelled "
-                                    "validation data), or pass a number: --min-cosine 0.2")
-        return model.manifest.no_match_cosine
+        model.junk_embeddings()  # a bundle without them is one error line now, before any image
+        return value
     try:
         number = float(value)
     except ValueError:
@@ -341,7 +344,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from export.bundle import export_bundle, export_all
 
-    labels = _read_labels(args.labels) if args.labels else None
+    labels = _read_labels(args.labels) if args.labels is not None else None
     if args.target == "all":
         results = export_all(args.checkpoint, Path(args.out), args.quantize, args.data, args.allow_degraded,
                              args.max_top1_drop, args.force, labels, args.labels_index)
@@ -527,8 +530,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime_args(p)
     p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per image-tower call (default 32)")
     p.add_argument("--min-cosine", metavar="auto|COSINE",
-                   help="answer 'unknown' when the best class's cosine is below this; auto: the threshold the "
-                        "export calibrated on its validation split (in the manifest)")
+                   help="answer 'unknown' when the best class's cosine is below this; auto: when the best class "
+                        "is no closer than the bundle's junk images (blank frames, noise, patterns) get to it")
     p.add_argument("--strict", action="store_true",
                    help="stop at the first unreadable image (default with several: warn, skip it and go on)")
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")

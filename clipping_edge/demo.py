@@ -40,6 +40,17 @@ def real_photos() -> dict[str, "object"]:
     return photos
 
 
+def unknown_rates(classifier, photos: list) -> dict[str, int]:
+    """How many real photos and how many fresh junk images (another seed than the bundle's reference) the
+    junk-anchored "unknown" (`--min-cosine auto`) calls unknown, with the demo's labels."""
+    from .junk import CHECK_SEED, junk_images
+
+    junk = [image for images in junk_images(CHECK_SEED).values() for image in images]
+    called = [sum(p[0].label == "unknown" for p in classifier.classify(images, top_k=1, min_cosine="auto"))
+              for images in (photos, junk)]
+    return {"photos": called[0], "junk": called[1], "junk_images": len(junk)}
+
+
 def demo_config(out: Path, epochs: int, data: str):
     from training.trainer import TrainConfig
 
@@ -99,11 +110,16 @@ def run_demo(out: Path, epochs: int = 10, data: str = "synthetic") -> dict:
         rows.append(f"|   {mark} {name:<10} | {'':>9} | true: {PHOTOS[name]}; predicted: {pred[0].label} "
                     f"({pred[0].score:.2f}), then {pred[1].label} ({pred[1].score:.2f}) |")
 
+    unknown = unknown_rates(classifier, list(photos.values()))
+    rows.append(_row("  unknown", 0.0, f"--min-cosine auto calls {unknown['photos']} of the {len(photos)} photos unknown, and "
+                                       f"{unknown['junk']} of {unknown['junk_images']} junk images (blank, noise, gradient, "
+                                       f"pattern; not the bundle's reference)"))
+
     print("\n| step           |    time   | result |\n|----------------|-----------|--------|")
     print("\n".join(rows))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; {REAL_DATA_HINT}")
     print(f"next: .venv/bin/clipping-edge classify --bundle {bundle} --labels-index {index_path} YOUR_PHOTO.jpg")
-    summary = {"metrics": metrics, "parity": parity, "photos_right": hits, "photos": len(photos),
+    summary = {"metrics": metrics, "parity": parity, "photos_right": hits, "photos": len(photos), "unknown": unknown,
                "seconds": round(time.perf_counter() - t0, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

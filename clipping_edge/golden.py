@@ -22,6 +22,7 @@ from .classifier import class_prototypes, row_cosines, softmax
 from .errors import ClippingEdgeError
 from .manifest import verified_file
 from .preprocess import preprocess_batch
+from .prompts import fill
 
 GOLDEN_DIR = "golden"
 GOLDEN_JSON = f"{GOLDEN_DIR}/golden.json"
@@ -69,7 +70,7 @@ def write_golden(folder: Path, images: Sequence[bytes], suffixes: Sequence[str],
         (folder / files[-1]).write_bytes(data)
     pixels = preprocess_batch(list(images), image_size)
     image_embeddings = np.asarray(encode_pixels(pixels), np.float32)
-    prompts = [templates[0].format(label) if "{}" in templates[0] else f"{templates[0]} {label}" for label in labels[:4]]
+    prompts = [fill(templates[0], label) for label in labels[:4]]
     text_embeddings = np.asarray(encode_text(prompts), np.float32)
     prototypes = class_prototypes(_Texts(encode_text), labels, templates, synonyms)
     arrays = {name: _write_array(folder, name, array) for name, array in (

@@ -49,9 +49,9 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)
     # Token ids the text tower was trained on; None: every id (a pretrained text tower).
     trained_token_ids: list[int] | None = None
-    # Calibrated on the validation split: below this top-1 cosine "no match" is right more often than the
-    # label (None: never). `classify --min-cosine auto` uses it.
-    no_match_cosine: float | None = None
+    # `classify --min-cosine auto`: the junk images' embeddings (junk.py; a bundle-relative .f32 file), the rule,
+    # and how it did at export on the validation images and on fresh junk.
+    unknown: dict[str, Any] = field(default_factory=dict)
     # The prompts the bundle was validated with (its validation data's zeroshot.json): a classifier built
     # without templates uses these, so it scores as the export's parity did. Empty: CLIP's 7 templates.
     templates: list[str] = field(default_factory=list)
@@ -109,8 +109,7 @@ SCHEMA: dict[str, tuple[bool, Any, str]] = {
     "parity": (False, lambda v: isinstance(v, dict), "an object"),
     "versions": (False, lambda v: isinstance(v, dict), "an object"),
     "files": (True, _hashes, "an object of path -> SHA-256 hex"),
-    "no_match_cosine": (False, lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)
-                                                         and math.isfinite(v) and -1 <= v <= 1), "null or a cosine"),
+    "unknown": (False, lambda v: isinstance(v, dict) and (not v.get("junk") or _text(v["junk"])), "an object"),
     "templates": (False, lambda v: isinstance(v, list) and all(_text(t) for t in v), "a list of templates"),
     "synonyms": (False, lambda v: isinstance(v, dict) and all(_text(k) and isinstance(n, list) and all(_text(x) for x in n)
                                                                for k, n in v.items()), "an object of label -> names"),
@@ -170,7 +169,7 @@ def read_manifest(bundle: str | Path) -> tuple[Manifest, Path]:
     root = root.resolve()
     for name in (manifest.image_tower, manifest.tokenizer):
         resolve_inside(root, name)
-    for name in (manifest.text_tower, *manifest.files):
+    for name in (manifest.text_tower, *manifest.files, *([manifest.unknown["junk"]] if manifest.unknown.get("junk") else [])):
         resolve_inside(root, name, must_exist=False)
     for name in (manifest.image_tower, manifest.text_tower, manifest.tokenizer):
         if name not in manifest.files:

@@ -64,6 +64,18 @@ class EdgeModel:
             self._tokenizer = TextTokenizer(self._file(self.manifest.tokenizer), self.manifest.context_length)
         return self._tokenizer
 
+    def junk_embeddings(self) -> np.ndarray:
+        """The image tower's embeddings of the junk images (junk.py) its export stored: the reference of "unknown"."""
+        unknown = self.manifest.unknown
+        if not unknown.get("junk"):
+            raise ClippingEdgeError(f"bundle {self.root} holds no junk embeddings for --min-cosine auto (exported before "
+                                    "they existed): re-export it, or pass a cosine such as --min-cosine 0.2")
+        data = np.frombuffer(self._file(unknown["junk"]).read_bytes(), dtype="<f4")
+        if data.size == 0 or data.size % self.manifest.embed_dim:
+            raise ClippingEdgeError(f"{unknown['junk']} in {self.root} holds {data.size} values, not rows of "
+                                    f"{self.manifest.embed_dim}: re-export the bundle")
+        return data.reshape(-1, self.manifest.embed_dim).astype(np.float32)
+
     @property
     def logit_scale(self) -> float:
         return float(self.manifest.logit_scale)

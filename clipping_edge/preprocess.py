@@ -57,13 +57,17 @@ def _open(source: ImageInput) -> Image.Image:
     return image
 
 
-def _to_rgb(image: Image.Image) -> Image.Image:
+# Modes whose values have no one 8-bit reading: a 12-bit scan in a 16-bit PNG is near black at full scale and
+# white under Pillow's clipping conversion. The display window is the producer's choice, so it is asked for.
+WIDE_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+def _to_rgb(image: Image.Image, name: str = "<image>") -> Image.Image:
     mode = image.mode
-    if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        values = np.asarray(image, dtype=np.float64)
-        top = 1.0 if mode == "F" and values.max(initial=0) <= 1.0 else (255.0 if values.max(initial=0) <= 255 else 65535.0)
-        image = Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
-        mode = "L"
+    if mode in WIDE_MODES:
+        raise ClippingEdgeError(f"image {name} has {'16-bit' if mode.startswith('I;16') else '32-bit'} samples (mode {mode}), "
+                                "which have no one 8-bit reading: save it as 8-bit RGB or grayscale with the display "
+                                "window you want (full range: value / 257)")
     if mode == "P":
         image = image.convert("RGBA")
         mode = "RGBA"
@@ -81,7 +85,7 @@ def load_image(source: ImageInput) -> Image.Image:
         image = ImageOps.exif_transpose(image)
     except Exception:  # broken EXIF blocks are common; orientation is then left as stored
         pass
-    return _to_rgb(image)
+    return _to_rgb(image, "<bytes>" if isinstance(source, bytes) else str(source)[:200] if isinstance(source, (str, os.PathLike)) else "<image>")
 
 
 def resize_center_crop(image: Image.Image, size: int) -> Image.Image:

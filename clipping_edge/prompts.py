@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import re
+from typing import Mapping, Sequence
 
 from .errors import ClippingEdgeError
 
@@ -53,3 +54,44 @@ def template_set(name: str, dataset_templates: Sequence[str] | None = None) -> l
     if name not in TEMPLATE_SETS:
         raise ClippingEdgeError(f"unknown template set {name!r}: use dataset, 7 or 80")
     return list(TEMPLATE_SETS[name])
+
+
+def fill(template: str, name: str) -> str:
+    """The prompt for one class name: the template's `{}` replaced, or the name appended to a template without one."""
+    return template.replace("{}", name) if "{}" in template else f"{template} {name}"
+
+
+def check_templates(templates: Sequence[str] | str) -> list[str]:
+    """One rule for every template, wherever it comes from: text with at most one `{}` (where the class name
+    goes; without one the name is appended) and no other brace. A lone string is one template."""
+    if isinstance(templates, str):
+        templates = [templates]
+    templates = list(templates)
+    if not templates:
+        raise ClippingEdgeError("the template list is empty: pass at least one template such as 'a photo of a {}.'")
+    for template in templates:
+        if not isinstance(template, str) or not template.strip():
+            raise ClippingEdgeError(f"template {template!r} is not text: pass templates such as 'a photo of a {{}}.'")
+        rest = template.replace("{}", "", 1)
+        if "{" in rest or "}" in rest:
+            problem = "has two {} slots" if "{}" in rest else "has a brace other than one {} slot"
+            raise ClippingEdgeError(f"template {template!r} {problem}: write one {{}} where the class name goes, "
+                                    "and no other braces, such as 'a photo of a {}.'")
+    return templates
+
+
+def check_synonyms(synonyms: Mapping[str, Sequence[str] | str] | None) -> dict[str, list[str]]:
+    """label -> its names; a lone string is one name, never its characters."""
+    if synonyms is None:
+        return {}
+    if not isinstance(synonyms, Mapping):
+        raise ClippingEdgeError(f"synonyms must map each label to a list of names, got {type(synonyms).__name__}: "
+                                'pass {"cat": ["cat", "kitten"]}')
+    checked = {}
+    for label, names in synonyms.items():
+        names = [names] if isinstance(names, str) else list(names)
+        if not names or not all(isinstance(n, str) and n.strip() for n in names):
+            raise ClippingEdgeError(f"synonyms of {label!r} must be a non-empty list of names, got {names!r}: "
+                                    'pass {"cat": ["cat", "kitten"]}')
+        checked[str(label)] = names
+    return checked

@@ -20,6 +20,8 @@ from clipping_edge.classifier import check_labels, class_prototypes
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.golden import GOLDEN_DIR, GOLDEN_JSON, write_golden
 from clipping_edge.index import PrototypeIndex
+from clipping_edge.junk import (JUNK_FAMILIES, JUNK_FILE, REFERENCE_PER_FAMILY, REFERENCE_SEED, UNKNOWN_RULE, junk_images,
+                                measure_unknown)
 from clipping_edge.manifest import MANIFEST_NAME, Manifest, file_sha256, package_versions, size_mb
 from clipping_edge.model import IMAGE_BATCH, TEXT_BATCH
 from clipping_edge.preprocess import preprocess_batch
@@ -71,6 +73,9 @@ class ExportRun:
         return TowerJob(kind, module, input_name, module.example, path, precision)
 
     def write_tower(self, kind: str, precision: str, path: Path) -> None:
+        refusal = getattr(self.towers[kind][0], "refusal", lambda _: None)(self.target.precisions[precision].sixteen_bit)
+        if refusal:
+            raise ClippingEdgeError(f"{self.target.name} {precision} cannot hold the {kind} tower: {refusal}")
         job = self.job(kind, precision, path)
         start = time.perf_counter()
         if self.target.precisions[precision].calibrated:
@@ -217,6 +222,29 @@ def write_bundle_golden(run: ExportRun, folder: Path, encoders: dict[str, Callab
     return GOLDEN_JSON
 
 
+def write_junk(run: ExportRun, folder: Path, encoders: dict[str, Callable]) -> dict:
+    """The reference of `--min-cosine auto`: the exported image tower's embeddings of the junk images, and how
+    the rule does on the validation images (with their label set) and on junk it was not given."""
+    def encode(images: Sequence[np.ndarray]) -> np.ndarray:
+        return encoders["image"](preprocess_batch(list(images), run.image_size))
+
+    reference = encode([image for images in junk_images(REFERENCE_SEED, REFERENCE_PER_FAMILY).values() for image in images])
+    (folder / JUNK_FILE).write_bytes(np.ascontiguousarray(reference, dtype="<f4").tobytes())
+    record = {"junk": JUNK_FILE, "images": len(reference), "seed": REFERENCE_SEED, "families": list(JUNK_FAMILIES),
+              "rule": UNKNOWN_RULE}
+    task = run.test_pairs.zero_shot
+    if task is not None:
+        pixels = preprocess_batch([p.source() for p in run.test_pairs.pairs[:UNKNOWN_CHECK_IMAGES]], run.image_size)
+        prototypes = class_prototypes(SimpleNamespace(encode_text=encoders["text"]), task.classes, task.templates,
+                                      task.synonyms)
+        record["measured"] = {"on": f"{run.test_pairs.root} with its {len(task.classes)} classes",
+                              **measure_unknown(encode, prototypes, encoders["image"](pixels), reference)}
+    return record
+
+
+UNKNOWN_CHECK_IMAGES = 256
+
+
 def validation_prompts(pairs: PairSet) -> dict[str, Any]:
     """The templates and synonyms parity was measured with, for the manifest (none without a zero-shot task)."""
     task = pairs.zero_shot
@@ -235,6 +263,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
     With `labels` (or a prototype index) the bundle also holds an app-ready classifier for those classes."""
     tgt = get_target(target)
     precision = get_precision(tgt, quantize)
+    if labels is not None:  # refused now, not after minutes of converting
+        labels = check_labels(labels)
     student, tokenizer, meta = load_student(checkpoint)
     data = data or meta.get("train", {}).get("data") or "synthetic"
     cfg = student.config
@@ -287,8 +317,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
                         "range": "[0, 1] RGB", "mean": list(cfg.vision.mean), "std": list(cfg.vision.std),
                         "mean_std_in_graph": True},
             quantization=quantization, parity=parity, versions=package_versions(),
-            trained_token_ids=meta.get("trained_token_ids"), no_match_cosine=parity.get("no_match_cosine"),
-            golden=golden, **validation_prompts(run.test_pairs))
+            trained_token_ids=meta.get("trained_token_ids"), golden=golden,
+            unknown=write_junk(run, tmp, encoders), **validation_prompts(run.test_pairs))
         if tgt.write_metadata:  # the copy inside each format's slot cannot hold the files' own hashes
             for name in files.values():
                 tgt.write_metadata(tmp / name, manifest.to_json())
@@ -310,6 +340,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
         stored = f" ({100 * share:.0f} % of the weights in int8)" if share is not None and "int8" in precisions[kind] else ""
         print(f"  {name:<16} {sizes[name]:8.2f} MB  {precisions[kind]}: {tgt.precisions[precisions[kind]].recipe}{stored}")
     print(f"  parity vs PyTorch: {describe(parity)}")
+    if "measured" in manifest.unknown:
+        m = manifest.unknown["measured"]
+        rejected = ", ".join(f"{family} {rate:.0%}" for family, rate in m["fresh_junk_rejected"].items())
+        print(f"  unknown (--min-cosine auto): {m['in_domain_accepted']:.0%} of {m['in_domain_images']} validation images "
+              f"answered, fresh junk called unknown: {rejected}")
     if manifest.classifier:
         print(describe_classifier(manifest.classifier, sizes[manifest.classifier["file"]]))
     task = run.test_pairs.zero_shot

@@ -49,6 +49,9 @@ class PrecisionSpec:
     # Activations quantized with one scale per call (ONNX Runtime's dynamic int8): an input's output would depend
     # on what shares its batch, so the runtime runs such a tower one row at a time (recorded in the manifest).
     rows_alone: bool = False
+    # The image tower's weights or arithmetic are 16-bit floats: what a discontinuous tower cannot take (see
+    # ImageTower.refusal).
+    sixteen_bit: bool = False
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,8 @@ TARGETS: dict[str, Target] = {
         # ONNX Runtime's CPU provider has no fp16 kernels for most ops: its optimizer casts back and computes
         # float32 (measured slower than the fp32 file), so the arithmetic here is fp32.
         "fp16": PrecisionSpec("float16 weights and graph, LayerNorm, Softmax and reductions kept in float32, float32 I/O; "
-                              "computed in fp16 by GPU providers, in float32 by the CPU provider (half the size, not faster)"),
+                              "computed in fp16 by GPU providers, in float32 by the CPU provider (half the size, not faster)",
+                              sixteen_bit=True),
         # Convolutions stay float in both int8 recipes: a ViT's patch stem only, but a CNN tower's every layer
         # (int8_weight_share in the manifest says how much is int8). ORT's dynamic ConvInteger is ~10x slower
         # than its float convolution; static int8 convolutions failed the gate on EfficientNet-Lite.
@@ -177,7 +181,7 @@ TARGETS: dict[str, Target] = {
         int8_weight_share=_onnx_int8_weight_share),
     "openvino": Target("openvino", ("ov", "ir", "openvino-ir"), ".xml", {
         "fp32": PrecisionSpec("float32 IR"),
-        "fp16": PrecisionSpec("float16-compressed weights, float32 inference"),
+        "fp16": PrecisionSpec("float16-compressed weights, float32 inference", sixteen_bit=True),
         "int8": PrecisionSpec("NNCF post-training quantization, transformer model type (SmoothQuant), calibrated; "
                               "7-bit weights (overflow fix: no int16 saturation on CPUs without VNNI); layers that move the "
                               "outputs most kept float",
@@ -200,13 +204,13 @@ TARGETS: dict[str, Target] = {
         text_override={"int8-static": "int8"}, auto_order=("int8-static", "int8", "int8-weights", "fp32")),
     "coreml": Target("coreml", ("ios", "macos", "mlpackage", "core-ml", "apple"), ".mlpackage", {
         "fp32": PrecisionSpec("mlprogram, float32 compute"),
-        "fp16": PrecisionSpec("mlprogram, float16 compute for the image tower (text tower kept float32)"),
+        "fp16": PrecisionSpec("mlprogram, float16 compute for the image tower (text tower kept float32)", sixteen_bit=True),
         "int8-weights": PrecisionSpec("per-channel symmetric int8 weights (linear_quantize_weights); image tower "
-                                      "computes in float16, text tower in float32"),
+                                      "computes in float16, text tower in float32", sixteen_bit=True),
         "palette6": PrecisionSpec("6-bit k-means palettized weights, one table per tensor (palettize_weights); "
-                                  "image tower computes in float16"),
+                                  "image tower computes in float16", sixteen_bit=True),
         "palette4": PrecisionSpec("4-bit k-means palettized weights, one table per 16 output channels; iOS 18 / "
-                                  "macOS 15; image tower computes in float16"),
+                                  "macOS 15; image tower computes in float16", sixteen_bit=True),
     }, _coreml, _coreml_metadata, "coreml", text_override={"fp16": "fp32"},
         auto_order=("palette4", "palette6", "int8-weights", "fp16", "fp32"), runs_here=_coreml_runs_here,
         check_offline=_coreml_check_offline),

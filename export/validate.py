@@ -15,6 +15,7 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from clipping_edge.classifier import class_prototypes, row_cosines, softmax
+from clipping_edge.prompts import fill
 from clipping_edge.preprocess import preprocess_batch
 from training.data.pairs import PairSet
 
@@ -59,7 +60,7 @@ def compare(reference: Encoder, candidate: Encoder, logit_scale: float, pairs: P
     ref_images, cand_images = reference.encode_pixels(pixels), candidate.encode_pixels(pixels)
     image_cos = row_cosines(cand_images, ref_images)
     task = pairs.zero_shot
-    prompts = ([t.format(c) for c in task.classes for t in task.templates] if task else pairs.captions)[:512]
+    prompts = ([fill(t, c) for c in task.classes for t in task.templates] if task else pairs.captions)[:512]
     text_cos = row_cosines(candidate.encode_text(prompts), reference.encode_text(prompts))
     record = {"images": len(subset), "prompts": len(prompts),
               "image_cosine_min": float(image_cos.min()), "image_cosine_mean": float(image_cos.mean()),
@@ -69,9 +70,7 @@ def compare(reference: Encoder, candidate: Encoder, logit_scale: float, pairs: P
         probs = {name: softmax(logit_scale * images @ class_prototypes(encoder, task.classes, task.templates, task.synonyms).T)
                  for name, encoder, images in (("ref", reference, ref_images), ("cand", candidate, cand_images))}
         ref_top1, cand_top1 = probs["ref"].argmax(1), probs["cand"].argmax(1)
-        cand_cos = cand_images @ class_prototypes(candidate, task.classes, task.templates, task.synonyms).T
         record.update({
-            "no_match_cosine": no_match_threshold(cand_cos.max(1), cand_top1 == labels),
             "zero_shot_agreement": float((cand_top1 == ref_top1).mean()),
             "zero_shot_top1": float((cand_top1 == labels).mean()),
             "zero_shot_top1_torch": float((ref_top1 == labels).mean()),
@@ -79,20 +78,6 @@ def compare(reference: Encoder, candidate: Encoder, logit_scale: float, pairs: P
         })
         record["top1_drop_points"] = 100 * (record["zero_shot_top1_torch"] - record["zero_shot_top1"])
     return record
-
-
-def no_match_threshold(top_cosines: np.ndarray, correct: np.ndarray) -> float | None:
-    """The top-1 cosine below which answering "no match" is right more often than the label: the cut that
-    maximises the images it gets right (a correct label kept, or a wrong one withheld). None when no cut
-    beats keeping every label."""
-    order = np.argsort(top_cosines)
-    cos, right = top_cosines[order], correct[order].astype(np.int64)
-    # Withholding the k lowest: wrong ones among them become right, right ones become wrong.
-    gain = np.concatenate([[0], np.cumsum(1 - 2 * right)])
-    k = int(gain.argmax())
-    if k == 0 or gain[k] <= 0:
-        return None
-    return float((cos[k - 1] + cos[k]) / 2) if k < len(cos) else float(cos[-1] + 1e-6)
 
 
 def gate(record: dict, image_precision: str, text_precision: str, problems: Sequence[str] = (),

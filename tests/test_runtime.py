@@ -45,14 +45,13 @@ def test_runtime_preprocessing_equals_training_eval_transform(small_data: Path):
 
 def test_image_modes_all_become_rgb(tmp_path: Path):
     rgba = Image.new("RGBA", (20, 10), (255, 0, 0, 0))  # fully transparent red -> white
-    gray16 = Image.fromarray(np.full((10, 10), 65535, np.uint16))
     cmyk = Image.new("CMYK", (10, 10), (0, 255, 255, 0))
     palette = Image.new("P", (10, 10))
-    for image in (rgba, gray16, cmyk, palette, Image.new("L", (10, 10), 128)):
+    for image in (rgba, cmyk, palette, Image.new("L", (10, 10), 128)):
         out = load_image(image)
         assert out.mode == "RGB"
     assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)
-    assert load_image(gray16).getpixel((0, 0)) == (255, 255, 255)
+    # 16- and 32-bit samples have no one 8-bit reading (tests/test_safety.py): refused, never guessed
 
 
 def test_exif_orientation_is_applied(tmp_path: Path):
@@ -171,18 +170,28 @@ def test_bad_images_get_clear_errors(tmp_path: Path, monkeypatch: pytest.MonkeyP
         load_image(tmp_path / "ok.jpg")
 
 
-def test_no_match_threshold_and_unknown(tiny_bundle: Path, small_data: Path):
-    from export.validate import no_match_threshold
-
-    # right answers have high cosines, wrong ones low: the cut falls between them
-    cos = np.array([0.1, 0.15, 0.2, 0.5, 0.6, 0.7])
-    assert 0.2 < no_match_threshold(cos, np.array([0, 0, 0, 1, 1, 1])) < 0.5
-    assert no_match_threshold(cos, np.ones(6, bool)) is None  # withholding never helps when all are right
+def test_unknown_is_measured_against_junk_not_a_cosine_from_another_domain(tiny_bundle: Path, small_data: Path):
+    from clipping_edge.junk import REFERENCE_PER_FAMILY, REFERENCE_SEED, junk_images
 
     model = clipping_edge.load(tiny_bundle)
-    assert model.manifest.no_match_cosine is None or -1 <= model.manifest.no_match_cosine <= 1
-    clf = ZeroShotClassifier(model, ["red circle", "blue square"])
-    image = next((small_data / "test" / "images").iterdir())
+    unknown = model.manifest.unknown
+    measured = unknown["measured"]
+    assert unknown["images"] == len(model.junk_embeddings()) == 4 * REFERENCE_PER_FAMILY
+    assert 0 <= measured["in_domain_accepted"] <= 1 and set(measured["fresh_junk_rejected"]) == set(unknown["families"])
+    clf = ZeroShotClassifier(model, ["red circle", "blue square", "green triangle"])
+    reference = [image for images in junk_images(REFERENCE_SEED, REFERENCE_PER_FAMILY).values() for image in images]
+    # the reference itself never clears its own ceiling: the rule is a strict "closer than junk gets"
+    assert all(preds[0].label == "unknown" for preds in clf.classify(reference, min_cosine="auto"))
+    # an image above its best class's ceiling keeps its answer, and the class rows after "unknown" are untouched
+    images = sorted((small_data / "test" / "images").iterdir())[:64]
+    plain, auto = clf.classify(images, top_k=2), clf.classify(images, top_k=2, min_cosine="auto")
+    ceilings = clf.junk_ceilings()
+    for p, a in zip(plain, auto):
+        expected_unknown = p[0].cosine <= ceilings[clf.labels.index(p[0].label)] + 1e-4
+        assert (a[0].label == "unknown") == expected_unknown
+        assert (a[1:] if expected_unknown else a) == p
+        assert not expected_unknown or a[0].score == 0.0
+    image = images[0]
     best = clf.classify(image)[0][0]
     assert clf.classify(image, min_cosine=best.cosine + 1e-3)[0][0].label == "unknown"
     assert clf.classify(image, min_cosine=best.cosine - 1e-3)[0][0].label == best.label

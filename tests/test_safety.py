@@ -501,3 +501,110 @@ def test_torn_log_line_does_not_break_resume(tiny_checkpoint: Path, small_data: 
                       batch_size=64, lr=3e-3, warmup_steps=20, workers=0, resume=True))
     lines = (run / "log.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == list(range(1, epochs + 2))
+
+
+# -- issue 35: wrong answers and data loss found by trying the CLI and API ------------------------------
+
+def test_a_lone_string_is_one_item_never_its_characters(tiny_bundle: Path):
+    from clipping_edge import ZeroShotClassifier, load
+    from clipping_edge.classifier import class_prototypes
+
+    model = load(tiny_bundle)
+    assert ZeroShotClassifier(model, "red circle").labels == ["red circle"]
+    one_template = class_prototypes(model, ["red circle"], "a photo of a {}.")
+    assert np.allclose(one_template, class_prototypes(model, ["red circle"], ["a photo of a {}."]))
+    one_name = class_prototypes(model, ["red circle"], ["{}"], {"red circle": "crimson circle"})
+    assert np.allclose(one_name, class_prototypes(model, ["red circle"], ["{}"], {"red circle": ["crimson circle"]}))
+
+
+@pytest.mark.parametrize("template", ["{} and {}", "a photo of {name}", "a photo of { }", "a {photo} of {}", "{{}}"])
+def test_templates_have_one_rule(capsys, tiny_bundle: Path, tmp_path: Path, image: str, template: str):
+    from clipping_edge import ZeroShotClassifier, load
+
+    with pytest.raises(ClippingEdgeError, match="template"):
+        ZeroShotClassifier(load(tiny_bundle), ["red circle", "blue square"], [template])
+    path = tmp_path / "templates.txt"
+    path.write_text(template + "\n")
+    assert "template" in one_error(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", "red circle,blue square",
+                                   "--templates", str(path), image)
+
+
+def test_export_with_empty_labels_is_refused_before_converting(capsys, tiny_checkpoint: Path, small_data: Path,
+                                                                tmp_path: Path, monkeypatch):
+    import export.bundle
+
+    monkeypatch.setattr(export.bundle, "load_student", lambda *_: pytest.fail("the export started"))
+    for labels in ("", " , ", "red circle,red circle"):
+        err = one_error(capsys, "export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "b"),
+                        "--data", str(small_data), "--labels", labels)
+        assert "class" in err or "repeats" in err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("epoch", [10**18, -3, 1.5, float("inf"), True])
+def test_resume_refuses_an_impossible_epoch(capsys, tiny_checkpoint: Path, small_data: Path, tmp_path: Path, epoch):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_checkpoint, run / "checkpoint")
+    state = run / "checkpoint" / "trainer_state.json"
+    data = json.loads(state.read_text())
+    keys = [k for _, k in data["__keys__"]]
+    data["values"][keys.index("epoch")] = epoch
+    state.write_text(json.dumps(data))
+    err = one_error(capsys, "train", "--data", str(small_data), "--out", str(run), "--student", "test-tiny", "--method",
+                    "clip", "--epochs", "20", "--resume", "--workers", "0", "--batch-size", "64", "--tokenizer", "captions")
+    assert "epoch" in err
+
+
+def test_sixteen_bit_images_are_refused_not_darkened(capsys, tiny_bundle: Path, tmp_path: Path):
+    from PIL import Image
+
+    from clipping_edge.preprocess import preprocess_image
+
+    dark = tmp_path / "scan.png"
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)).save(dark)
+    assert Image.open(dark).mode == "I;16"
+    with pytest.raises(ClippingEdgeError, match="16-bit"):
+        preprocess_image(str(dark), 32)
+    assert "16-bit" in one_error(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", "red circle,blue square",
+                                 str(dark))
+
+
+def test_train_out_with_look_alike_files_is_not_taken_for_a_run(capsys, small_data: Path, tmp_path: Path):
+    users = tmp_path / "mine"
+    users.mkdir()
+    for name in ("log.jsonl", "metrics.json", "tokenizer.json"):
+        (users / name).write_text("{\"mine\": true}\n")
+    before = snapshot(users)
+    err = one_error(capsys, "train", "--data", str(small_data), "--out", str(users), "--student", "test-tiny",
+                    "--method", "clip", "--epochs", "1", "--workers", "0")
+    assert "--force" in err and snapshot(users) == before
+
+
+def test_look_alike_files_never_make_a_folder_ours(tmp_path: Path):
+    from clipping_edge.atomic import check_replaceable
+
+    cases = {"bundle": ["manifest.json"], "checkpoint": ["model.safetensors", "config.json"], "dataset": ["dataset.json"]}
+    for kind, names in cases.items():
+        folder = tmp_path / kind
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_text("{}")
+        with pytest.raises(ClippingEdgeError, match="--force"):
+            check_replaceable(folder, kind)
+
+
+def test_sixteen_bit_precisions_are_refused_for_a_top_k_head_before_converting(tmp_path: Path):
+    from export.targets import TARGETS
+    from export.towers import ImageTower
+    from training.config import student_config
+    from training.models import Student
+
+    cfg = student_config("test-tiny-pretrained")
+    cfg.vision.head_temperature, cfg.vision.head_top_k = 2.0, 5
+    cfg.text.vocab_size, cfg.text.eot_id = 30522, 102
+    tower = ImageTower(Student(cfg))
+    sixteen = {f"{t.name} {name}" for t in TARGETS.values() for name, spec in t.precisions.items() if spec.sixteen_bit}
+    assert {"onnx fp16", "openvino fp16", "coreml fp16"} <= sixteen
+    assert "fp32 or an int8" in tower.refusal(True) and tower.refusal(False) is None
+    cfg.vision.head_top_k = 0
+    assert ImageTower(Student(cfg)).refusal(True) is None

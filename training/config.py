@@ -193,6 +193,7 @@ class TrainConfig:
     eval_data: str = ""
     eval_limit: int | None = None  # per-epoch evaluation: at most the first N pairs of each set
     resume: bool = False  # continue OUT from its last checkpoint (same settings)
+    force: bool = False  # write into --out even if it is not a folder of an earlier training run (files of ours replaced)
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from clipping_edge.atomic import recover, write_bytes_atomic
+from clipping_edge.atomic import claim_directory, output_kind, recover, write_bytes_atomic
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.tokenizer import TextTokenizer
 
@@ -229,7 +229,7 @@ class TrainingState:
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "torch_rng": torch.get_rng_state()}
 
-    def restore(self, ckpt_dir: Path, device: torch.device) -> None:
+    def restore(self, ckpt_dir: Path, device: torch.device, epochs: int) -> None:
         recover(ckpt_dir)  # a crash mid-swap leaves the finished checkpoint beside its name
         state = load_trainer_state(ckpt_dir, device)
         try:
@@ -241,11 +241,20 @@ class TrainingState:
             self.optimizer.load_state_dict(state["optimizer"])
             self.scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["torch_rng"].cpu())
-            self.epoch = int(state["epoch"])
+            self.epoch = saved_epoch(state.get("epoch"), ckpt_dir, epochs)
         except (RuntimeError, KeyError, ValueError, TypeError, OSError) as exc:
             raise ClippingEdgeError(f"--resume: {ckpt_dir} does not fit this run ({type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0][:200]}): resume with the run's own --student, "
                                     "--method and options, or drop --resume") from None
+
+
+def saved_epoch(value: object, ckpt_dir: Path, epochs: int) -> int:
+    """The epochs a saved run had finished: a whole number from 0 to --epochs, or the state is not ours."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= epochs:
+        raise ClippingEdgeError(f"--resume: the trainer state in {ckpt_dir} says it finished epoch {str(value)[:40]}, which is "
+                                f"not a whole number from 0 to --epochs {epochs}: resume with the run's own --epochs, or drop "
+                                "--resume to start anew")
+    return value
 
 
 def validate_config(cfg: TrainConfig) -> None:
@@ -301,7 +310,12 @@ class Trainer:
         self.out, self.ckpt_dir = Path(cfg.out), Path(cfg.out) / "checkpoint"
         if not cfg.resume and (self.ckpt_dir / TRAINER_STATE).exists():
             raise ClippingEdgeError(f"{self.out} already holds a training run: pass --resume to continue it, or a new --out")
-        self.out.mkdir(parents=True, exist_ok=True)
+        # Only a folder marked as our run (or an empty one) is written into: a user's folder that merely holds
+        # files of the same names (log.jsonl, metrics.json, tokenizer.json) is refused without --force.
+        # A run written before runs were marked is known by its marked checkpoint.
+        earlier_run = cfg.resume and output_kind(self.ckpt_dir) == "checkpoint"
+        claim_directory(self.out, "run", inputs=[*cfg.data.split("+")], force=cfg.force or earlier_run,
+                        write=self.dist.is_main)
 
         self.pairs = read_pairs(resolve_split(cfg.data, "train"), limit=cfg.limit)
         self.scfg = student_config(cfg.student)
@@ -351,7 +365,7 @@ class Trainer:
         self.state = TrainingState(self.model, optimizer,
                                    torch.amp.GradScaler("cuda", enabled=self.amp.enabled and self.amp.dtype == torch.float16))
         if cfg.resume:
-            self.state.restore(self.ckpt_dir, self.device)
+            self.state.restore(self.ckpt_dir, self.device, cfg.epochs)
             self._log(f"resuming {self.out} at epoch {self.state.epoch}")
             self._truncate_log()
         wrapped: nn.Module = self.model
