@@ -28,7 +28,7 @@ demo: $(VENV)/.installed-demo
 # The export-heavy modules run in pytest processes of their own: the converters' and runtimes' native
 # libraries (jax, LiteRT, OpenVINO, coremltools) left in one long process crashed a later test at
 # garbage collection (SIGSEGV) here.
-ISOLATED := tests/test_targets.py tests/test_pretrained.py tests/test_app_classifiers.py
+ISOLATED := tests/test_targets.py tests/test_pretrained.py tests/test_app_classifiers.py tests/test_clip_import.py
 
 $(JS)/node_modules/.installed: $(JS)/package-lock.json
 	if command -v npm >/dev/null; then cd $(JS) && ONNXRUNTIME_NODE_INSTALL=skip npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \

@@ -26,8 +26,8 @@ import numpy as np
 from clipping_edge.classifier import class_prototypes, softmax
 from clipping_edge.prompts import fill
 from clipping_edge.errors import ClippingEdgeError
-from clipping_edge.manifest import package_versions, size_mb
-from clipping_edge.preprocess import preprocess_batch
+from clipping_edge.manifest import Manifest, package_versions, size_mb
+from clipping_edge.preprocess import Preprocess, as_preprocess, preprocess_batch
 
 from .peak import cpu_flags, hardware_peaks
 
@@ -112,7 +112,7 @@ def pytorch_row(checkpoint: str, threads: int | None) -> tuple[Row, object]:
     if threads:
         torch.set_num_threads(threads)
     student, tokenizer, _ = load_student(checkpoint)
-    encoder = TorchEncoder(ImageTower(student).eval(), TextTower(student).eval(), tokenizer, student.config.vision.image_size)
+    encoder = TorchEncoder(ImageTower(student).eval(), TextTower(student).eval(), tokenizer, student.config.vision.preprocess())
     scale = float(student.logit_scale.exp().clamp(max=100).item())
     return Row("pytorch eager fp32", "reference", "✅", encoder, scale), student
 
@@ -136,7 +136,7 @@ class NaiveOnnx:
 
         self.image, self.text = session("image_tower"), session("text_tower")
         self.tokenizer = TextTokenizer(bundle / manifest["tokenizer"], manifest["context_length"])
-        self.image_size = manifest["image_size"]
+        self.image_size = Manifest.from_json(manifest).image_preprocess()
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         return self.image.run(None, {"pixels": pixels})[0]
@@ -148,7 +148,7 @@ class NaiveOnnx:
 # --- measurements -------------------------------------------------------------------------------
 
 def latency_jobs(row: Row, pixels: np.ndarray, images: list[Path | bytes], prompt: str, prototypes: np.ndarray,
-                 image_size: int) -> dict[str, Callable[[int], None]]:
+                 image_size: Preprocess) -> dict[str, Callable[[int], None]]:
     """measure -> a call taking the iteration number. classify = decode + preprocess + tower + scores."""
     enc = row.encoder
 
@@ -211,8 +211,9 @@ def measure_accuracy(rows: list[Row], pairs, reference_row: Row | None) -> None:
             row.figures["agreement"] = 100 * float((predictions[row.name] == predictions[reference_row.name]).mean())
 
 
-def _image_size(row: Row) -> int:
-    return row.encoder.manifest.image_size if hasattr(row.encoder, "manifest") else row.encoder.image_size
+def _image_size(row: Row) -> Preprocess:
+    """How this row's images reach its image tower (the size and the resize)."""
+    return row.encoder.manifest.image_preprocess() if hasattr(row.encoder, "manifest") else as_preprocess(row.encoder.image_size)
 
 
 def image_tower_flops(student) -> int:

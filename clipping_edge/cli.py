@@ -47,7 +47,8 @@ def _read_labels(value: str) -> list[str]:
         return _read_list_file(path, "labels", '["cat", "dog"]')
     labels = [part.strip() for part in value.split(",") if part.strip()]
     if not labels:
-        raise ClippingEdgeError(f"--labels {value!r} names no class: pass at least two ('a,b'), or the path of a labels file")
+        raise ClippingEdgeError(f"the label list is empty (--labels {value!r}): pass at least two classes ('a,b'), or the "
+                                "path of a labels file")
     if len(labels) == 1:
         # One class always scores 1.0; a lone word is far more often a mistyped labels file.
         raise ClippingEdgeError(f"--labels {value!r} is one class and no such file exists: pass at least two "
@@ -341,6 +342,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
         print(f"wrote {args.json}")
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from training.clip_import import import_clip
+
+    out = import_clip(args.spec, args.out, args.force)
+    print(f"imported {args.spec} -> {out}")
+    print(f"next: clipping-edge export --checkpoint {out} --target onnx --out {Path(args.out).with_name(Path(args.out).name + '-onnx')}")
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from export.bundle import export_bundle, export_all
 
@@ -483,9 +492,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the report to this JSON file")
     p.set_defaults(func=cmd_eval)
 
+    p = sub.add_parser("import", help="a pretrained CLIP-family model (OpenCLIP, MobileCLIP, Hugging Face CLIP) as a "
+                                      "checkpoint that export, train and eval take",
+                       description="Weights only from local files: nothing is downloaded.")
+    p.add_argument("spec", help="open_clip:ARCH=WEIGHTS.safetensors (an open_clip architecture, e.g. MobileCLIP2-S0), "
+                                "open_clip:CONFIG.json=WEIGHTS, open_clip:FOLDER (a downloaded open_clip hub folder), "
+                                "hf:FOLDER (a transformers CLIPModel folder); WEIGHTS may be 'random' (untrained, for tests)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write")
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous checkpoint")
+    p.set_defaults(func=cmd_import)
+
     p = sub.add_parser("export", help="export both towers to a validated bundle",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_targets_help())
-    p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by `clipping-edge train` (OUT/checkpoint)")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by `clipping-edge train` (OUT/checkpoint) "
+                                                        "or `import`, or an import spec (open_clip:..., hf:...)")
     p.add_argument("--target", default="onnx", help="a target below, or 'all' (one bundle per target under --out)")
     p.add_argument("--quantize", default="none",
                    help="none (fp32), a precision the target offers (below), or auto: per tower the fastest precision "

@@ -21,7 +21,7 @@ import numpy as np
 from .classifier import class_prototypes, row_cosines, softmax
 from .errors import ClippingEdgeError
 from .manifest import verified_file
-from .preprocess import preprocess_batch
+from .preprocess import Preprocess, preprocess_batch
 from .prompts import fill
 
 GOLDEN_DIR = "golden"
@@ -58,7 +58,7 @@ class _Texts:
 
 
 def write_golden(folder: Path, images: Sequence[bytes], suffixes: Sequence[str], labels: Sequence[str],
-                 templates: Sequence[str], synonyms: Mapping[str, Sequence[str]], image_size: int, logit_scale: float,
+                 templates: Sequence[str], synonyms: Mapping[str, Sequence[str]], image_size: int | Preprocess, logit_scale: float,
                  encode_pixels: Callable[[np.ndarray], np.ndarray], encode_text: Callable[[list[str]], np.ndarray],
                  tokenize: Callable[[list[str]], np.ndarray], min_cosine: dict[str, float],
                  score_max_abs: float = 0.02) -> None:
@@ -92,7 +92,7 @@ def write_golden(folder: Path, images: Sequence[bytes], suffixes: Sequence[str],
 
 
 def verify(model, encode_pixels: Callable[[np.ndarray], np.ndarray] | None = None,
-           preprocess: Callable[[list[bytes], int], np.ndarray] = preprocess_batch) -> dict:
+           preprocess: Callable[[list[bytes], Preprocess], np.ndarray] = preprocess_batch) -> dict:
     """Re-compute a bundle's golden vectors with its own backend (or the given steps, to check a port's
     pieces) and compare: the worst cosine per tower, pixel and score differences, token-id and top-k
     mismatches, and whether all are within golden.json's tolerances."""
@@ -107,7 +107,7 @@ def verify(model, encode_pixels: Callable[[np.ndarray], np.ndarray] | None = Non
     images = [(folder / name).read_bytes() for name in golden["images"]]
     tolerance = golden["tolerances"]
 
-    pixels = preprocess(images, manifest.image_size)
+    pixels = preprocess(images, manifest.image_preprocess())
     image = (encode_pixels or model.encode_pixels)(arrays["pixels"])
     ids = model.tokenizer(golden["prompts"])
     text = model.encode_text(golden["prompts"])

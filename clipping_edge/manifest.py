@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ClippingEdgeError
+from .preprocess import RESIZE_MODES, FILTERS, Preprocess
 
 FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
@@ -67,6 +68,10 @@ class Manifest:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
+    def image_preprocess(self) -> Preprocess:
+        """How the runtime turns an image into the image tower's input (bundles before `mode` existed: bicubic, shortest)."""
+        return Preprocess(self.image_size, self.preprocess.get("mode", "shortest"), self.preprocess.get("interpolation", "bicubic"))
+
     @classmethod
     def from_json(cls, data: Any, where: str = "manifest") -> "Manifest":
         check_schema(data, where)
@@ -104,7 +109,9 @@ SCHEMA: dict[str, tuple[bool, Any, str]] = {
     "text_tower": (True, _text, "a bundle-relative path"),
     "tokenizer": (False, _text, "a bundle-relative path"),
     "fingerprint": (False, lambda v: isinstance(v, str), "a string"),
-    "preprocess": (False, lambda v: isinstance(v, dict), "an object"),
+    "preprocess": (False, lambda v: isinstance(v, dict) and v.get("mode", "shortest") in RESIZE_MODES
+                   and v.get("interpolation", "bicubic") in FILTERS,
+                   f"an object whose mode is one of {', '.join(RESIZE_MODES)} and interpolation one of {', '.join(FILTERS)}"),
     "quantization": (False, lambda v: isinstance(v, dict), "an object"),
     "parity": (False, lambda v: isinstance(v, dict), "an object"),
     "versions": (False, lambda v: isinstance(v, dict), "an object"),

@@ -94,7 +94,8 @@ class EdgeModel:
     def encode_image(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = IMAGE_BATCH) -> np.ndarray:
         """Image files, bytes, Pillow images or RGB uint8 HxWx3 frames (one, or a list) -> (B, d)."""
         images = as_image_list(images)
-        outs = [self.encode_pixels(preprocess_batch(images[i:i + batch_size], self.manifest.image_size))
+        spec = self.manifest.image_preprocess()
+        outs = [self.encode_pixels(preprocess_batch(images[i:i + batch_size], spec))
                 for i in range(0, len(images), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.manifest.embed_dim), np.float32)
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import numpy as np
 
 from .errors import ClippingEdgeError
-from .preprocess import ImageInput, preprocess_image
+from .preprocess import ImageInput, Preprocess, preprocess_image
 
 if TYPE_CHECKING:
     from .model import EdgeModel
@@ -37,17 +37,17 @@ def expand_images(paths: Sequence[str | Path]) -> list[Path]:
     return found
 
 
-def _decode(batch: list[ImageInput], size: int, skip_unreadable: bool) -> tuple[list[ImageInput], np.ndarray]:
+def _decode(batch: list[ImageInput], spec: Preprocess, skip_unreadable: bool) -> tuple[list[ImageInput], np.ndarray]:
     kept, arrays = [], []
     for source in batch:
         try:
-            arrays.append(preprocess_image(source, size))
+            arrays.append(preprocess_image(source, spec))
             kept.append(source)
         except ClippingEdgeError as exc:
             if not skip_unreadable:
                 raise
             print(f"warning: skipped: {exc}", file=sys.stderr)
-    return kept, np.stack(arrays) if arrays else np.zeros((0, 3, size, size), np.float32)
+    return kept, np.stack(arrays) if arrays else np.zeros((0, 3, spec.size, spec.size), np.float32)
 
 
 def embed_images(model: EdgeModel, sources: Iterable[ImageInput], batch_size: int = 32, skip_unreadable: bool = False,
@@ -56,13 +56,13 @@ def embed_images(model: EdgeModel, sources: Iterable[ImageInput], batch_size: in
     generator of frames (uint8 HxWx3 arrays). Unreadable images raise, or are skipped with a warning.
     One decoding thread: the backends already use every core, and on 2 cores a second decoder only
     competed with them (measured: no faster)."""
-    size = model.manifest.image_size
+    spec = model.manifest.image_preprocess()
     stream = iter(sources)
     pending: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clipping-edge-decode") as pool:
         while True:
             while len(pending) <= prefetch and (batch := list(islice(stream, batch_size))):
-                pending.append(pool.submit(_decode, batch, size, skip_unreadable))
+                pending.append(pool.submit(_decode, batch, spec, skip_unreadable))
             if not pending:
                 return
             kept, pixels = pending.popleft().result()

@@ -2,7 +2,9 @@
 
 Both sides call these functions, so the pixels a device feeds the image graph are the pixels the
 student was evaluated on: decode, EXIF-orient, convert to RGB (transparency over white), resize the
-shorter side with bicubic filtering, centre crop, scale to [0, 1]. Mean/std live inside the graph.
+shorter side (bicubic, or the model's own filter) and centre crop, or squash both sides to the size
+(SigLIP-style models), scale to [0, 1]. Mean/std live inside the graph. The sizes and offsets are
+torchvision's (the longer side truncated, the crop offset rounded), as open_clip's transforms compute them.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Sequence, Union
 
 import numpy as np
@@ -88,23 +91,58 @@ def load_image(source: ImageInput) -> Image.Image:
     return _to_rgb(image, "<bytes>" if isinstance(source, bytes) else str(source)[:200] if isinstance(source, (str, os.PathLike)) else "<image>")
 
 
-def resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to `size` (bicubic) and keep the central `size` x `size` square.
+RESIZE_MODES = ("shortest", "squash")
+FILTERS = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR}
 
-    Done as one resize of the central square of the source (Pillow's `box`), which samples the same
-    pixels as resizing the whole image and then cropping, but never allocates more than the output:
-    a 1 x 1 000 000 image would otherwise be resized to size x size*10^6 first."""
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the image tower's input: recorded with the weights and in every manifest."""
+    size: int
+    resize: str = "shortest"  # shortest: the shorter side to `size`, then the centre square; squash: both sides
+    interpolation: str = "bicubic"  # bicubic or bilinear (Pillow's filters, antialiased when shrinking)
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_MODES or self.interpolation not in FILTERS:
+            raise ClippingEdgeError(f"preprocessing {self.resize!r} / {self.interpolation!r} is unknown: resize is one of "
+                                    f"{', '.join(RESIZE_MODES)}, interpolation one of {', '.join(FILTERS)}")
+
+    def to_json(self) -> dict:
+        return {"size": self.size, "resize": self.resize, "interpolation": self.interpolation}
+
+
+def as_preprocess(spec: "int | Preprocess") -> Preprocess:
+    return spec if isinstance(spec, Preprocess) else Preprocess(int(spec))
+
+
+# Up to this aspect ratio the whole image is resized and then cropped, as torchvision (open_clip) does; beyond
+# it only the central square is resized (Pillow's `box`), so a 1 x 1 000 000 image never becomes size x 10^6
+# pixels. The two sample the same positions, but Pillow may run its two passes in the other order for a box,
+# and the 8-bit rounding between them differs by a few levels on fine detail.
+MAX_WHOLE_ASPECT = 4
+
+
+def resize_center_crop(image: Image.Image, size: int, interpolation: str = "bicubic") -> Image.Image:
+    """Resize the shorter side to `size` and keep the central `size` x `size` square."""
     w, h = image.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    # torchvision's Resize: the longer side truncated, not rounded
+    nw, nh = (size, int(size * h / w)) if w <= h else (int(size * w / h), size)
+    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
+    if (nw, nh) != (w, h) and max(nw, nh) <= MAX_WHOLE_ASPECT * size:
+        image, (w, h) = image.resize((nw, nh), FILTERS[interpolation]), (nw, nh)
     if (nw, nh) == (w, h):
-        left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
         return image.crop((left, top, left + size, top + size))
     # The crop offsets in the resized image, mapped back to source coordinates.
-    left, top = int(round((nw - size) / 2.0)), int(round((nh - size) / 2.0))
     sx, sy = w / nw, h / nh
     box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
-    return image.resize((size, size), Image.Resampling.BICUBIC, box=box)
+    return image.resize((size, size), FILTERS[interpolation], box=box)
+
+
+def resize_image(image: Image.Image, spec: "int | Preprocess") -> Image.Image:
+    spec = as_preprocess(spec)
+    if spec.resize == "squash":
+        return image if image.size == (spec.size, spec.size) else image.resize((spec.size, spec.size), FILTERS[spec.interpolation])
+    return resize_center_crop(image, spec.size, spec.interpolation)
 
 
 def to_chw_float(image: Image.Image) -> np.ndarray:
@@ -112,8 +150,8 @@ def to_chw_float(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.float32).transpose(2, 0, 1) / np.float32(255.0)
 
 
-def preprocess_image(source: ImageInput, size: int) -> np.ndarray:
-    return to_chw_float(resize_center_crop(load_image(source), size))
+def preprocess_image(source: ImageInput, size: "int | Preprocess") -> np.ndarray:
+    return to_chw_float(resize_image(load_image(source), size))
 
 
 def as_image_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]:
@@ -123,8 +161,9 @@ def as_image_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]
     return list(images)
 
 
-def preprocess_batch(sources: Sequence[ImageInput], size: int) -> np.ndarray:
+def preprocess_batch(sources: Sequence[ImageInput], size: "int | Preprocess") -> np.ndarray:
     """A batch of images -> float32 (B, 3, size, size) in [0, 1], ready for the image tower."""
     if len(sources) == 0:
-        return np.zeros((0, 3, size, size), np.float32)
+        side = as_preprocess(size).size
+        return np.zeros((0, 3, side, side), np.float32)
     return np.stack([preprocess_image(s, size) for s in sources])

@@ -28,7 +28,9 @@ class TextTokenizer:
         except Exception as exc:
             raise ClippingEdgeError(f"{path} is not a tokenizers JSON file ({exc}): re-export the bundle") from None
         self.context_length = context_length
-        self.pad_id = self._id(PAD, path)
+        # The file's own padding where it sets one (CLIP pads with id 0, a real token), else our <pad>.
+        padding = self.tokenizer.padding
+        self.pad_id = padding["pad_id"] if padding else self._id(PAD, path)
         self.eot_id = self._id(EOT, path)
         self.tokenizer.enable_truncation(context_length)
         self.tokenizer.enable_padding(length=context_length, pad_id=self.pad_id, pad_token=PAD)

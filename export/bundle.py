@@ -24,10 +24,11 @@ from clipping_edge.junk import (JUNK_FAMILIES, JUNK_FILE, REFERENCE_PER_FAMILY, 
                                 measure_unknown)
 from clipping_edge.manifest import MANIFEST_NAME, Manifest, file_sha256, package_versions, size_mb
 from clipping_edge.model import IMAGE_BATCH, TEXT_BATCH
-from clipping_edge.preprocess import preprocess_batch
+from clipping_edge.preprocess import Preprocess, preprocess_batch
 from clipping_edge.prompts import DEFAULT_TEMPLATES
 from clipping_edge.tokenizer import TextTokenizer
 from training.checkpoint import TOKENIZER, fingerprint, load_student
+from training.clip_import import imported_checkpoint, is_spec
 from training.data.pairs import PairSet, read_pairs, resolve_split
 from training.evaluate import TorchEncoder
 
@@ -62,7 +63,7 @@ class ExportRun:
     tokenizer: TextTokenizer
     data: str
     test_pairs: PairSet
-    image_size: int
+    preprocess: Preprocess  # how images reach the image tower's input size
     logit_scale: float
     calibration_source: dict | None = None
     convert_seconds: dict[str, float] = field(default_factory=dict)
@@ -100,7 +101,7 @@ class ExportRun:
             return lambda texts: np.concatenate([tower(self.tokenizer(texts[i:i + TEXT_BATCH], warn=False))
                                                  for i in range(0, len(texts), TEXT_BATCH)]), [], {}
         check = self.target.check_offline(self.job(kind, precision, path))
-        stand_in = TorchEncoder(check.simulated, check.simulated, self.tokenizer, self.image_size)
+        stand_in = TorchEncoder(check.simulated, check.simulated, self.tokenizer, self.preprocess)
         return (stand_in.encode_pixels if kind == "image" else stand_in.encode_text), check.problems, check.figures
 
     @cached_property
@@ -109,7 +110,7 @@ class ExportRun:
         return read_pairs(resolve_split(self.data, "train"))
 
     def calibration(self, kind: str, between: bool = False) -> list[np.ndarray]:
-        batches = calibration_batches(kind, self.train_pairs, self.tokenizer, self.image_size, between=between)
+        batches = calibration_batches(kind, self.train_pairs, self.tokenizer, self.preprocess, between=between)
         if not between:
             self.calibration_source = {"data": str(self.train_pairs.root), "samples": sum(len(b) for b in batches)}
         return batches
@@ -129,16 +130,16 @@ class ExportRun:
             labels = check_labels(labels or [])
             text = SimpleNamespace(encode_text=encoders["text"])
             prototypes = class_prototypes(text, labels, manifest.templates or DEFAULT_TEMPLATES, manifest.synonyms)
-        pixels = preprocess_batch([p.source() for p in self.test_pairs.pairs[:CLASSIFIER_TEST_IMAGES]], self.image_size)
+        pixels = preprocess_batch([p.source() for p in self.test_pairs.pairs[:CLASSIFIER_TEST_IMAGES]], self.preprocess)
         calibration = self.calibration("image") if self.target.precisions[precision].calibrated else []
         return write_classifier(self.target.name, self.towers["image"][0], prototypes, list(labels), self.logit_scale,
-                                self.image_size, precision, folder / f"classifier{self.target.suffix}", calibration,
+                                self.preprocess.size, precision, folder / f"classifier{self.target.suffix}", calibration,
                                 manifest.to_json(), pixels, encoders["image"](pixels))
 
     def validate(self, encoders: dict[str, Callable], precisions: dict[str, str], problems: list[str],
                  max_top1_drop: float | None) -> dict:
         candidate = SplitEncoder(encoders["image"], encoders["text"])
-        record = compare(self.reference, candidate, self.logit_scale, self.test_pairs, self.image_size)
+        record = compare(self.reference, candidate, self.logit_scale, self.test_pairs, self.preprocess)
         return gate(record, precisions["image"], precisions["text"], problems, max_top1_drop)
 
 
@@ -215,7 +216,7 @@ def write_bundle_golden(run: ExportRun, folder: Path, encoders: dict[str, Callab
         templates, synonyms = task.templates, task.synonyms or {}
     else:
         labels, templates, synonyms = list(dict.fromkeys(p.caption for p in chosen)), ["{}"], {}
-    write_golden(folder, images, suffixes, labels, templates, synonyms, run.image_size, run.logit_scale,
+    write_golden(folder, images, suffixes, labels, templates, synonyms, run.preprocess, run.logit_scale,
                  encoders["image"], encoders["text"], lambda texts: run.tokenizer(texts, warn=False),
                  {kind: THRESHOLDS[family(precisions[kind])].min_cosine for kind in ("image", "text")},
                  GOLDEN_SCORE_MAX_ABS["int8" if "int8" in {family(p) for p in precisions.values()} else "float"])
@@ -226,7 +227,7 @@ def write_junk(run: ExportRun, folder: Path, encoders: dict[str, Callable]) -> d
     """The reference of `--min-cosine auto`: the exported image tower's embeddings of the junk images, and how
     the rule does on the validation images (with their label set) and on junk it was not given."""
     def encode(images: Sequence[np.ndarray]) -> np.ndarray:
-        return encoders["image"](preprocess_batch(list(images), run.image_size))
+        return encoders["image"](preprocess_batch(list(images), run.preprocess))
 
     reference = encode([image for images in junk_images(REFERENCE_SEED, REFERENCE_PER_FAMILY).values() for image in images])
     (folder / JUNK_FILE).write_bytes(np.ascontiguousarray(reference, dtype="<f4").tobytes())
@@ -234,7 +235,7 @@ def write_junk(run: ExportRun, folder: Path, encoders: dict[str, Callable]) -> d
               "rule": UNKNOWN_RULE}
     task = run.test_pairs.zero_shot
     if task is not None:
-        pixels = preprocess_batch([p.source() for p in run.test_pairs.pairs[:UNKNOWN_CHECK_IMAGES]], run.image_size)
+        pixels = preprocess_batch([p.source() for p in run.test_pairs.pairs[:UNKNOWN_CHECK_IMAGES]], run.preprocess)
         prototypes = class_prototypes(SimpleNamespace(encode_text=encoders["text"]), task.classes, task.templates,
                                       task.synonyms)
         record["measured"] = {"on": f"{run.test_pairs.root} with its {len(task.classes)} classes",
@@ -243,6 +244,14 @@ def write_junk(run: ExportRun, folder: Path, encoders: dict[str, Callable]) -> d
 
 
 UNKNOWN_CHECK_IMAGES = 256
+
+
+def manifest_preprocess(spec: Preprocess) -> dict[str, Any]:
+    """The runtime's preprocessing as manifest data: `mode` and `interpolation` are read, `resize` is for people."""
+    if spec.resize == "squash":
+        return {"mode": "squash", "interpolation": spec.interpolation, "resize": f"both sides to the size, {spec.interpolation}"}
+    return {"mode": "shortest", "interpolation": spec.interpolation, "resize": f"shorter side (longer truncated), "
+            f"{spec.interpolation}", "crop": "centre"}
 
 
 def validation_prompts(pairs: PairSet) -> dict[str, Any]:
@@ -265,6 +274,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
     precision = get_precision(tgt, quantize)
     if labels is not None:  # refused now, not after minutes of converting
         labels = check_labels(labels)
+    checkpoint = imported_checkpoint(checkpoint) if is_spec(checkpoint) else checkpoint
     student, tokenizer, meta = load_student(checkpoint)
     data = data or meta.get("train", {}).get("data") or "synthetic"
     cfg = student.config
@@ -273,7 +283,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
     towers = {"image": (ImageTower(student), IMAGE_INPUT), "text": (TextTower(student), TEXT_INPUT)}
     # The reference is the student as trained (unfused), so validation also checks re-parameterization.
     run = ExportRun(tgt, towers, TorchEncoder.from_student(student, tokenizer),
-                    tokenizer, data, read_pairs(resolve_split(data, "test")), cfg.vision.image_size,
+                    tokenizer, data, read_pairs(resolve_split(data, "test")), cfg.vision.preprocess(),
                     float(student.logit_scale.exp().clamp(max=100).item()))
     files = {kind: f"{kind}{tgt.suffix}" for kind in towers}
     with atomic_directory(out, "bundle", inputs=[checkpoint, data], force=force) as tmp:
@@ -313,7 +323,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
             context_length=cfg.text.context_length, logit_scale=run.logit_scale,
             target=tgt.name, precision=precision, image_tower=files["image"], text_tower=files["text"],
             fingerprint=fingerprint(checkpoint),
-            preprocess={"resize": "shorter side, bicubic", "crop": "centre", "size": cfg.vision.image_size,
+            preprocess={**manifest_preprocess(run.preprocess), "size": cfg.vision.image_size,
                         "range": "[0, 1] RGB", "mean": list(cfg.vision.mean), "std": list(cfg.vision.std),
                         "mean_std_in_graph": True},
             quantization=quantization, parity=parity, versions=package_versions(),

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from clipping_edge.preprocess import preprocess_batch
+from clipping_edge.preprocess import Preprocess, preprocess_batch
 from clipping_edge.tokenizer import TextTokenizer
 from training.data.pairs import PairSet
 
 
-def calibration_batches(kind: str, pairs: PairSet, tokenizer: TextTokenizer, image_size: int, samples: int = 128,
+def calibration_batches(kind: str, pairs: PairSet, tokenizer: TextTokenizer, image_size: int | Preprocess, samples: int = 128,
                         batch_size: int = 16, between: bool = False) -> list[np.ndarray]:
     """`samples` pairs spread evenly over the split, as model inputs, in batches. `between`: the pairs halfway
     between consecutive picks instead (one fewer), rows a calibrated quantizer never saw, to score it on; on a

@@ -16,7 +16,7 @@ import numpy as np
 
 from clipping_edge.classifier import class_prototypes, row_cosines, softmax
 from clipping_edge.prompts import fill
-from clipping_edge.preprocess import preprocess_batch
+from clipping_edge.preprocess import Preprocess, preprocess_batch
 from training.data.pairs import PairSet
 
 
@@ -53,7 +53,7 @@ def family(precision: str) -> str:
     return precision if precision in ("fp32", "fp16") else "int8"
 
 
-def compare(reference: Encoder, candidate: Encoder, logit_scale: float, pairs: PairSet, image_size: int,
+def compare(reference: Encoder, candidate: Encoder, logit_scale: float, pairs: PairSet, image_size: int | Preprocess,
             max_images: int = 1024) -> dict:
     subset = pairs.pairs[:max_images]
     pixels = preprocess_batch([p.source() for p in subset], image_size)

@@ -85,7 +85,7 @@ def _extract_shard(pairs: PairSet, rows: range, image_teacher: ImageTeacher, tex
     if not image_teacher.reads_pixels:  # a text-only cache: no image is decoded
         return np.ones((len(rows), image_teacher.dim), np.float16), _encode_captions(subset, text_teacher, timing)
     loader = torch.utils.data.DataLoader(
-        ImageCaptionDataset(subset, EvalTransform(image_teacher.image_size)), batch_size=batch_size,
+        ImageCaptionDataset(subset, EvalTransform(image_teacher.preprocess or image_teacher.image_size)), batch_size=batch_size,
         num_workers=workers, multiprocessing_context=worker_context(workers), collate_fn=_stack_with_indices)
     batches = iter(loader)  # the workers start and decode the first images while the captions are embedded
     texts = _encode_captions(subset, text_teacher, timing)
@@ -104,7 +104,7 @@ def reproduces_rows(teacher: ImageTeacher, pairs: PairSet, bank: np.ndarray, dev
     subset = pairs.pairs[:min(probe, len(pairs))]
     if not subset or len(bank) < len(subset) or bank.ndim != 2 or bank.shape[1] != teacher.dim:
         return False
-    dataset = ImageCaptionDataset(subset, EvalTransform(teacher.image_size))
+    dataset = ImageCaptionDataset(subset, EvalTransform(teacher.preprocess or teacher.image_size))
     pixels = torch.stack([dataset[i][0] for i in range(len(subset))])
     with torch.no_grad():
         mine = teacher.encode(pixels.to(device)).cpu().numpy().astype(np.float16).astype(np.float32)

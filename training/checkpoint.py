@@ -29,8 +29,8 @@ _TENSOR = "__tensor__"
 
 
 def save_checkpoint(path: Path, model: Student, tokenizer_file: Path, meta: dict[str, Any],
-                    trainer_state: dict[str, Any] | None = None) -> Path:
-    with atomic_directory(path, "checkpoint") as tmp:
+                    trainer_state: dict[str, Any] | None = None, force: bool = False) -> Path:
+    with atomic_directory(path, "checkpoint", force=force) as tmp:
         state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps({"student": model.config.to_json(), **meta}, indent=2))

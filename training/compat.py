@@ -78,3 +78,16 @@ def quiet_transformers():
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
+
+
+def import_open_clip():
+    """open_clip (for its architectures and CLIP's vocabulary; never its downloads), after the torchvision fix."""
+    declare_torchvision_ops()
+    try:
+        import open_clip
+    except ImportError:
+        from clipping_edge.errors import ClippingEdgeError
+
+        raise ClippingEdgeError("CLIP-family models need `pip install open-clip-torch -c constraints.txt` "
+                                "(part of clipping-edge[train])") from None
+    return open_clip

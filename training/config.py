@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from clipping_edge.errors import ClippingEdgeError
+from clipping_edge.preprocess import Preprocess
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 
@@ -45,6 +46,15 @@ class VisionConfig:
     mlp_ratio: float = 4.0
     mean: tuple[float, float, float] = CLIP_MEAN
     std: tuple[float, float, float] = CLIP_STD
+    # How images reach image_size (clipping_edge.preprocess.Preprocess): "shortest" (shorter side, centre crop) or
+    # "squash"; "bicubic" or "bilinear". Imported models keep their own (MobileCLIP: bilinear).
+    resize: str = "shortest"
+    interpolation: str = "bicubic"
+    # kind "open_clip": open_clip's vision_cfg (+ quick_gelu), the architecture an imported model was built with.
+    open_clip: dict[str, Any] = field(default_factory=dict)
+
+    def preprocess(self) -> Preprocess:
+        return Preprocess(self.image_size, self.resize, self.interpolation)
 
 
 @dataclass
@@ -66,6 +76,8 @@ class TextConfig:
     feedforwards: int = 2  # kind "bert": feed-forward networks stacked per block (MobileBERT uses 4)
     # Filled from the tokenizer when the student is built: the pooled position is where this id sits.
     eot_id: int = -1
+    # kind "open_clip": open_clip's text_cfg (+ quick_gelu) of an imported model.
+    open_clip: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -37,12 +37,12 @@ class TorchEncoder:
     image: torch.nn.Module
     text: torch.nn.Module
     tokenizer: TextTokenizer
-    image_size: int
+    image_size: int | Preprocess  # the size, or how images reach it
     device: torch.device = torch.device("cpu")
 
     @classmethod
     def from_student(cls, model: Student, tokenizer: TextTokenizer, device: torch.device | str = "cpu") -> "TorchEncoder":
-        return cls(model.visual, model.text, tokenizer, model.config.vision.image_size, torch.device(device))
+        return cls(model.visual, model.text, tokenizer, model.config.vision.preprocess(), torch.device(device))
 
     @torch.no_grad()
     def encode_text(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
@@ -103,7 +103,7 @@ def evaluate(model: Student, tokenizer: TextTokenizer, pairs: PairSet, device: t
              locked: tuple[bool, bool] = (False, False)) -> dict[str, float]:
     """Zero-shot and retrieval on `pairs`. locked: (image, text) towers locked whole, read from their cache."""
     model.eval()
-    encoder = LockedCacheEncoder(model.visual, model.text, tokenizer, model.config.vision.image_size,
+    encoder = LockedCacheEncoder(model.visual, model.text, tokenizer, model.config.vision.preprocess(),
                                  torch.device(device), *locked)
     image_emb = encoder.encode_pairs(pairs)
     metrics = retrieval_metrics(image_emb, encoder.encode_text(pairs.captions), pairs.captions)

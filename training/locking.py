@@ -18,12 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipping_edge.errors import ClippingEdgeError
+from clipping_edge.preprocess import Preprocess, as_preprocess
 
 from .teachers import ImageTeacher, TextTeacher
 
 
 def unlockable_blocks(tower: nn.Module) -> list[nn.Module]:
     """The tower's blocks from input to output, for unlocking the last N (the projection is always trained)."""
+    if hasattr(tower, "unlockable"):  # an imported CLIP tower
+        return tower.unlockable()
     if hasattr(tower, "trunk") and hasattr(tower.trunk, "_blocks"):  # EfficientNet-Lite
         return [*tower.trunk._blocks, nn.ModuleList([tower.trunk._conv_head, tower.trunk._bn1])]
     if hasattr(tower, "encoder") and hasattr(getattr(tower.encoder, "encoder", None), "layer"):  # MiniLM / BERT
@@ -69,13 +72,16 @@ def weights_identity(tower: nn.Module) -> str:
     return digest.hexdigest()[:20]
 
 
-def image_tower_as_teacher(tower: nn.Module, image_size: int) -> ImageTeacher:
+def image_tower_as_teacher(tower: nn.Module, image_size: int | Preprocess) -> ImageTeacher:
     """The locked image tower's pooled features (before its projection) in the bank builder's terms."""
+    spec = as_preprocess(image_size)
     with torch.no_grad():
-        dim = tower.features(torch.zeros(1, 3, image_size, image_size)).shape[-1]
+        dim = tower.features(torch.zeros(1, 3, spec.size, spec.size)).shape[-1]
+    # Cache keys of the default preprocessing are as they were before it could differ.
+    how = "" if spec == Preprocess(spec.size) else f"|{spec.resize}|{spec.interpolation}"
     # The banks feed the teacher pixels through its own eval transform; the student's mean/std is in `features`.
-    return ImageTeacher("locked-image-tower", dim, image_size, tower.features,
-                        identity=f"locked-image|{weights_identity(tower)}|px{image_size}", module=tower)
+    return ImageTeacher("locked-image-tower", dim, spec.size, tower.features,
+                        identity=f"locked-image|{weights_identity(tower)}|px{spec.size}{how}", module=tower, preprocess=spec)
 
 
 def text_tower_as_teacher(tower: nn.Module, tokenize) -> TextTeacher:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .compat import declare_torchvision_ops, import_timm, quiet_transformers
+from .clip_towers import OpenClipImageTower, OpenClipTextTower
 from .config import StudentConfig, TextConfig, VisionConfig
 
 declare_torchvision_ops()  # before anything imports transformers or timm
@@ -311,8 +312,9 @@ class MiniLmTextTower(nn.Module):
 
 
 IMAGE_TOWERS: dict[str, type[nn.Module]] = {"vit": VisionTransformer, "timm": TimmImageTower,
-                                             "efficientnet-lite": EfficientNetLiteTower}
-TEXT_TOWERS: dict[str, type[nn.Module]] = {"causal": TextTransformer, "bert": MobileBertTextTower, "minilm": MiniLmTextTower}
+                                             "efficientnet-lite": EfficientNetLiteTower, "open_clip": OpenClipImageTower}
+TEXT_TOWERS: dict[str, type[nn.Module]] = {"causal": TextTransformer, "bert": MobileBertTextTower, "minilm": MiniLmTextTower,
+                                           "open_clip": OpenClipTextTower}
 
 
 def _build(registry: dict[str, type[nn.Module]], kind: str, what: str, cfg, embed_dim: int) -> nn.Module:
@@ -329,6 +331,8 @@ class Student(nn.Module):
         self.text = _build(TEXT_TOWERS, cfg.text.kind, "text", cfg.text, cfg.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
         for tower in (self.visual, self.text):
+            if getattr(tower, "initialised", False):  # an imported model's tower: its weights are its own
+                continue
             # A tower that starts from pretrained weights keeps them; only its new projection is initialised.
             (tower.proj if _is_pretrained(tower) else tower).apply(_init_weights)
 

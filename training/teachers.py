@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from clipping_edge.errors import ClippingEdgeError
+from clipping_edge.preprocess import Preprocess
 
 from .compat import declare_torchvision_ops, import_timm, quiet_transformers
 
@@ -38,6 +39,7 @@ class ImageTeacher:
     identity: str
     module: nn.Module | None = None  # moved by .to(device)
     reads_pixels: bool = True  # False: a stand-in whose features do not depend on the image (none decoded)
+    preprocess: Preprocess | None = None  # how images reach image_size (None: shorter side, bicubic, centre crop)
 
     def to(self, device: torch.device) -> "ImageTeacher":
         if self.module is not None:

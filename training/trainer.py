@@ -482,7 +482,8 @@ class Trainer:
         # (the image features of a real dataset at 224 px cost minutes; its captions' seconds).
         features = {}
         for kind, locked, teachers in (
-                ("image", image, lambda: (image_tower_as_teacher(student.visual.eval(), size), no_text_teacher())),
+                ("image", image, lambda: (image_tower_as_teacher(student.visual.eval(), self.scfg.vision.preprocess()),
+                                          no_text_teacher())),
                 ("text", text, lambda: (no_image_teacher(size), text_tower_as_teacher(student.text.eval(), self.tokenizer)))):
             if not locked:
                 features[kind] = None

@@ -15,23 +15,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipping_edge.preprocess import load_image, resize_center_crop, to_chw_float
+from clipping_edge.preprocess import Preprocess, load_image, resize_center_crop, resize_image, to_chw_float
 
 # (image, per-sample RNG) -> (3, H, W) float32 in [0, 1]. Deterministic transforms ignore the RNG.
 Transform = Callable[[Image.Image, random.Random], torch.Tensor]
 
 
 class EvalTransform:
-    """Resize the shorter side, centre crop, [0, 1] CHW: the runtime's preprocessing."""
+    """Resize (the shorter side and centre crop, unless the model squashes), [0, 1] CHW: the runtime's preprocessing."""
 
-    def __init__(self, size: int):
+    def __init__(self, size: int | Preprocess):
         self.size = size
 
     def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
-        return torch.from_numpy(to_chw_float(resize_center_crop(image, self.size)))
+        return torch.from_numpy(to_chw_float(resize_image(image, self.size)))
 
 
-def eval_transform(size: int) -> Transform:
+def eval_transform(size: int | Preprocess) -> Transform:
     return EvalTransform(size)
 
 

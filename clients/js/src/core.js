@@ -5,10 +5,10 @@
 // or onnxruntime-web), and an image decoder. Everything else (checks, tokenizing, preprocessing,
 // prototypes, scores) is here and mirrors the Python runtime (clipping_edge/), so its answers can be
 // checked against the bundle's golden vectors with verifyGolden().
-import { preprocess } from "./preprocess.js";
+import { preprocess, preprocessSpec } from "./preprocess.js";
 import { TextTokenizer } from "./tokenizer.js";
 
-export { preprocess, resizeBicubic } from "./preprocess.js";
+export { preprocess, preprocessSpec, resize } from "./preprocess.js";
 export { TextTokenizer } from "./tokenizer.js";
 
 export const FORMAT_VERSION = 2;
@@ -160,7 +160,7 @@ export class ClipBundle {
 
   /** Image file bytes -> Float32Array (3, S, S) as the image tower takes it. */
   async preprocess(bytes, name = "<bytes>") {
-    return preprocess(await this.env.decodeImage(bytes, name), this.manifest.image_size);
+    return preprocess(await this.env.decodeImage(bytes, name), preprocessSpec(this.manifest));
   }
 
   /** Preprocessed pixels (n * 3 * S * S floats) -> Float32Array (n, d) of L2-normalised embeddings. */

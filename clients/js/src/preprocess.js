@@ -1,15 +1,15 @@
 // The bundle's image preprocessing, as the Python runtime does it (clipping_edge/preprocess.py): RGB with
-// transparency over white, shorter side resized to the bundle's size with Pillow's bicubic filter, centre
-// crop, scaled to [0, 1], channels first. Mean/std live inside the image graph.
+// transparency over white, shorter side resized to the bundle's size with Pillow's bicubic (or bilinear)
+// filter and centre crop, or both sides squashed to the size, scaled to [0, 1], channels first. The sizes
+// are torchvision's (longer side truncated). Mean/std live inside the image graph.
 //
-// Pillow's resampling is reproduced step for step (a separable convolution whose bicubic kernel widens
+// Pillow's resampling is reproduced step for step (a separable convolution whose kernel widens
 // with the downscale factor, fixed-point weights, a rounding to 8 bits between the two passes), because
 // a browser's canvas scaling or any other resizer gives pixels several levels apart: the drift that makes
 // ports of CLIP disagree with Python. Decoding is left to the caller (pngjs/jpeg-js in Node, the browser's
 // own decoder); any decoder hands over an RGBA or RGB byte array.
 
 const PRECISION_BITS = 32 - 8 - 2; // Pillow's fixed-point weights for 8-bit images
-const BICUBIC_SUPPORT = 2.0;
 
 function bicubic(x) {
   const a = -0.5;
@@ -18,6 +18,17 @@ function bicubic(x) {
   if (x < 2.0) return (((x - 5) * x + 8) * x - 4) * a;
   return 0.0;
 }
+
+function bilinear(x) {
+  x = Math.abs(x);
+  return x < 1.0 ? 1.0 - x : 0.0;
+}
+
+// Up to this aspect ratio the whole image is resized and then cropped (clipping_edge/preprocess.py).
+const MAX_WHOLE_ASPECT = 4;
+
+// Pillow's filters: kernel and support (in source pixels at scale 1).
+const FILTERS = { bicubic: { kernel: bicubic, support: 2.0 }, bilinear: { kernel: bilinear, support: 1.0 } };
 
 /** Python's round(): halves go to the even neighbour (Math.round sends them up). */
 export function pyRound(x) {
@@ -29,13 +40,13 @@ export function pyRound(x) {
 }
 
 /** Per output pixel: the first input pixel, how many it reads and their fixed-point weights. */
-function coefficients(inSize, in0, in1, outSize) {
+function coefficients(inSize, in0, in1, outSize, filter) {
   // Pillow passes the box as C floats: single precision, and so is their difference.
   in0 = Math.fround(in0);
   in1 = Math.fround(in1);
   const scale = Math.fround(in1 - in0) / outSize;
   const filterScale = Math.max(scale, 1.0);
-  const support = BICUBIC_SUPPORT * filterScale;
+  const support = filter.support * filterScale;
   const ksize = Math.ceil(support) * 2 + 1;
   const bounds = new Int32Array(outSize * 2);
   const weights = new Int32Array(outSize * ksize);
@@ -48,7 +59,7 @@ function coefficients(inSize, in0, in1, outSize) {
     const xmax = Math.min(Math.trunc(center + support + 0.5), inSize) - xmin;
     let total = 0.0;
     for (let x = 0; x < xmax; x++) {
-      row[x] = bicubic((x + xmin - center + 0.5) * ss);
+      row[x] = filter.kernel((x + xmin - center + 0.5) * ss);
       total += row[x];
     }
     for (let x = 0; x < xmax; x++) {
@@ -95,8 +106,10 @@ function resamplePass(src, width, height, coeffs, outSize, horizontal, firstRow 
   return out;
 }
 
-/** Pillow's (13+) Image.resize((outW, outH), BICUBIC, box) on an RGB byte image. */
-export function resizeBicubic(rgb, width, height, outW, outH, box) {
+/** Pillow's (13+) Image.resize((outW, outH), BICUBIC or BILINEAR, box) on an RGB byte image. */
+export function resize(rgb, width, height, outW, outH, box, interpolation = "bicubic") {
+  const filter = FILTERS[interpolation];
+  if (!filter) throw new Error(`unknown interpolation ${interpolation}: bicubic or bilinear`);
   const [x0, y0, x1, y1] = box.map(Math.fround);
   // An integer box of the output's size is a crop (Pillow's _resize).
   if (Number.isInteger(x0) && Number.isInteger(y0) && x1 - x0 === outW && y1 - y0 === outH) {
@@ -110,8 +123,8 @@ export function resizeBicubic(rgb, width, height, outW, outH, box) {
   // Pillow 13 runs the vertical pass first when the height shrinks more than twice as much as the width;
   // the 8-bit rounding between the passes makes the order visible in the pixels.
   const horizontalFirst = !(height - outH > 0 && height - outH > (width - outW) * 2);
-  const horiz = coefficients(width, x0, x1, outW);
-  const vert = coefficients(height, y0, y1, outH);
+  const horiz = coefficients(width, x0, x1, outW, filter);
+  const vert = coefficients(height, y0, y1, outH, filter);
   let image = rgb, w = width, h = height;
   if (horizontalFirst) {
     if (needHorizontal) {
@@ -154,29 +167,47 @@ export function rgbaOverWhite(rgba, pixels) {
   return rgb;
 }
 
+/** The manifest's preprocessing: { size, resize: "shortest" | "squash", interpolation } (a bare size: bicubic, shortest). */
+export function preprocessSpec(manifest) {
+  const recorded = manifest.preprocess || {};
+  return { size: manifest.image_size, resize: recorded.mode || "shortest", interpolation: recorded.interpolation || "bicubic" };
+}
+
 /**
  * A decoded image -> Float32Array (3, size, size) in [0, 1].
  * @param {{data: Uint8Array|Uint8ClampedArray, width: number, height: number, channels: 3|4}} image
+ * @param {number|{size: number, resize?: string, interpolation?: string}} spec the size, or preprocessSpec(manifest)
  */
-export function preprocess(image, size) {
+export function preprocess(image, spec) {
+  const { size, resize: mode = "shortest", interpolation = "bicubic" } = typeof spec === "number" ? { size: spec } : spec;
   const { width: w, height: h, channels } = image;
   const rgb = channels === 4 ? rgbaOverWhite(image.data, w * h) : Uint8Array.from(image.data);
-  const scale = size / Math.min(w, h);
-  const nw = Math.max(size, pyRound(w * scale));
-  const nh = Math.max(size, pyRound(h * scale));
-  const left = pyRound((nw - size) / 2.0);
-  const top = pyRound((nh - size) / 2.0);
   let square;
-  if (nw === w && nh === h) {
-    square = new Uint8Array(size * size * 3);
-    for (let y = 0; y < size; y++) {
-      square.set(rgb.subarray(((y + top) * w + left) * 3, ((y + top) * w + left + size) * 3), y * size * 3);
-    }
+  if (mode === "squash") {
+    square = w === size && h === size ? rgb : resize(rgb, w, h, size, size, [0, 0, w, h], interpolation);
   } else {
-    // The crop mapped back to source coordinates: one resize of the central square samples the same
-    // pixels as resizing everything and then cropping.
-    const sx = w / nw, sy = h / nh;
-    square = resizeBicubic(rgb, w, h, size, size, [left * sx, top * sy, (left + size) * sx, (top + size) * sy]);
+    // torchvision's Resize: the longer side truncated
+    const nw = w <= h ? size : Math.trunc((size * w) / h);
+    const nh = w <= h ? Math.trunc((size * h) / w) : size;
+    const left = pyRound((nw - size) / 2.0);
+    const top = pyRound((nh - size) / 2.0);
+    let whole = rgb, ww = w;
+    // As Python: resize the whole image, then crop (torchvision's way), unless the aspect is extreme.
+    if ((nw !== w || nh !== h) && Math.max(nw, nh) <= MAX_WHOLE_ASPECT * size) {
+      whole = resize(rgb, w, h, nw, nh, [0, 0, w, h], interpolation);
+      ww = nw;
+    }
+    if (whole !== rgb || (nw === w && nh === h)) {
+      square = new Uint8Array(size * size * 3);
+      for (let y = 0; y < size; y++) {
+        square.set(whole.subarray(((y + top) * ww + left) * 3, ((y + top) * ww + left + size) * 3), y * size * 3);
+      }
+    } else {
+      // The crop mapped back to source coordinates: one resize of the central square samples the same
+      // pixels as resizing everything and then cropping.
+      const sx = w / nw, sy = h / nh;
+      square = resize(rgb, w, h, size, size, [left * sx, top * sy, (left + size) * sx, (top + size) * sy], interpolation);
+    }
   }
   const out = new Float32Array(3 * size * size);
   const plane = size * size;

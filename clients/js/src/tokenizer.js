@@ -19,7 +19,9 @@ export class TextTokenizer {
       if (value === undefined) throw new Error(`tokenizer.json has no ${token} token: it was not written by clipping-edge`);
       return value;
     };
-    [this.padId, this.sotId, this.eotId] = [id(PAD), id(SOT), id(EOT)];
+    // The file's own padding where it sets one (CLIP pads with id 0, a real token), else our <pad>.
+    const padding = tokenizerJson.padding;
+    [this.padId, this.sotId, this.eotId] = [padding ? padding.pad_id : id(PAD), id(SOT), id(EOT)];
   }
 
   /** One text -> Int32Array(contextLength): <sot>, at most contextLength - 2 tokens, <eot>, padding. */

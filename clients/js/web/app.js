@@ -1,7 +1,7 @@
 // The demo page: pick a bundle and images (or the camera), see the top-5 labels and the latency per image.
 // With ?bundle=URL&auto=golden it loads the bundle, classifies its golden images and verifies its golden
 // vectors by itself, and leaves the outcome in window.clippingEdge (what the headless-browser test reads).
-import { BundleError, bitmapPixels, loadBundleFromFiles, loadBundleFromUrl, preprocess, verifyGolden } from "../src/browser.js";
+import { BundleError, bitmapPixels, loadBundleFromFiles, loadBundleFromUrl, preprocess, preprocessSpec, verifyGolden } from "../src/browser.js";
 
 const $ = (id) => document.getElementById(id);
 const state = (window.clippingEdge = { state: "idle" });
@@ -87,7 +87,7 @@ async function startCamera() {
   const tick = async () => {
     if (video.paused || !bundle) return;
     const start = performance.now();
-    const pixels = preprocess(bitmapPixels(video, video.videoWidth, video.videoHeight), bundle.manifest.image_size);
+    const pixels = preprocess(bitmapPixels(video, video.videoWidth, video.videoHeight), preprocessSpec(bundle.manifest));
     const { predictions } = await classifyPixels(pixels, names);
     $("results").replaceChildren();
     const canvas = document.createElement("canvas");

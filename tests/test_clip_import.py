@@ -1,0 +1,184 @@
+"""Bring your own CLIP (issue 31): open_clip and Hugging Face CLIP models through import, export and the runtime.
+
+Random weights throughout (no package ships trained CLIP weights); small custom architectures by default, the
+real MobileCLIP2-S0 and ViT-B-32 architectures under `-m slow`. Each imported model is compared with the
+library that defines it (open_clip, transformers) on the same weights, so a wrong rename or pooling shows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipping_edge.errors import ClippingEdgeError
+
+TINY = {"embed_dim": 64, "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "patch_size": 16, "head_width": 32},
+        "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}}
+TRICKY = ["a photo of a cat.", "Café naïve résumé", "cafe\u0301 decomposed", "🐶 dog 🐱‍👤 ninja cat", "猫の写真 一只猫",
+          "don't stop, it's 5 o'clock!!!", "  lots   of\twhitespace\n here ", "word " * 100, "‘quoted’ “text”",
+          "ﬁsh ﬂower ǅ", "ＦＵＬＬ ｗｉｄｔｈ", "Tom &amp; Jerry", "3.14159 numbers 2024", "snake_case-and-dash/slash",
+          "Ελληνικά кириллица العربية", "x" * 300, ""]
+
+
+def open_clip():
+    from training.compat import import_open_clip
+
+    return import_open_clip()
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("clip") / "tiny-clip.json"
+    path.write_text(json.dumps(TINY))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tiny_config: Path) -> Path:
+    """A random tiny open_clip model's weights, saved as a user's download would be."""
+    from open_clip.model import CustomTextCLIP
+    from safetensors.torch import save_file
+
+    open_clip()
+    torch.manual_seed(0)
+    model = CustomTextCLIP(**TINY)
+    path = tiny_config.with_name("tiny-clip.safetensors")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_import(tiny_config: Path, tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from training.clip_import import import_clip
+
+    return import_clip(f"open_clip:{tiny_config}={tiny_weights}", tmp_path_factory.mktemp("imported") / "tiny")
+
+
+def test_clip_tokenizer_ids_equal_open_clips(tmp_path: Path):
+    from training.clip_tokenizer import clip_tokenizer
+
+    ours = clip_tokenizer(77, tmp_path / "tokenizer.json")
+    reference = open_clip().get_tokenizer("ViT-B-32")(TRICKY).numpy()
+    assert np.array_equal(ours(TRICKY, warn=False), reference)
+    assert ours.pad_id == 0 and ours.eot_id == 49407
+
+
+@pytest.mark.parametrize("size", [(37, 91), (300, 97), (64, 64), (225, 224), (1000, 3)])
+@pytest.mark.parametrize("resize,interpolation", [("shortest", "bicubic"), ("shortest", "bilinear"), ("squash", "bicubic")])
+# Not "P": open_clip resizes a palette image before converting it to RGB, so Pillow resamples its palette indices
+# with nearest neighbour; ours converts first and filters the colours.
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "L"])
+def test_preprocessing_equals_open_clips_transform(size, resize, interpolation, mode):
+    from clipping_edge.preprocess import Preprocess, preprocess_image
+
+    rng = np.random.default_rng(sum(size))
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+    if mode == "RGBA":  # opaque: open_clip's convert("RGB") drops alpha, ours puts it over white; equal when opaque
+        image.putalpha(255)
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    transform = open_clip().image_transform(64, is_train=False, mean=mean, std=std, resize_mode=resize,
+                                            interpolation=interpolation)
+    theirs = transform(image).numpy() * np.asarray(std)[:, None, None] + np.asarray(mean)[:, None, None]
+    ours = preprocess_image(image, Preprocess(64, resize, interpolation))
+    assert ours.shape == theirs.shape
+    assert np.abs(ours - theirs).max() * 255 <= 1.0 + 1e-3
+
+
+def test_imported_open_clip_model_equals_open_clips_own(tiny_import: Path, tiny_config: Path, tiny_weights: Path):
+    from open_clip.model import CustomTextCLIP
+
+    from training.checkpoint import load_student
+
+    student, tokenizer, meta = load_student(tiny_import)
+    assert meta["imported"]["weights"] == "loaded" and student.config.vision.kind == "open_clip"
+    reference = CustomTextCLIP(**TINY).eval()
+    open_clip().load_checkpoint(reference, str(tiny_weights))
+    pixels = torch.rand(3, 3, 64, 64)
+    texts = ["a photo of a cat", "dog", "a much longer caption about a red bicycle"]
+    ids = torch.from_numpy(tokenizer(texts)).long()
+    mean = torch.tensor(student.config.vision.mean).view(1, 3, 1, 1)
+    std = torch.tensor(student.config.vision.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        image_cos = torch.cosine_similarity(reference.encode_image((pixels - mean) / std, normalize=True), student.visual(pixels))
+        text_cos = torch.cosine_similarity(reference.encode_text(ids, normalize=True), student.text(ids))
+    assert image_cos.min() > 0.99999 and text_cos.min() > 0.99999
+    assert abs(student.logit_scale.exp().item() - reference.logit_scale.exp().item()) < 1e-4
+
+
+def test_hugging_face_clip_folder_imports_as_transformers_computes_it(tmp_path: Path):
+    from transformers import CLIPConfig, CLIPModel
+
+    from training.clip_import import import_clip
+    from training.checkpoint import load_student
+
+    torch.manual_seed(0)
+    config = CLIPConfig(text_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                     "num_attention_heads": 2, "max_position_embeddings": 32},
+                        vision_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                                       "num_attention_heads": 2, "image_size": 64, "patch_size": 16},
+                        projection_dim=48)
+    hf = CLIPModel(config).eval()
+    hf.save_pretrained(tmp_path / "hf-clip")
+    student, tokenizer, _ = load_student(import_clip(f"hf:{tmp_path / 'hf-clip'}", tmp_path / "imported"))
+    pixels = torch.rand(2, 3, 64, 64)
+    ids = torch.from_numpy(tokenizer(["a red circle", "two dogs playing in the snow"])).long()
+    mean = torch.tensor(student.config.vision.mean).view(1, 3, 1, 1)
+    std = torch.tensor(student.config.vision.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        image = hf.get_image_features(pixel_values=(pixels - mean) / std)
+        text = hf.get_text_features(input_ids=ids)
+        image, text = (getattr(x, "pooler_output", x) for x in (image, text))
+        assert torch.cosine_similarity(image, student.visual(pixels)).min() > 0.99999
+        assert torch.cosine_similarity(text, student.text(ids)).min() > 0.99999
+
+
+def test_bad_specs_are_one_error_line(capsys, tmp_path: Path, tiny_config: Path):
+    from clipping_edge.cli import main
+
+    (tmp_path / "weights.bin").write_bytes(b"\x80\x04pickle")
+    cases = {f"open_clip:{tiny_config}={tmp_path / 'weights.bin'}": "safetensors only",
+             f"open_clip:{tiny_config}={tmp_path / 'nope.safetensors'}": "does not exist",
+             "open_clip:ViT-B-33=random": "did you mean",
+             "open_clip:ViT-B-32": "names no weights",
+             "open_clip:ViT-B-16-SigLIP=random": "tokenizer",
+             f"hf:{tmp_path}": "config",
+             "clip:ViT-B-32": "not a model spec"}
+    for spec, expected in cases.items():
+        assert main(["import", spec, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and expected in err, (spec, err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_takes_a_spec_and_the_bundle_classifies_and_verifies(tiny_config: Path, tiny_weights: Path,
+                                                                      small_data: Path, tmp_path: Path):
+    import clipping_edge
+    from clipping_edge.golden import verify
+    from export.bundle import export_bundle
+
+    bundle, parity = export_bundle(f"open_clip:{tiny_config}={tiny_weights}", tmp_path / "bundle", "onnx", "none",
+                                   str(small_data))
+    assert parity["passed"] and parity["image_cosine_min"] > 0.9999
+    model = clipping_edge.load(bundle)
+    assert model.manifest.context_length == 32 and model.manifest.preprocess["mode"] == "shortest"
+    assert verify(model)["passed"]
+    image = next((small_data / "test" / "images").iterdir())
+    predictions = clipping_edge.ZeroShotClassifier(model, ["red circle", "blue square"]).classify(image)
+    assert {p.label for p in predictions[0]} == {"red circle", "blue square"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["MobileCLIP2-S0", "ViT-B-32"])
+def test_real_architectures_export_to_every_runtime(arch: str, small_data: Path, tmp_path: Path):
+    """The architectures users hold, with random weights: each runtime's towers against PyTorch, in fp32 and int8."""
+    from export.bundle import export_bundle
+
+    for target, quantize in (("onnx", "none"), ("onnx", "int8"), ("openvino", "none"), ("openvino", "int8"),
+                             ("tflite", "none"), ("tflite", "int8")):
+        _, parity = export_bundle(f"open_clip:{arch}=random", tmp_path / f"{target}-{quantize}", target, quantize,
+                                  str(small_data), allow_degraded=True)
+        assert parity["image_cosine_min"] > (0.9999 if quantize == "none" else 0.99), (target, quantize, parity)

@@ -1,0 +1,301 @@
+"""Bring your own CLIP: a pretrained CLIP-family model becomes a checkpoint like the ones `train` writes.
+
+Specs (weights only ever from a local file or folder; `random` builds the architecture untrained, for tests):
+  open_clip:ARCH=WEIGHTS.safetensors   an architecture open_clip ships (ViT-B-32, MobileCLIP-S2, MobileCLIP2-S0, ...)
+  open_clip:CONFIG.json=WEIGHTS        your own open_clip model config ({"embed_dim", "vision_cfg", "text_cfg"})
+  open_clip:FOLDER                     a downloaded open_clip hub folder (open_clip_config.json + *.safetensors)
+  hf:FOLDER                            a transformers CLIPModel folder (config.json + model.safetensors)
+
+What comes out is everything the pipeline needs and nothing about where it came from: open_clip's towers
+(clip_towers.py), CLIP's tokenizer as a tokenizer.json (clip_tokenizer.py) with the real context length, the
+model's preprocessing as data (resize mode, filter, mean/std) and its logit scale. Hugging Face CLIP weights
+are renamed into open_clip's layout, so both paths share one set of towers. Nothing is unpickled: weights are
+read from safetensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clipping_edge.errors import ClippingEdgeError
+from clipping_edge.preprocess import Preprocess
+
+from .clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
+from .compat import import_open_clip
+from .config import StudentConfig, TextConfig, VisionConfig
+from .models import Student
+
+SPEC_PREFIXES = ("open_clip:", "hf:")
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+HF_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's enum values in preprocessor_config.json
+
+
+def is_spec(value: str | Path) -> bool:
+    return str(value).startswith(SPEC_PREFIXES)
+
+
+@dataclass
+class ClipModel:
+    """One pretrained CLIP-family model, in open_clip's terms."""
+    name: str
+    model_cfg: dict[str, Any]  # open_clip's: embed_dim, vision_cfg, text_cfg, quick_gelu, custom_text
+    preprocess: Preprocess
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    state: dict[str, torch.Tensor] | None  # open_clip's custom-text layout (visual.*, text.*, logit_scale); None: random
+    source: str
+
+
+def _safetensors(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix != ".safetensors":
+        raise ClippingEdgeError(f"{path} is not a .safetensors file: weights are read from safetensors only (nothing is "
+                                "unpickled); convert it once with safetensors.torch.save_file, or download the "
+                                ".safetensors the model's page offers")
+    if not path.is_file():
+        raise ClippingEdgeError(f"weights file {path} does not exist: pass the path of the model's .safetensors")
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except Exception as exc:
+        raise ClippingEdgeError(f"{path} is not a readable safetensors file ({str(exc)[:200]}): download it again") from None
+
+
+def _read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as exc:
+        raise ClippingEdgeError(f"{what} {path} is not readable JSON ({exc}): pass the file the model came with") from None
+    if not isinstance(data, dict):
+        raise ClippingEdgeError(f"{what} {path} is not a JSON object: pass the file the model came with")
+    return data
+
+
+def _open_clip_preprocess(arch: str, model_cfg: dict, overrides: dict | None = None) -> tuple[Preprocess, tuple, tuple]:
+    """open_clip's defaults, then what every pretrained tag of the architecture agrees on (MobileCLIP: no mean/std,
+    bilinear), then a hub folder's own preprocess_cfg."""
+    open_clip = import_open_clip()
+    cfg: dict[str, Any] = {"mean": OPENAI_MEAN, "std": OPENAI_STD, "interpolation": "bicubic", "resize_mode": "shortest"}
+    tags = [open_clip.get_pretrained_cfg(arch, tag) for tag in open_clip.list_pretrained_tags_by_model(arch)] if arch else []
+    for key in cfg:
+        values = {json.dumps(tag.get(key)) for tag in tags if tag.get(key) is not None}
+        if len(values) == 1:
+            cfg[key] = json.loads(values.pop())
+    cfg.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    size = model_cfg["vision_cfg"].get("image_size", 224)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    if cfg["resize_mode"] not in ("shortest", "squash"):
+        raise ClippingEdgeError(f"{arch or 'this model'} resizes with {cfg['resize_mode']!r}: only shortest (with a centre "
+                                "crop) and squash are supported")
+    return Preprocess(int(size), cfg["resize_mode"], cfg["interpolation"]), tuple(cfg["mean"]), tuple(cfg["std"])
+
+
+def _open_clip_state(model_cfg: dict, weights: Path) -> dict[str, torch.Tensor]:
+    """Weights through open_clip's own loader (it renames third-party layouts), in the custom-text layout."""
+    open_clip = import_open_clip()
+    from open_clip.model import CustomTextCLIP
+
+    _safetensors(weights)  # refuses anything but a readable .safetensors before open_clip opens it
+    # The custom-text model takes both layouts: open_clip's loader renames CLIP's flat text keys into it.
+    model = CustomTextCLIP(**{k: v for k, v in model_cfg.items() if k != "custom_text"})
+    try:
+        open_clip.load_checkpoint(model, str(weights))
+    except RuntimeError as exc:
+        raise ClippingEdgeError(f"{weights} does not fit this architecture ({str(exc).splitlines()[0][:200]}): pass the "
+                                "architecture the weights were trained with") from None
+    return model.state_dict()
+
+
+def _parse_open_clip(body: str) -> ClipModel:
+    open_clip = import_open_clip()
+    target, _, weights = body.partition("=")
+    path = Path(target)
+    overrides = None
+    if path.is_dir():
+        config = _read_json(path / "open_clip_config.json", "open_clip config")
+        model_cfg, overrides, arch = config.get("model_cfg"), config.get("preprocess_cfg", {}), ""
+        found = sorted(path.glob("*.safetensors"))
+        if not found:
+            raise ClippingEdgeError(f"{path} has no .safetensors weights: download the model's open_clip_model.safetensors "
+                                    "into it")
+        weights = str(found[0])
+    elif path.suffix == ".json":
+        model_cfg, arch = _read_json(path, "open_clip model config"), ""
+    else:
+        arch, model_cfg = target, open_clip.get_model_config(target)
+        if model_cfg is None:
+            import difflib
+
+            close = difflib.get_close_matches(target, open_clip.list_models(), n=1)
+            raise ClippingEdgeError(f"open_clip has no architecture {target!r}: {f'did you mean {close[0]!r}? ' if close else ''}"
+                                    "see open_clip.list_models(), or pass a model config .json")
+    if not isinstance(model_cfg, dict) or not {"embed_dim", "vision_cfg", "text_cfg"} <= set(model_cfg):
+        raise ClippingEdgeError(f"{target} does not describe an open_clip model: it needs embed_dim, vision_cfg and text_cfg")
+    if not weights:
+        raise ClippingEdgeError(f"open_clip:{target} names no weights: pass open_clip:{target}=/path/weights.safetensors "
+                                "(or =random for an untrained model); nothing is downloaded")
+    text_cfg = model_cfg["text_cfg"]
+    if text_cfg.get("hf_tokenizer_name") or text_cfg.get("vocab_size", CLIP_VOCAB_SIZE) != CLIP_VOCAB_SIZE:
+        raise ClippingEdgeError(f"{target} uses a tokenizer other than CLIP's ({text_cfg.get('hf_tokenizer_name') or 'vocab '}"
+                                f"{text_cfg.get('vocab_size', '')}), which open_clip fetches from a model hub: only CLIP-"
+                                "tokenizer models are supported (ViT, ConvNeXt, MobileCLIP, MobileCLIP2)")
+    if model_cfg.get("init_logit_bias") is not None:
+        raise ClippingEdgeError(f"{target} is a sigmoid (SigLIP) model: its SentencePiece tokenizer is not packaged and "
+                                "its sigmoid scores are not supported yet; use a softmax CLIP model")
+    preprocess, mean, std = _open_clip_preprocess(arch, model_cfg, overrides)
+    state = None if weights == "random" else _open_clip_state(model_cfg, Path(weights))
+    name = arch or path.stem
+    return ClipModel(name, model_cfg, preprocess, mean, std, state, f"open_clip:{body}")
+
+
+def _hf_state(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' CLIPModel keys -> open_clip's (custom-text layout); q/k/v packed into one projection."""
+    out: dict[str, torch.Tensor] = {}
+    renames = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
+               "self_attn.out_proj": "attn.out_proj"}
+    for tower, prefix in (("vision_model", "visual"), ("text_model", "text")):
+        layers = sorted({int(k.split(".")[3]) for k in hf if k.startswith(f"{tower}.encoder.layers.")})
+        for i in layers:
+            src, dst = f"{tower}.encoder.layers.{i}.", f"{prefix}.transformer.resblocks.{i}."
+            for kind in ("weight", "bias"):
+                out[f"{dst}attn.in_proj_{kind}"] = torch.cat([hf[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
+                for old, new in renames.items():
+                    out[f"{dst}{new}.{kind}"] = hf[f"{src}{old}.{kind}"]
+    v, t = "vision_model.", "text_model."
+    out.update({
+        "visual.class_embedding": hf[f"{v}embeddings.class_embedding"],
+        "visual.conv1.weight": hf[f"{v}embeddings.patch_embedding.weight"],
+        "visual.positional_embedding": hf[f"{v}embeddings.position_embedding.weight"],
+        "visual.proj": hf["visual_projection.weight"].T.contiguous(),
+        "text.token_embedding.weight": hf[f"{t}embeddings.token_embedding.weight"],
+        "text.positional_embedding": hf[f"{t}embeddings.position_embedding.weight"],
+        "text.text_projection": hf["text_projection.weight"].T.contiguous(),
+        "logit_scale": hf["logit_scale"].reshape(()),
+    })
+    for kind in ("weight", "bias"):
+        out[f"visual.ln_pre.{kind}"] = hf[f"{v}pre_layrnorm.{kind}"]
+        out[f"visual.ln_post.{kind}"] = hf[f"{v}post_layernorm.{kind}"]
+        out[f"text.ln_final.{kind}"] = hf[f"{t}final_layer_norm.{kind}"]
+    return out
+
+
+def _parse_hf(body: str) -> ClipModel:
+    folder = Path(body)
+    if not folder.is_dir():
+        raise ClippingEdgeError(f"hf:{body} is not a folder: pass the folder a transformers CLIPModel was saved to")
+    config = _read_json(folder / "config.json", "transformers config")
+    if config.get("model_type") != "clip":
+        raise ClippingEdgeError(f"{folder} holds a {config.get('model_type')!r} model: hf: takes a transformers CLIPModel "
+                                "(model_type clip)")
+    vision, text = config.get("vision_config", {}), config.get("text_config", {})
+    acts = {vision.get("hidden_act", "quick_gelu"), text.get("hidden_act", "quick_gelu")}
+    if len(acts) != 1 or not acts <= {"quick_gelu", "gelu"}:
+        raise ClippingEdgeError(f"{folder}: activations {sorted(acts)} are not supported (quick_gelu or gelu, the same in both towers)")
+    if text.get("vocab_size", CLIP_VOCAB_SIZE) != CLIP_VOCAB_SIZE:
+        raise ClippingEdgeError(f"{folder}: a text vocabulary of {text.get('vocab_size')} tokens is not CLIP's {CLIP_VOCAB_SIZE}")
+
+    def tower(cfg: dict, defaults: dict) -> dict:
+        cfg = {**defaults, **cfg}
+        return {"width": cfg["hidden_size"], "layers": cfg["num_hidden_layers"],
+                "mlp_ratio": cfg["intermediate_size"] / cfg["hidden_size"], "heads": cfg["num_attention_heads"]}
+
+    vis = tower(vision, {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "num_attention_heads": 12})
+    txt = tower(text, {"hidden_size": 512, "num_hidden_layers": 12, "intermediate_size": 2048, "num_attention_heads": 8})
+    model_cfg = {
+        "embed_dim": config.get("projection_dim", 512), "quick_gelu": acts == {"quick_gelu"},
+        "vision_cfg": {"image_size": vision.get("image_size", 224), "patch_size": vision.get("patch_size", 32),
+                       "width": vis["width"], "layers": vis["layers"], "mlp_ratio": vis["mlp_ratio"],
+                       "head_width": vis["width"] // vis["heads"]},
+        "text_cfg": {"context_length": text.get("max_position_embeddings", 77), "vocab_size": CLIP_VOCAB_SIZE,
+                     "width": txt["width"], "heads": txt["heads"], "layers": txt["layers"], "mlp_ratio": txt["mlp_ratio"]},
+    }
+    processor = _read_json(folder / "preprocessor_config.json", "preprocessor config") \
+        if (folder / "preprocessor_config.json").is_file() else {}
+    crop = processor.get("crop_size", model_cfg["vision_cfg"]["image_size"])
+    crop = crop.get("height", crop) if isinstance(crop, dict) else crop
+    preprocess = Preprocess(int(crop), "shortest", HF_RESAMPLE.get(processor.get("resample", 3), "bicubic"))
+    weights = folder / "model.safetensors"
+    state = _hf_state(_safetensors(weights))
+    return ClipModel(folder.name, model_cfg, preprocess, tuple(processor.get("image_mean", OPENAI_MEAN)),
+                     tuple(processor.get("image_std", OPENAI_STD)), state, f"hf:{body}")
+
+
+def resolve(spec: str) -> ClipModel:
+    kind, _, body = str(spec).partition(":")
+    if kind == "open_clip" and body:
+        return _parse_open_clip(body)
+    if kind == "hf" and body:
+        return _parse_hf(body)
+    raise ClippingEdgeError(f"{spec!r} is not a model spec: use open_clip:ARCH=WEIGHTS.safetensors, open_clip:FOLDER or "
+                            "hf:FOLDER")
+
+
+def student_config(model: ClipModel, eot_id: int) -> StudentConfig:
+    cfg = model.model_cfg
+    quick_gelu = bool(cfg.get("quick_gelu", False))
+    vision = VisionConfig(kind="open_clip", image_size=model.preprocess.size, mean=model.mean, std=model.std,
+                          resize=model.preprocess.resize, interpolation=model.preprocess.interpolation,
+                          open_clip={**cfg["vision_cfg"], "quick_gelu": quick_gelu})
+    text = TextConfig(kind="open_clip", context_length=cfg["text_cfg"].get("context_length", 77),
+                      vocab_size=CLIP_VOCAB_SIZE, eot_id=eot_id, open_clip={**cfg["text_cfg"], "quick_gelu": quick_gelu})
+    return StudentConfig(name=model.name, embed_dim=cfg["embed_dim"], vision=vision, text=text)
+
+
+def build_student(model: ClipModel, tokenizer_path: Path) -> tuple[Student, Any]:
+    """The imported model as a Student (eval mode), its weights in place, and its tokenizer written at `tokenizer_path`."""
+    context = model.model_cfg["text_cfg"].get("context_length", 77)
+    tokenizer = clip_tokenizer(context, tokenizer_path)
+    student = Student(student_config(model, tokenizer.eot_id))
+    if model.state is not None:
+        for prefix, tower in (("visual.", student.visual), ("text.", student.text)):
+            part = {k[len(prefix):]: v for k, v in model.state.items() if k.startswith(prefix)}
+            missing, unexpected = tower.net.load_state_dict(part, strict=False)
+            if missing or unexpected:
+                raise ClippingEdgeError(f"{model.source}: the weights do not fit the architecture (missing "
+                                        f"{missing[:3]}, unexpected {unexpected[:3]}): pass the architecture they were trained with")
+        scale = model.state.get("logit_scale")
+        if scale is not None:
+            student.logit_scale.data.fill_(float(scale.reshape(-1)[0]))
+    return student.eval(), tokenizer
+
+
+def import_clip(spec: str, out: str | Path, force: bool = False) -> Path:
+    """Write `spec`'s model as a checkpoint folder (model.safetensors + config.json + tokenizer.json) at `out`."""
+    from .checkpoint import save_checkpoint
+
+    model = resolve(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        student, tokenizer = build_student(model, Path(tmp) / "tokenizer.json")
+        if not all(torch.isfinite(p).all() for p in student.parameters()):
+            raise ClippingEdgeError(f"{model.source} has non-finite weights (NaN or inf): download the weights again")
+        meta = {"imported": {"spec": spec, "weights": "random" if model.state is None else "loaded",
+                             "preprocess": model.preprocess.to_json(), "mean": list(model.mean), "std": list(model.std),
+                             "logit_scale": round(math.exp(float(student.logit_scale.detach())), 4)}}
+        return save_checkpoint(Path(out), student, Path(tmp) / "tokenizer.json", meta, force=force)
+
+
+def imported_checkpoint(spec: str) -> Path:
+    """`spec` imported once into the cache (keyed by the spec and its weights file's size and time), for commands
+    that take a checkpoint: `export --checkpoint open_clip:...` works without a separate `import`."""
+    import hashlib
+    import os
+
+    from clipping_edge.atomic import output_kind
+
+    from .data.synthetic_cache import cache_dir
+
+    weights = [part for part in str(spec).split("=")[1:] if part and part != "random"]
+    stamp = [f"{os.stat(w).st_size}|{os.stat(w).st_mtime_ns}" for w in weights if os.path.isfile(w)]
+    key = hashlib.sha256("\n".join([str(spec), *stamp]).encode()).hexdigest()[:20]
+    out = cache_dir() / "imported" / key
+    if output_kind(out) != "checkpoint":
+        import_clip(spec, out)
+    return out
