@@ -40,10 +40,10 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def tiny_weights(tiny_config: Path) -> Path:
     """A random tiny open_clip model's weights, saved as a user's download would be."""
+    open_clip()
     from open_clip.model import CustomTextCLIP
     from safetensors.torch import save_file
 
-    open_clip()
     torch.manual_seed(0)
     model = CustomTextCLIP(**TINY)
     path = tiny_config.with_name("tiny-clip.safetensors")
@@ -89,9 +89,10 @@ def test_preprocessing_equals_open_clips_transform(size, resize, interpolation, 
 
 
 def test_imported_open_clip_model_equals_open_clips_own(tiny_import: Path, tiny_config: Path, tiny_weights: Path):
-    from open_clip.model import CustomTextCLIP
-
     from training.checkpoint import load_student
+
+    open_clip()
+    from open_clip.model import CustomTextCLIP
 
     student, tokenizer, meta = load_student(tiny_import)
     assert meta["imported"]["weights"] == "loaded" and student.config.vision.kind == "open_clip"
@@ -182,3 +183,43 @@ def test_real_architectures_export_to_every_runtime(arch: str, small_data: Path,
         _, parity = export_bundle(f"open_clip:{arch}=random", tmp_path / f"{target}-{quantize}", target, quantize,
                                   str(small_data), allow_degraded=True)
         assert parity["image_cosine_min"] > (0.9999 if quantize == "none" else 0.99), (target, quantize, parity)
+
+
+def test_inherited_student_keeps_the_chosen_blocks_exactly(tiny_import: Path):
+    from training.checkpoint import load_student
+    from training.clip_import import inherit_blocks, parse_keep
+
+    assert parse_keep("3", 12, "text") == [0, 6, 11] and parse_keep("1", 12, "text") == [11]
+    assert parse_keep("0,5,11", 12, "text") == [0, 5, 11]
+    for bad in ("0", "13", "5,2", "a", "0,12"):
+        with pytest.raises(ClippingEdgeError, match="keep-text-blocks"):
+            parse_keep(bad, 12, "text")
+    full, _, _ = load_student(tiny_import)
+    small, kept = inherit_blocks(full, keep_image="1", keep_text="0,")
+    assert kept == {"image": [1], "text": [0]}
+    assert len(small.visual.net.transformer.resblocks) == 1 and len(small.text.net.transformer.resblocks) == 1
+    big, little = full.state_dict(), small.state_dict()
+    for name, tensor in little.items():  # the image tower's block 0 is the big one's block 1; the text's block 0 its 0
+        source = name.replace("visual.net.transformer.resblocks.0.", "visual.net.transformer.resblocks.1.")
+        assert torch.equal(tensor, big[source]), name
+    assert torch.equal(little["text.net.token_embedding.weight"], big["text.net.token_embedding.weight"])
+
+
+def test_distil_a_smaller_student_from_a_clip_teacher_end_to_end(capsys, tiny_config: Path, tiny_weights: Path,
+                                                                  small_data: Path, tmp_path: Path):
+    """--student-from with fewer blocks, CLIP-PING with the full model's towers as teachers, then export."""
+    import clipping_edge
+    from clipping_edge.cli import main
+
+    spec = f"open_clip:{tiny_config}={tiny_weights}"
+    assert main(["train", "--data", str(small_data), "--limit", "256", "--student-from", spec, "--keep-text-blocks", "1",
+                 "--teacher", spec, "--method", "clip-ping", "--epochs", "1", "--batch-size", "64", "--workers", "0",
+                 "--eval-limit", "64", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
+    assert "keeps blocks [1]" in out and "clip-ping" in out
+    banks = json.loads((tmp_path / "run" / "banks.json").read_text())
+    assert banks["image_teacher"].startswith("clip-image|") and banks["text_teacher"].startswith("clip-text|")
+    assert main(["export", "--checkpoint", str(tmp_path / "run" / "checkpoint"), "--out", str(tmp_path / "bundle"),
+                 "--data", str(small_data)]) == 0
+    model = clipping_edge.load(tmp_path / "bundle")
+    assert model.manifest.context_length == TINY["text_cfg"]["context_length"] and model.tokenizer.eot_id == 49407

@@ -299,3 +299,81 @@ def imported_checkpoint(spec: str) -> Path:
     if output_kind(out) != "checkpoint":
         import_clip(spec, out)
     return out
+
+
+def clip_teachers(spec: str) -> tuple[Any, Any]:
+    """One CLIP model's two towers as the CLIP-PING teachers (`train --teacher SPEC`): its image embeddings fill
+    the image bank, its text embeddings the text bank, each read at the model's own preprocessing and tokenizer."""
+    from .locking import weights_identity
+    from .teachers import ImageTeacher, TextTeacher
+
+    model = resolve(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        student, tokenizer = build_student(model, Path(tmp) / "tokenizer.json")
+    student.requires_grad_(False)
+    image, text = student.visual, student.text
+    size = model.preprocess.size
+
+    def encode_texts(texts):
+        ids = torch.from_numpy(tokenizer(list(texts), warn=False)).to(next(text.parameters()).device)
+        return text.features(ids)
+
+    dim = model.model_cfg["embed_dim"]
+    how = f"{model.preprocess.resize}|{model.preprocess.interpolation}"
+    return (ImageTeacher(f"clip-image:{model.name}", dim, size, image.features, module=image, preprocess=model.preprocess,
+                         identity=f"clip-image|{weights_identity(image)}|px{size}|{how}"),
+            TextTeacher(f"clip-text:{model.name}", dim, encode_texts, module=text,
+                        identity=f"clip-text|{weights_identity(text)}|len{tokenizer.context_length}"))
+
+
+def parse_keep(value: str, total: int, what: str) -> list[int]:
+    """`--keep-*-blocks`: a count (that many blocks spread evenly from the first to the last) or a list "0,3,11"."""
+    try:
+        numbers = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        numbers = []
+    if not numbers:
+        raise ClippingEdgeError(f"--keep-{what}-blocks {value!r} is neither a count nor a list of block numbers such as 0,5,11")
+    if len(numbers) == 1 and "," not in value:
+        count = numbers[0]
+        if not 1 <= count <= total:
+            raise ClippingEdgeError(f"--keep-{what}-blocks {count}: the {what} tower has {total} blocks; keep 1 to {total}")
+        return sorted({round(i * (total - 1) / max(count - 1, 1)) for i in range(count)}) if count > 1 else [total - 1]
+    if sorted(set(numbers)) != numbers or numbers[0] < 0 or numbers[-1] >= total:
+        raise ClippingEdgeError(f"--keep-{what}-blocks {value!r}: give increasing block numbers from 0 to {total - 1}")
+    return numbers
+
+
+def inherit_blocks(student: Student, keep_image: str = "", keep_text: str = "") -> tuple[Student, dict[str, list[int]]]:
+    """A smaller student that inherits the chosen transformer blocks of an imported model (TinyCLIP's manual weight
+    inheritance): everything else (embeddings, norms, projections, logit scale) is copied as it is."""
+    import copy
+
+    cfg = copy.deepcopy(student.config)
+    kept: dict[str, list[int]] = {}
+    for what, value, tower_cfg, key in (("image", keep_image, cfg.vision.open_clip, "layers"),
+                                        ("text", keep_text, cfg.text.open_clip, "layers")):
+        if not value:
+            continue
+        if what == "image" and ("timm_model_name" in tower_cfg and tower_cfg["timm_model_name"]):
+            raise ClippingEdgeError(f"--keep-image-blocks: {tower_cfg['timm_model_name']} is a timm trunk of stages, not a "
+                                    "stack of blocks: keep its image tower whole (only ViT towers can drop blocks)")
+        total = tower_cfg.get(key, 12)
+        if not isinstance(total, int):
+            raise ClippingEdgeError(f"--keep-{what}-blocks: this {what} tower is not a stack of transformer blocks")
+        kept[what] = parse_keep(value, total, what)
+        tower_cfg[key] = len(kept[what])
+    cfg.name = f"{cfg.name}-inherited"
+    smaller = Student(cfg)
+    state = {}
+    for name, tensor in student.state_dict().items():
+        parts = name.split(".")
+        tower = {"visual": "image", "text": "text"}.get(parts[0])
+        if tower in kept and parts[1:4] == ["net", "transformer", "resblocks"]:
+            old = int(parts[4])
+            if old not in kept[tower]:
+                continue
+            parts[4] = str(kept[tower].index(old))
+        state[".".join(parts)] = tensor
+    smaller.load_state_dict(state)
+    return smaller, kept

@@ -83,9 +83,8 @@ class OpenClipImageTower(nn.Module):
 
     def __init__(self, cfg: VisionConfig, embed_dim: int):
         super().__init__()
+        import_open_clip()  # first: it declares what torchvision needs before open_clip imports it
         from open_clip.model import _build_vision_tower
-
-        import_open_clip()
         arch = dict(cfg.open_clip)
         quick_gelu = arch.pop("quick_gelu", False)
         self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
@@ -125,9 +124,8 @@ class OpenClipTextTower(nn.Module):
 
     def __init__(self, cfg: TextConfig, embed_dim: int):
         super().__init__()
+        import_open_clip()  # first: it declares what torchvision needs before open_clip imports it
         from open_clip.model import _build_text_tower
-
-        import_open_clip()
         if cfg.eot_id < 0:
             raise ValueError("TextConfig.eot_id is unset: build the student with the tokenizer's end-of-text id")
         arch = dict(cfg.open_clip)

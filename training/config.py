@@ -139,6 +139,11 @@ class TrainConfig:
     data: str = "synthetic"  # dataset root, split folder, .tar shards, "synthetic", or several joined by "+"
     out: str = "runs/train"  # run folder: OUT/checkpoint, log.jsonl, metrics.json
     student: str = "vit-nano"  # a registered student (training/model_configs/*.json) or a JSON path
+    # Start from an imported CLIP-family model instead (open_clip:..., hf:..., or a checkpoint `import` wrote), with
+    # only the blocks --keep-image-blocks / --keep-text-blocks name (weight inheritance, as TinyCLIP); its tokenizer.
+    student_from: str = ""
+    keep_image_blocks: str = ""  # a count (spread evenly, first to last) or block numbers "0,5,11" (one: "5,"); empty: all
+    keep_text_blocks: str = ""  # as --keep-image-blocks, for the text tower
     # minilm: the packaged MiniLM's open WordPiece vocabulary (30 522 tokens; any English label).
     # captions: a byte-level BPE trained on this run's captions (closed-world sets, smaller embedding).
     tokenizer: str = "minilm"
@@ -176,6 +181,9 @@ class TrainConfig:
     mining: str = "auto"  # exact (chunked matmuls), usearch (HNSW, for millions of rows), auto: by bank size
     image_teacher: str = "efficientnet-lite0"  # a packaged name, timm:NAME[=/weights], or a local timm folder
     text_teacher: str = "minilm"  # a packaged name, st:NAME_OR_PATH, or a local Hugging Face folder
+    # One CLIP-family model as both teachers (open_clip:ARCH=WEIGHTS, open_clip:FOLDER, hf:FOLDER; see `import`):
+    # its image and text embeddings fill the two banks. Replaces --image-teacher / --text-teacher.
+    teacher: str = ""
     teacher_image_size: int | None = None  # None: the teacher's own (224 for EfficientNet-Lite0)
     teacher_bf16: bool = True  # a-clip-ping: online teacher queries in bfloat16 where the hardware has it
     # LiT-style locking: a locked tower keeps its (pretrained) weights but for its projection and its last

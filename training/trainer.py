@@ -31,7 +31,7 @@ from clipping_edge.tokenizer import TextTokenizer
 from .anchors import (ANCHOR_CAPTIONS_PER_CLASS, WithAnchors, efficientnet_head_weight, fixed_captions, imagenet_anchors,
                       prompt_ensembles)
 from .banks import FeatureBanks, build_banks
-from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, check_finite, load_trainer_state, save_checkpoint
+from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, check_finite, load_student, load_trainer_state, save_checkpoint
 from .config import METHODS, MINIMUMS, TrainConfig, student_config
 from .data.augment import RECIPES, MultiViewDataset, collate_views, make_recipe
 from .data.pairs import PairSet, SplitSource, read_pairs, resolve_split
@@ -274,6 +274,9 @@ def validate_config(cfg: TrainConfig) -> None:
                                 "micro-batches: pick a divisor")
     if cfg.neighbours < 1:
         raise ClippingEdgeError("--neighbours must be at least 1")
+    if (cfg.keep_image_blocks or cfg.keep_text_blocks) and not cfg.student_from:
+        raise ClippingEdgeError("--keep-image-blocks / --keep-text-blocks choose blocks of an imported model: add "
+                                "--student-from open_clip:... (or hf:..., or an imported checkpoint)")
     if cfg.logit_scale > MAX_LOGIT_SCALE:
         raise ClippingEdgeError(f"--logit-scale {cfg.logit_scale:g} is above the clamp of {MAX_LOGIT_SCALE:g}: pick a value "
                                 f"in (0, {MAX_LOGIT_SCALE:g}], or 0 to learn it")
@@ -318,7 +321,8 @@ class Trainer:
                         write=self.dist.is_main)
 
         self.pairs = read_pairs(resolve_split(cfg.data, "train"), limit=cfg.limit)
-        self.scfg = student_config(cfg.student)
+        inherited = self._inherited_student() if cfg.student_from else None
+        self.scfg = inherited.config if inherited is not None else student_config(cfg.student)
         self.tokenizer = self._tokenizer()
         self.scfg.text.vocab_size, self.scfg.text.eot_id = self.tokenizer.vocab_size, self.tokenizer.eot_id
         self.anchor_captions: list[list[str]] = []
@@ -327,7 +331,7 @@ class Trainer:
             self.anchor_features, self.anchor_captions = imagenet_anchors(
                 efficientnet_head_weight(self.scfg.vision.variant), one_hot=self.scfg.vision.head_temperature > 0)
         self.trained_token_ids = self._trained_token_ids()
-        student = Student(self.scfg)
+        student = inherited if inherited is not None else Student(self.scfg)
         if cfg.logit_scale:
             student.logit_scale.data.fill_(math.log(cfg.logit_scale))
             student.logit_scale.requires_grad_(False)
@@ -403,6 +407,8 @@ class Trainer:
         if self.dist.is_main:
             if self.cfg.resume and saved.is_file():
                 shutil.copyfile(saved, path)
+            elif self.cfg.student_from:  # the imported model's own (CLIP's BPE)
+                shutil.copyfile(self.inherited_tokenizer, path)
             elif self.cfg.tokenizer == "captions":
                 train_tokenizer(self.pairs.captions, self.scfg.text.vocab_size, self.scfg.text.context_length, path)
             else:
@@ -413,13 +419,28 @@ class Trainer:
     def _trained_token_ids(self) -> list[int] | None:
         """The token ids the text tower learns from (None: all, for a pretrained text tower). Recorded with
         the weights, so a label spelled with pieces the tower never saw can be flagged at classification."""
-        if self.scfg.text.kind == "minilm" and self.scfg.text.pretrained:
+        if (self.scfg.text.kind == "minilm" and self.scfg.text.pretrained) or self.scfg.text.kind == "open_clip":
             return None
         seen: set[int] = set()
         captions = self.pairs.captions + [c for choices in self.anchor_captions for c in choices]
         for i in range(0, len(captions), 4096):
             seen.update(np.unique(self.tokenizer(captions[i:i + 4096], warn=False)).tolist())
         return sorted(seen)
+
+    def _inherited_student(self) -> Student:
+        """--student-from: an imported CLIP-family model with only the kept blocks (weight inheritance)."""
+        from .clip_import import imported_checkpoint, inherit_blocks, is_spec
+
+        folder = imported_checkpoint(self.cfg.student_from) if is_spec(self.cfg.student_from) else Path(self.cfg.student_from)
+        full, _, _ = load_student(folder)
+        if full.config.vision.kind != "open_clip":
+            raise ClippingEdgeError(f"--student-from {self.cfg.student_from}: not an imported CLIP-family model: pass "
+                                    "open_clip:..., hf:... or a checkpoint `clipping-edge import` wrote")
+        student, kept = inherit_blocks(full, self.cfg.keep_image_blocks, self.cfg.keep_text_blocks)
+        self.inherited_tokenizer = folder / TOKENIZER
+        for tower, blocks in kept.items():
+            self._log(f"--student-from: the {tower} tower keeps blocks {blocks} of {self.cfg.student_from}")
+        return student
 
     def _check_anchors(self) -> None:
         cfg, vision = self.cfg, self.scfg.vision
@@ -498,8 +519,13 @@ class Trainer:
     def _banks(self) -> tuple[FeatureBanks | None, tuple[ImageTeacher, TextTeacher] | None]:
         if self.cfg.method == "clip":
             return None, None
-        teachers = (load_image_teacher(self.cfg.image_teacher, self.cfg.teacher_image_size),
-                    load_text_teacher(self.cfg.text_teacher))
+        if self.cfg.teacher:
+            from .clip_import import clip_teachers
+
+            teachers = clip_teachers(self.cfg.teacher)
+        else:
+            teachers = (load_image_teacher(self.cfg.image_teacher, self.cfg.teacher_image_size),
+                        load_text_teacher(self.cfg.text_teacher))
         banks = build_banks(self.pairs, *teachers, workers=self.cfg.workers, dist=self.dist, device=self.device)
         if self.dist.is_main:
             (self.out / "banks.json").write_text(json.dumps({"path": str(banks.path), "reused": banks.reused, **banks.stats}, indent=2))
