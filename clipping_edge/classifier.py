@@ -10,11 +10,12 @@ from typing import Iterable, Iterator, Mapping, Protocol, Sequence
 import numpy as np
 
 from .errors import ClippingEdgeError
+from .fewshot import AUTO, FewShotHead, choose_method
 from .index import PrototypeIndex
 from .junk import below_ceiling, junk_ceilings
 from .model import EdgeModel
 from .pipeline import embed_images
-from .preprocess import ImageInput
+from .preprocess import ImageInput, as_image_list
 from .prompts import DEFAULT_TEMPLATES, check_synonyms, check_templates, fill
 
 
@@ -114,28 +115,111 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class ZeroShotClassifier:
-    """Zero-shot classes for a bundle: each label's prompts embedded once into a prototype index, then
-    `classify` runs only the image tower. Given neither `templates` nor `synonyms`, the bundle's own: those
-    its export was validated with (CLIP's 7 ImageNet templates when it records none), a label among its
-    synonym keys using their names. Or load a saved index with `from_index`."""
+    """Classes for a bundle: each label's prompts embedded once into a prototype index, then `classify` runs
+    only the image tower. Given neither `templates` nor `synonyms`, the bundle's own: those its export was
+    validated with (CLIP's 7 ImageNet templates when it records none), a label among its synonym keys using
+    their names. Or load a saved index with `from_index`.
 
-    def __init__(self, model: EdgeModel, labels: Sequence[str] | None = None, templates: Sequence[str] | None = None,
+    `shots` (class -> a few example images) adds few-shot classes, torch-free (fewshot.py): a class in
+    `labels` gains image evidence, a class only in `shots` is known from its images (with its name as text
+    too unless `shot_text=False`). `fewshot` picks the method (auto: the best by leave-one-out on the shots)."""
+
+    def __init__(self, model: EdgeModel, labels: Sequence[str] | str | None = None, templates: Sequence[str] | None = None,
                  synonyms: Mapping[str, Sequence[str]] | None = None, index: PrototypeIndex | None = None,
-                 index_dtype: str = "f16"):
+                 index_dtype: str = "f16", shots: Mapping[str, Sequence[ImageInput]] | None = None,
+                 fewshot: str = AUTO, shot_text: bool = True):
         self.model = model
+        self.fewshot_method = fewshot
         if index is None:
-            labels = check_labels(labels if labels is not None else [])
-            warn_untrained(model, labels)
+            labels = check_labels(labels if labels is not None else []) if labels or not shots else []
+            shot_embeddings = self._embed_shots(shots or {})
+            extra = [name for name in shot_embeddings if name not in labels]
+            classes = check_labels([*labels, *extra])
+            has_text = [name in labels or shot_text for name in classes]
+            warn_untrained(model, [name for name, text in zip(classes, has_text) if text])
             if templates is None and synonyms is None:  # the bundle's prompts, as its export validated them
                 templates, synonyms = model.manifest.templates or DEFAULT_TEMPLATES, model.manifest.synonyms
-            templates = check_templates(DEFAULT_TEMPLATES if templates is None else templates)
-            synonyms = check_synonyms(synonyms)
-            index = PrototypeIndex.build(class_prototypes(model, labels, templates, synonyms), labels,
-                                         model.manifest.fingerprint, index_dtype)
+            self.templates = check_templates(DEFAULT_TEMPLATES if templates is None else templates)
+            self.synonyms = check_synonyms(synonyms)
+            index = self._assemble(classes, has_text, self._text_rows(classes, has_text), shot_embeddings, index_dtype)
         elif index.fingerprint != model.manifest.fingerprint:
             raise ClippingEdgeError("the prototype index was built by another model: rebuild it with this bundle")
+        else:
+            self.templates = index.templates or model.manifest.templates or list(DEFAULT_TEMPLATES)
+            self.synonyms = check_synonyms(model.manifest.synonyms)
         self.index = index
         self._ceilings: np.ndarray | None = None
+        self._head: FewShotHead | None = None
+
+    # -- building --------------------------------------------------------------------------------------
+
+    def _text_rows(self, classes: Sequence[str], has_text: Sequence[bool]) -> np.ndarray:
+        rows = np.zeros((len(classes), self.model.manifest.embed_dim), np.float32)
+        named = [c for c, text in zip(classes, has_text) if text]
+        if named:
+            rows[np.asarray(has_text, bool)] = class_prototypes(self.model, named, self.templates, self.synonyms)
+        return rows
+
+    def _embed_shots(self, shots: Mapping[str, Sequence[ImageInput]]) -> dict[str, np.ndarray]:
+        if not isinstance(shots, Mapping):
+            raise ClippingEdgeError("shots must map each class name to a list of its images: {'mug': ['a.jpg', 'b.jpg']}")
+        out = {}
+        for name, images in shots.items():
+            images = as_image_list(images)
+            if not images:
+                raise ClippingEdgeError(f"class {name!r} has no shots: give it at least one image, or leave it out")
+            out[check_labels([name])[0]] = self.model.encode_image(images)
+        return out
+
+    def _assemble(self, classes: list[str], has_text: Sequence[bool], text_rows: np.ndarray,
+                  shot_embeddings: Mapping[str, np.ndarray], dtype: str) -> PrototypeIndex:
+        """The index: a text prototype per class (a shot-only class: its shots' normalised mean), the shots, and
+        the few-shot head chosen by leave-one-out on the shots as the index stores them."""
+        rows, shots, shot_labels = text_rows.copy(), [], []
+        for c, name in enumerate(classes):
+            if name in shot_embeddings:
+                shots.append(shot_embeddings[name])
+                shot_labels += [c] * len(shot_embeddings[name])
+                if not has_text[c]:
+                    mean = shot_embeddings[name].mean(0)
+                    rows[c] = mean / max(float(np.linalg.norm(mean)), 1e-12)
+        stacked = np.concatenate(shots) if shots else None
+        index = PrototypeIndex.build(rows, classes, self.model.manifest.fingerprint, dtype, has_text, stacked, shot_labels)
+        index.templates = list(self.templates)
+        if shots:
+            index.fewshot = choose_method(self.fewshot_method, index.few_shot_data(), self.model.logit_scale)
+        return index
+
+    def add_class(self, name: str, shots: Sequence[ImageInput] | ImageInput = (), text: bool = True) -> None:
+        """A new class from its name (`text`), a few example images (`shots`), or both; the head is chosen again."""
+        name = check_labels([name])[0]
+        if name in self.labels:
+            raise ClippingEdgeError(f"class {name!r} is already in the index: remove it first, or pick another name")
+        images = as_image_list(shots)
+        if not images and not text:
+            raise ClippingEdgeError(f"class {name!r} needs shots, its name as text, or both")
+        old = self.index
+        embeddings = {label: old.shots[old.shot_labels == c] for c, label in enumerate(old.labels) if (old.shot_labels == c).any()}
+        if images:
+            embeddings[name] = self.model.encode_image(images)
+        classes, has_text = [*old.labels, name], [*old.has_text.tolist(), text]
+        rows = np.concatenate([old.matrix, self._text_rows([name], [text])])
+        self._replace(self._assemble(classes, has_text, rows, embeddings, old.dtype))
+
+    def remove_class(self, name: str) -> None:
+        if name not in self.labels:
+            raise ClippingEdgeError(f"class {name!r} is not in the index (it has {', '.join(self.labels[:8])}"
+                                    f"{', ...' if len(self.labels) > 8 else ''})")
+        if len(self.labels) == 1:
+            raise ClippingEdgeError(f"{name!r} is the index's only class: an index keeps at least one")
+        old, gone = self.index, self.labels.index(name)
+        keep = [c for c in range(len(old.labels)) if c != gone]
+        classes = [old.labels[c] for c in keep]
+        embeddings = {old.labels[c]: old.shots[old.shot_labels == c] for c in keep if (old.shot_labels == c).any()}
+        self._replace(self._assemble(classes, old.has_text[keep].tolist(), old.matrix[keep], embeddings, old.dtype))
+
+    def _replace(self, index: PrototypeIndex) -> None:
+        self.index, self._ceilings, self._head = index, None, None
 
     @classmethod
     def from_index(cls, model: EdgeModel, path: str | Path, view: bool = True) -> "ZeroShotClassifier":
@@ -148,9 +232,23 @@ class ZeroShotClassifier:
     def save_index(self, path: str | Path, force: bool = False) -> Path:
         return self.index.save(path, force)
 
+    # -- scoring ---------------------------------------------------------------------------------------
+
+    @property
+    def head(self) -> FewShotHead | None:
+        """The few-shot head when the index holds shots; None: plain zero-shot (logit scale x cosine)."""
+        if self._head is None and len(self.index.shot_labels):
+            self._head = self.index.head(self.model.logit_scale)
+        return self._head
+
+    def logits(self, embeddings: np.ndarray, cosines: np.ndarray | None = None) -> np.ndarray:
+        if self.head is not None:
+            return self.head.logits(embeddings)
+        return self.model.logit_scale * (self.index.cosines(embeddings) if cosines is None else cosines)
+
     def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
         """(B, d) image embeddings -> (B, C) class probabilities, columns in label order."""
-        return softmax(self.model.logit_scale * self.index.cosines(embeddings))
+        return softmax(self.logits(np.asarray(embeddings, np.float32)))
 
     def junk_ceilings(self) -> np.ndarray:
         """(C,) per class the highest cosine the bundle's junk images reach with it (see junk.py)."""
@@ -184,9 +282,10 @@ class ZeroShotClassifier:
             raise ClippingEdgeError(f"top_k must be at least 1, got {top_k}")
         k = min(top_k, len(self.labels))
         cosines = self.index.cosines(embeddings)
-        probs = softmax(self.model.logit_scale * cosines)
-        best = np.argpartition(-cosines, k - 1, axis=1)[:, :k] if k < len(self.labels) else np.tile(np.arange(k), (len(cosines), 1))
-        best = np.take_along_axis(best, np.argsort(-np.take_along_axis(cosines, best, 1), axis=1), 1)
+        logits = self.logits(embeddings, cosines)
+        probs = softmax(logits)
+        best = np.argpartition(-logits, k - 1, axis=1)[:, :k] if k < len(self.labels) else np.tile(np.arange(k), (len(logits), 1))
+        best = np.take_along_axis(best, np.argsort(-np.take_along_axis(logits, best, 1), axis=1, kind="stable"), 1)
         return [[Prediction(self.labels[p], float(pr[p]), float(co[p])) for p in row]
                 for row, pr, co in zip(best, probs, cosines)]
 

@@ -160,24 +160,85 @@ def _min_cosine(value: str | None, model) -> float | str | None:
     return number
 
 
+def _read_shots(folder: str | None) -> dict[str, list[Path]]:
+    """DIR/<class>/*.jpg -> class -> its images (the folder names are the class names)."""
+    from .pipeline import IMAGE_SUFFIXES
+
+    if folder is None:
+        return {}
+    root = Path(folder)
+    if not root.is_dir():
+        raise ClippingEdgeError(f"--shots {folder} is not a folder: pass DIR with one subfolder of example images a class")
+    shots = {sub.name: sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+             for sub in sorted(root.iterdir()) if sub.is_dir() and not sub.name.startswith(".")}
+    empty = [name for name, images in shots.items() if not images]
+    if not shots or empty:
+        raise ClippingEdgeError(f"--shots {folder} has {'no class folders' if not shots else f'no images in {empty[0]}/'}: "
+                                "put each class's example photos in DIR/<class name>/")
+    return shots
+
+
+def _describe_fewshot(index) -> str:
+    record = index.fewshot
+    if not record:
+        return ""
+    tried = ", ".join(f"{name} {100 * t['loo_accuracy']:.0f} %" for name, t in record["tried"].items())
+    return (f"few-shot: {len(index.shot_labels)} shots, {record['method']} {record['settings']} (leave-one-out on the shots: "
+            f"{tried}; zero-shot {100 * record['loo_zero_shot']:.0f} %)")
+
+
+def _report_index(args: argparse.Namespace, classifier, path: Path, verb: str) -> None:
+    if args.json:
+        print(json.dumps({"index": str(path), "classes": len(classifier.labels), "shots": len(classifier.index.shot_labels),
+                          "fewshot": classifier.index.fewshot, "bytes": path.stat().st_size}))
+        return
+    print(f"{verb} prototype index of {len(classifier.labels)} classes ({classifier.index.dtype}) -> {path} "
+          f"({path.stat().st_size / 1e3:.1f} kB)")
+    if classifier.index.fewshot:
+        print("  " + _describe_fewshot(classifier.index))
+    print(f"next: clipping-edge classify --bundle {args.bundle} --labels-index {path} IMAGES...")
+
+
 def cmd_index_build(args: argparse.Namespace) -> None:
     from .classifier import ZeroShotClassifier
+    from .index import check_index_replaceable, index_path, locked
     from .model import load
 
-    from .index import check_index_replaceable, index_path, locked
-
+    if args.labels is None and args.shots is None:
+        raise ClippingEdgeError("an index needs classes: pass --labels 'a,b,c', --shots DIR (DIR/<class>/*.jpg), or both")
     check_index_replaceable(index_path(args.out), "prototypes", args.force)  # before embedding anything
     model = load(args.bundle, threads=args.threads, device=args.device)
-    classifier = ZeroShotClassifier(model, _read_labels(args.labels), _read_templates(args.templates),
-                                    _read_synonyms(args.synonyms), index_dtype=args.dtype)
+    classifier = ZeroShotClassifier(model, _read_labels(args.labels) if args.labels else None, _read_templates(args.templates),
+                                    _read_synonyms(args.synonyms), index_dtype=args.dtype, shots=_read_shots(args.shots),
+                                    fewshot=args.fewshot, shot_text=args.shot_text)
     with locked(args.out):
         path = classifier.save_index(args.out, force=args.force)
-    if args.json:
-        print(json.dumps({"index": str(path), "classes": len(classifier.labels), "dtype": args.dtype,
-                          "bytes": path.stat().st_size}))
-        return
-    print(f"prototype index of {len(classifier.labels)} classes ({args.dtype}) -> {path} ({path.stat().st_size / 1e3:.1f} kB)")
-    print(f"next: clipping-edge classify --bundle {args.bundle} --labels-index {path} IMAGES...")
+    _report_index(args, classifier, path, "built")
+
+
+def _edit_index(args: argparse.Namespace, change) -> None:
+    """add-class / remove-class: read the index, change it, write it back as one unit under its lock."""
+    from .classifier import ZeroShotClassifier
+    from .index import locked
+    from .model import load
+
+    model = load(args.bundle, threads=args.threads, device=args.device)
+    with locked(args.index):
+        classifier = ZeroShotClassifier.from_index(model, args.index, view=False)
+        change(classifier)
+        path = classifier.save_index(args.index)
+    _report_index(args, classifier, path, "updated")
+
+
+def cmd_index_add_class(args: argparse.Namespace) -> None:
+    from .pipeline import expand_images
+
+    images = expand_images(args.shots) if args.shots else []
+    _edit_index(args, lambda classifier: classifier.add_class(args.name, images, text=args.text))
+
+
+def cmd_index_remove_class(args: argparse.Namespace) -> None:
+    _edit_index(args, lambda classifier: classifier.remove_class(args.name))
 
 
 class ProgressLine:
@@ -560,9 +621,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     index = sub.add_parser("index", help="prototype indexes (classes) and image galleries (retrieval)")
     index_sub = index.add_subparsers(dest="index_command", required=True)
-    p = index_sub.add_parser("build", help="embed class prompts once into a prototype index: devices then need no text tower")
+    p = index_sub.add_parser("build", help="embed class prompts (and few-shot example images) once into a prototype "
+                                           "index: devices then need no text tower")
     p.add_argument("--bundle", required=True, help="a bundle directory written by `clipping-edge export`")
-    p.add_argument("--labels", required=True, help="'a,b,c', or a labels.txt (one a line) / labels.json")
+    p.add_argument("--labels", help="'a,b,c', or a labels.txt (one a line) / labels.json")
+    p.add_argument("--shots", metavar="DIR", help="few-shot classes: DIR/<class name>/*.jpg, a few example images a class "
+                                                  "(classes also in --labels gain image evidence)")
+    p.add_argument("--shot-text", action=argparse.BooleanOptionalAction, default=True,
+                   help="a class known from --shots also gets its folder name as text (default); --no-shot-text: images only")
+    p.add_argument("--fewshot", default="auto", choices=["auto", "mix", "tip", "lda"],
+                   help="how shots and text are combined (default auto: the best by leave-one-out on the shots)")
     _add_prompt_args(p)
     p.add_argument("--out", required=True, help="index path (.usearch, with a .json sidecar)")
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="i8 only if it ranks like f32")
@@ -570,6 +638,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous prototype index")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=cmd_index_build)
+    p = index_sub.add_parser("add-class", help="add one class to a prototype index, from example images, its name, or both")
+    p.add_argument("name", help="the class name")
+    p.add_argument("--bundle", required=True, help="the bundle the index was built with")
+    p.add_argument("--index", required=True, help="a prototype index from `index build`")
+    p.add_argument("--shots", nargs="+", help="example images (files or folders)")
+    p.add_argument("--text", action=argparse.BooleanOptionalAction, default=True,
+                   help="embed the name as text too (default); --no-text: the images alone")
+    _add_runtime_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.set_defaults(func=cmd_index_add_class)
+    p = index_sub.add_parser("remove-class", help="remove one class (and its shots) from a prototype index")
+    p.add_argument("name", help="the class name")
+    p.add_argument("--bundle", required=True, help="the bundle the index was built with")
+    p.add_argument("--index", required=True, help="a prototype index from `index build`")
+    _add_runtime_args(p)
+    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    p.set_defaults(func=cmd_index_remove_class)
     p = index_sub.add_parser("add", help="add images (files or folders) to an image gallery, creating it if needed")
     p.add_argument("--bundle", required=True, help="a bundle directory written by `clipping-edge export`")
     p.add_argument("--index", required=True, help="gallery path (.usearch, with a .json sidecar)")

@@ -20,6 +20,7 @@ import numpy as np
 
 from .atomic import remove_stale_siblings, write_json_atomic
 from .errors import ClippingEdgeError
+from .fewshot import FewShotHead, Shots, fit, fit_mix
 
 INDEX_DTYPES = ("f32", "f16", "i8")
 INDEX_KINDS = ("prototypes", "gallery")
@@ -158,26 +159,55 @@ def load_index(path: str | Path, what: str, fingerprint: str | None, view: bool)
 
 
 class PrototypeIndex:
-    """Labelled class prototypes in a usearch index (keys 1..C: usearch reports missing results as key 0).
+    """Labelled class prototypes in a usearch index (keys 1..C: usearch reports missing results as key 0), and
+    optionally few-shot shots (keys C+1..C+N, their classes in the sidecar) with the head chosen for them.
 
     Classification needs the cosine to every class (softmax normalises over all of them), so it reads
     the prototypes out of the index once and takes one matrix product per batch: 0.5 ms an image at
-    21 000 classes here, where a k=C usearch search took 23 ms. `search` is the exact top-k."""
+    21 000 classes here, where a k=C usearch search took 23 ms. `search` is the exact top-k. A class's
+    prototype is its text prototype, or for a class known only from shots, its shots' normalised mean."""
 
-    def __init__(self, index, labels: list[str], fingerprint: str, dtype: str):
+    def __init__(self, index, labels: list[str], fingerprint: str, dtype: str, has_text: Sequence[bool] | None = None,
+                 shot_labels: Sequence[int] = (), fewshot: dict | None = None):
         self.index = index
         self.labels = labels
         self.fingerprint = fingerprint
         self.dtype = dtype
+        self.has_text = np.ones(len(labels), bool) if has_text is None else np.asarray(has_text, bool)
+        self.shot_labels = np.asarray(shot_labels, np.int64)
+        self.fewshot = fewshot or {}  # the method and its settings (fewshot.choose_method's record)
+        self.templates: list[str] = []  # the prompts the text prototypes were built with (add-class uses them again)
         self._matrix: np.ndarray | None = None
+        self._shots: np.ndarray | None = None
+
+    def _rows(self, first: int, count: int) -> np.ndarray:
+        if count == 0:
+            return np.zeros((0, self.index.ndim), np.float32)
+        keys = np.arange(first, first + count, dtype=np.uint64)
+        return np.ascontiguousarray(np.stack(self.index.get(keys, dtype=np.float32)), dtype=np.float32)
 
     @property
     def matrix(self) -> np.ndarray:
         """(C, d) float32 prototypes in label order, as stored (f16/i8 values widened)."""
         if self._matrix is None:
-            keys = np.arange(1, len(self.labels) + 1, dtype=np.uint64)
-            self._matrix = np.ascontiguousarray(np.stack(self.index.get(keys, dtype=np.float32)), dtype=np.float32)
+            self._matrix = self._rows(1, len(self.labels))
         return self._matrix
+
+    @property
+    def shots(self) -> np.ndarray:
+        """(N, d) float32 embeddings of the few-shot shots, as stored; their classes are `shot_labels`."""
+        if self._shots is None:
+            self._shots = self._rows(len(self.labels) + 1, len(self.shot_labels))
+        return self._shots
+
+    def few_shot_data(self) -> Shots:
+        return Shots(self.matrix, self.has_text, self.shots, self.shot_labels)
+
+    def head(self, logit_scale: float) -> FewShotHead:
+        """The class logits: the chosen few-shot head, or zero-shot's scale x cosine without shots."""
+        if not len(self.shot_labels) or not self.fewshot:
+            return fit_mix(self.few_shot_data(), logit_scale, 1.0)
+        return fit(self.fewshot["method"], self.few_shot_data(), logit_scale, self.fewshot["settings"])
 
     def cosines(self, queries: np.ndarray) -> np.ndarray:
         """(B, d) normalised queries -> (B, C) cosine to every prototype, columns in label order.
@@ -187,13 +217,19 @@ class PrototypeIndex:
         return np.stack([self.matrix @ q for q in queries]) if len(queries) else np.zeros((0, len(self.labels)), np.float32)
 
     @classmethod
-    def build(cls, vectors: np.ndarray, labels: Sequence[str], fingerprint: str, dtype: str = "f16") -> "PrototypeIndex":
+    def build(cls, vectors: np.ndarray, labels: Sequence[str], fingerprint: str, dtype: str = "f16",
+              has_text: Sequence[bool] | None = None, shots: np.ndarray | None = None,
+              shot_labels: Sequence[int] = ()) -> "PrototypeIndex":
         """`i8` is built only if it ranks like float32 (see `check_i8`); otherwise an error says so."""
         if len(vectors) != len(labels):
             raise ValueError(f"{len(vectors)} vectors for {len(labels)} labels")
+        shots = np.zeros((0, vectors.shape[1]), np.float32) if shots is None else np.asarray(shots, np.float32)
+        if len(shots) != len(shot_labels):
+            raise ValueError(f"{len(shots)} shots for {len(shot_labels)} shot labels")
         index = new_index(vectors.shape[1], dtype)
-        index.add(np.arange(1, len(labels) + 1, dtype=np.uint64), np.ascontiguousarray(vectors, dtype=np.float32))
-        built = cls(index, list(labels), fingerprint, dtype)
+        rows = np.concatenate([np.asarray(vectors, np.float32), shots]) if len(shots) else vectors
+        index.add(np.arange(1, len(rows) + 1, dtype=np.uint64), np.ascontiguousarray(rows, dtype=np.float32))
+        built = cls(index, list(labels), fingerprint, dtype, has_text, shot_labels)
         if dtype == "i8":
             problem = built.check_against(cls.build(vectors, labels, fingerprint, "f32"), vectors)
             if problem:
@@ -220,23 +256,33 @@ class PrototypeIndex:
         return len(self.labels)
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k by cosine: (label positions (B, k), cosines (B, k)), best first."""
+        """Top-k classes by cosine: (label positions (B, k), cosines (B, k)), best first."""
         k = min(k, len(self.labels))
-        results = search_index(self.index, queries, k, exact=True)
-        if any(len(keys) < k for keys, _ in results):
-            raise RuntimeError(f"usearch returned fewer than {k} results from an exact search")
-        return np.stack([keys for keys, _ in results]) - 1, np.stack([cos for _, cos in results])
+        cosines = self.cosines(queries)
+        best = np.argsort(-cosines, axis=1, kind="stable")[:, :k]
+        return best, np.take_along_axis(cosines, best, 1)
 
     def save(self, path: str | Path, force: bool = False) -> Path:
-        return save_index(self.index, path, {"kind": "prototypes", "labels": self.labels,
-                                             "fingerprint": self.fingerprint, "dtype": self.dtype}, force)
+        sidecar = {"kind": "prototypes", "labels": self.labels, "fingerprint": self.fingerprint, "dtype": self.dtype}
+        if self.templates:
+            sidecar["templates"] = self.templates
+        if not self.has_text.all() or len(self.shot_labels):
+            sidecar.update(has_text=self.has_text.tolist(), shot_labels=self.shot_labels.tolist(), fewshot=self.fewshot)
+        return save_index(self.index, path, sidecar, force)
 
     @classmethod
     def load(cls, path: str | Path, fingerprint: str | None = None, view: bool = False) -> "PrototypeIndex":
         """Open a saved index. `view=True` memory-maps it instead of reading it into memory."""
         index, meta, path = load_index(path, "prototype index", fingerprint, view)
-        labels = meta.get("labels")
-        if meta["kind"] != "prototypes" or not isinstance(labels, list) or len(index) != len(labels) \
-                or not all(isinstance(label, str) for label in labels):
+        labels, has_text = meta.get("labels"), meta.get("has_text")
+        shot_labels, fewshot = meta.get("shot_labels", []), meta.get("fewshot", {})
+        valid = meta["kind"] == "prototypes" and isinstance(labels, list) and all(isinstance(label, str) for label in labels) \
+            and isinstance(shot_labels, list) and all(isinstance(c, int) and 0 <= c < len(labels) for c in shot_labels) \
+            and len(index) == len(labels) + len(shot_labels) and isinstance(fewshot, dict) \
+            and (has_text is None or (isinstance(has_text, list) and len(has_text) == len(labels)))
+        if not valid:
             raise ClippingEdgeError(f"{path} is not a prototype index with {len(labels or [])} labels: rebuild it")
-        return cls(index, labels, meta["fingerprint"], meta.get("dtype", "f16"))
+        loaded = cls(index, labels, meta["fingerprint"], meta.get("dtype", "f16"), has_text, shot_labels, fewshot)
+        templates = meta.get("templates", [])
+        loaded.templates = templates if isinstance(templates, list) and all(isinstance(t, str) for t in templates) else []
+        return loaded
