@@ -57,14 +57,26 @@ def draw(labels: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate(picks)
 
 
+def cached(folder: Path, name: str, compute) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """A split's embeddings, kept in the output folder: a rerun (another method, a crash) does not embed again."""
+    path = folder / f"{name}.npz"
+    if path.is_file():
+        data = np.load(path)
+        return data["x"], data["y"], [str(c) for c in data["classes"]]
+    x, y, classes = compute()
+    folder.mkdir(parents=True, exist_ok=True)
+    np.savez(path, x=x, y=y, classes=np.asarray(classes))
+    return x, y, classes
+
+
 def run_set(model, data: str, shots: tuple[int, ...], draws: int, pool_per_class: int, pool_limit: int,
-            test_limit: int, probe_limit: int) -> dict:
+            test_limit: int, probe_limit: int, cache: Path) -> dict:
     from training.evaluate import linear_probe
 
-    task_root = data
     start = time.perf_counter()
-    pool_x, pool_y, classes = embed_split(model, task_root, "train", pool_per_class, pool_limit, seed=0)
-    test_x, test_y, _ = embed_split(model, task_root, "test", None, test_limit, seed=1)
+    pool_x, pool_y, classes = cached(cache, "pool", lambda: embed_split(model, data, "train", pool_per_class, pool_limit, seed=0))
+    test_x, test_y, _ = cached(cache, "test", lambda: embed_split(model, data, "test", None, test_limit, seed=1))
+    embed_seconds = round(time.perf_counter() - start, 1)
     from training.data.pairs import read_pairs, resolve_split
 
     task = read_pairs(resolve_split(data, "test")).zero_shot
@@ -87,13 +99,45 @@ def run_set(model, data: str, shots: tuple[int, ...], draws: int, pool_per_class
                 rows[name][k].append(float((head.logits(test_x).argmax(1) == test_y).mean()))
             rows[AUTO][k].append(rows[record["method"]][k][-1])
             chosen[k].append(record["method"])
-    print(f"  {Path(data).name}: {len(pool_x)} pool / {len(test_x)} test images, {time.perf_counter() - start:.0f} s",
-          file=sys.stderr)
+    print(f"  {Path(data).name}: {len(pool_x)} pool / {len(test_x)} test images, embedded in {embed_seconds:.0f} s, "
+          f"all in {time.perf_counter() - start:.0f} s", file=sys.stderr)
     return {"data": data, "classes": len(classes), "pool": len(pool_x), "test": len(test_x), "zero_shot": zero_shot,
-            "linear_probe": probe.top1, "probe_train": probe.train_images,
+            "linear_probe": probe.top1, "probe_train": probe.n_train, "embed_seconds": embed_seconds,
             "methods": {name: {str(k): [float(np.mean(v)), float(np.std(v))] for k, v in by_k.items()} for name, by_k in rows.items()},
             "auto_chose": {str(k): v for k, v in chosen.items()},
             "choose_seconds": {str(k): float(np.mean(v)) for k, v in fit_seconds.items()}}
+
+
+def classify_cost(model, data: str, shots_per_class: int = 16, images: int = 24, repeats: int = 3) -> dict:
+    """Milliseconds per image of `classify` (decode, preprocess, image tower, scores) with a zero-shot index and with a
+    few-shot index of `shots_per_class` shots a class (Tip-Adapter, the head with the most work per image), in
+    interleaved rounds; the median round each."""
+    from clipping_edge.classifier import ZeroShotClassifier
+    from training.data.pairs import read_pairs, resolve_split
+
+    test = read_pairs(resolve_split(data, "test"))
+    task = test.zero_shot
+    train = read_pairs(resolve_split(data, "train"))
+    shots: dict[str, list] = {}
+    for pair in train.pairs:
+        if pair.label in task.classes and len(shots.setdefault(pair.label, [])) < shots_per_class:
+            shots[pair.label].append(pair.source())
+    queries = [p.source() for p in test.pairs[:images]]
+    rows = {"zero-shot": ZeroShotClassifier(model, task.classes, task.templates, task.synonyms),
+            "few-shot tip": ZeroShotClassifier(model, task.classes, task.templates, task.synonyms, shots=shots, fewshot="tip")}
+    times: dict[str, list[float]] = {name: [] for name in rows}
+    for name, classifier in rows.items():
+        classifier.classify(queries[:2])  # warm-up
+    for _ in range(repeats):
+        for name, classifier in rows.items():
+            start = time.perf_counter()
+            for query in queries:
+                classifier.classify(query)
+            times[name].append(1000 * (time.perf_counter() - start) / len(queries))
+    out = {name: float(np.median(t)) for name, t in times.items()}
+    out["ratio"] = out["few-shot tip"] / out["zero-shot"]
+    out["shots"] = int(len(rows["few-shot tip"].index.shot_labels))
+    return out
 
 
 def table(results: list[dict], shots: tuple[int, ...]) -> str:
@@ -147,15 +191,21 @@ def main(argv: list[str] | None = None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     shots, results = tuple(args.shots), []
+    costs = {}
     for bundle in args.bundles:
         model = load(bundle)
         print(f"{bundle} ({model.manifest.model_name}):", file=sys.stderr)
+        costs[Path(bundle).name] = classify_cost(model, args.data[0])
+        print(f"  classify per image: {costs[Path(bundle).name]}", file=sys.stderr)
         for data in args.data:
+            cache = out / "embeddings" / f"{Path(bundle).name}-{Path(data).name}"
             result = run_set(model, data, shots, args.draws, args.pool_per_class, args.pool_limit, args.test_limit,
-                             args.probe_limit)
+                             args.probe_limit, cache)
             results.append({"bundle": Path(bundle).name, **result})
-    (out / "few_shot.json").write_text(json.dumps(results, indent=2))
-    markdown = table(results, shots)
+    (out / "few_shot.json").write_text(json.dumps({"results": results, "classify_ms": costs}, indent=2))
+    markdown = table(results, shots) + "\n\nclassify, ms per image (median of 3 rounds, first --data set's test images):\n" + \
+        "\n".join(f"- {name}: zero-shot {c['zero-shot']:.1f}, few-shot tip with {c['shots']} shots {c['few-shot tip']:.1f} "
+                  f"({c['ratio']:.2f}x)" for name, c in costs.items())
     (out / "few_shot.md").write_text(markdown + "\n")
     plot(results, shots, out / "few_shot.png")
     print(markdown)

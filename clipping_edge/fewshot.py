@@ -34,7 +34,7 @@ MIX_ALPHAS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
 TIP_BETAS = (1.0, 3.0, 5.5, 10.0, 20.0)
 TIP_WEIGHTS = (0.0, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
 LDA_GAMMAS = (0.0, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0)
-LDA_SHRINKAGE = (0.2, 0.5, 0.8)
+LDA_SHRINKAGE = (0.05, 0.2, 0.5, 0.8)
 # Leave-one-out holds out at most this many shots, spread over the classes (an LDA is refitted for each).
 LOO_SHOTS = 160
 
@@ -109,34 +109,71 @@ def fit_tip(shots: Shots, scale: float, beta: float, weight: float) -> FewShotHe
     return FewShotHead(head.weights, head.bias, shots.embeddings, shots.labels, beta, weight * scale)
 
 
-def _lda(shots: Shots, shrinkage: float, without: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(C, d) weights and (C,) bias of shrinkage LDA on the shots (leaving shot `without` out), rescaled so that its
-    largest logit on the class means is 1; zero for classes without shots (they keep their zero-shot logits)."""
-    keep = np.ones(len(shots.labels), bool)
-    if without is not None:
-        keep[without] = False
-    x, y = shots.embeddings[keep].astype(np.float64), shots.labels[keep]
-    counts = np.bincount(y, minlength=shots.classes)
-    present = counts > 0
-    means = np.zeros((shots.classes, x.shape[1]))
-    np.add.at(means, y, x)
-    means[present] /= counts[present, None]
-    centred = x - means[y]
-    covariance = centred.T @ centred / max(len(x) - int(present.sum()), 1)
-    level = max(np.trace(covariance) / x.shape[1], 1e-6)
-    covariance = (1 - shrinkage) * covariance + shrinkage * level * np.eye(x.shape[1])
-    w = np.linalg.solve(covariance, means.T).T
-    b = -0.5 * (w * means).sum(1)
-    w[~present], b[~present] = 0.0, 0.0
-    unit = max(float(np.abs(w[present] @ means[present].T).max()), 1e-6) if present.any() else 1.0
-    return w / unit, b / unit
+@dataclass
+class _LdaFit:
+    """Shrinkage LDA on the shots: class means, the pooled within-class scatter, and the covariance it gives."""
+    means: np.ndarray  # (C, d)
+    present: np.ndarray  # (C,) classes with shots
+    counts: np.ndarray  # (C,)
+    covariance: np.ndarray  # (d, d) shrunk
+    unit: float  # the largest |logit| on the class means: LDA logits are rescaled by it
+
+    @classmethod
+    def on(cls, shots: Shots, shrinkage: float) -> "_LdaFit":
+        x, y = shots.embeddings.astype(np.float64), shots.labels
+        counts = np.bincount(y, minlength=shots.classes)
+        present = counts > 0
+        means = np.zeros((shots.classes, x.shape[1]))
+        np.add.at(means, y, x)
+        means[present] /= counts[present, None]
+        centred = x - means[y]
+        scatter = centred.T @ centred / max(len(x) - int(present.sum()), 1)
+        level = max(np.trace(scatter) / x.shape[1], 1e-6)
+        covariance = (1 - shrinkage) * scatter + shrinkage * level * np.eye(x.shape[1])
+        w = np.linalg.solve(covariance, means[present].T).T
+        unit = max(float(np.abs(w @ means[present].T).max()), 1e-6) if present.any() else 1.0
+        return cls(means, present, counts, covariance, unit)
+
+    def head(self) -> tuple[np.ndarray, np.ndarray]:
+        """(C, d) weights and (C,) bias in units of `unit`; zero for classes without shots (they keep zero-shot's)."""
+        w = np.linalg.solve(self.covariance, self.means.T).T
+        b = -0.5 * (w * self.means).sum(1)
+        w[~self.present], b[~self.present] = 0.0, 0.0
+        return w / self.unit, b / self.unit
+
+    def held_out_logits(self, shots: Shots, shrinkage: float, held_out: np.ndarray) -> np.ndarray:
+        """(H, C) each held-out shot's LDA logits from the fit without it. Removing one shot changes its class mean
+        and takes a rank-one term out of the scatter, so the covariance's inverse follows by Sherman-Morrison
+        instead of a new solve; the shrinkage level and the rescaling unit stay those of the full fit."""
+        inverse = np.linalg.inv(self.covariance)
+        dof_full = max(len(shots.labels) - int(self.present.sum()), 1)
+        out = np.zeros((len(held_out), shots.classes))
+        for row, i in enumerate(held_out):
+            c, x = int(shots.labels[i]), shots.embeddings[i].astype(np.float64)
+            n = self.counts[c]
+            means = self.means.copy()
+            present = self.present.copy()
+            if n > 1:
+                means[c] = (n * means[c] - x) / (n - 1)
+                v = x - self.means[c]
+                # scatter loses n/(n-1) v v^T; the covariance (1-shrinkage) of that, over dof
+                u = np.sqrt((1 - shrinkage) * n / (n - 1) / dof_full) * v
+                iu = inverse @ u
+                inv = inverse + np.outer(iu, iu) / (1.0 - u @ iu)
+            else:
+                present[c], inv = False, inverse
+            w = means[present] @ inv
+            logits = np.zeros(shots.classes)
+            logits[present] = (w @ x - 0.5 * (w * means[present]).sum(1)) / self.unit
+            out[row] = logits
+        return out
 
 
 def fit_lda(shots: Shots, scale: float, gamma: float, shrinkage: float) -> FewShotHead:
     head = fit_mix(shots, scale, 1.0)
     if gamma == 0:
         return head
-    w, b = _lda(shots, shrinkage)
+    w, b = _LdaFit.on(shots, shrinkage).head()
     return FewShotHead((head.weights + gamma * scale * w).astype(np.float32), (head.bias + gamma * scale * b).astype(np.float32))
 
 
@@ -170,19 +207,22 @@ def loo_mix_logits(shots: Shots, scale: float, alpha: float, held_out: np.ndarra
     return logits
 
 
-def _lda_terms(shots: Shots, scale: float, shrinkage: float, held_out: np.ndarray) -> np.ndarray:
-    """(H, C) each held-out shot's LDA logits (at gamma 1) from the LDA fitted without it."""
-    out = []
-    for i in held_out:
-        w, b = _lda(shots, shrinkage, without=int(i))
-        out.append(scale * (w @ shots.embeddings[i] + b))
-    return np.asarray(out, np.float64)
+_FIRST = {"mix": {"alpha": MIX_ALPHAS[0]}, "tip": {"beta": TIP_BETAS[0], "weight": TIP_WEIGHTS[0]},
+          "lda": {"gamma": LDA_GAMMAS[0], "shrinkage": LDA_SHRINKAGE[0]}}
 
 
 def choose(method: str, shots: Shots, scale: float) -> tuple[dict, float, float]:
     """The method's settings with the best leave-one-out accuracy on the shots (first in grid order on ties).
     Returns (settings, their leave-one-out accuracy, zero-shot's on the same shots)."""
-    held_out = _spread(shots.labels, LOO_SHOTS)
+    # Only a shot whose class keeps another shot when it is left out tells whether image evidence helps; a class with
+    # one shot cannot be validated, so where no class has two the grid's first setting (zero-shot) stands.
+    if method not in METHODS:
+        raise ClippingEdgeError(f"unknown few-shot method {method!r}: choose one of {', '.join((AUTO, *METHODS))}")
+    counts = np.bincount(shots.labels, minlength=shots.classes)
+    testable = np.flatnonzero(counts[shots.labels] > 1)
+    if len(testable) == 0:
+        return _FIRST[method], 0.0, 0.0
+    held_out = testable[_spread(shots.labels[testable], LOO_SHOTS)]
     truth = shots.labels[held_out]
     base = loo_mix_logits(shots, scale, 1.0, held_out)  # zero-shot, each held-out shot's class rebuilt without it
 
@@ -199,9 +239,9 @@ def choose(method: str, shots: Shots, scale: float) -> tuple[dict, float, float]
         scores = [accuracy(base + c["weight"] * scale * _class_sums(np.exp(-c["beta"] * (1.0 - affinity)), shots.labels,
                                                                     shots.classes)) for c in candidates]
     elif method == "lda":
-        candidates, scores = [{"gamma": 0.0, "shrinkage": LDA_SHRINKAGE[0]}], [accuracy(base)]
+        candidates, scores = [_FIRST["lda"]], [accuracy(base)]
         for shrinkage in LDA_SHRINKAGE:
-            terms = _lda_terms(shots, scale, shrinkage, held_out)
+            terms = scale * _LdaFit.on(shots, shrinkage).held_out_logits(shots, shrinkage, held_out)
             for gamma in LDA_GAMMAS[1:]:
                 candidates.append({"gamma": gamma, "shrinkage": shrinkage})
                 scores.append(accuracy(base + gamma * terms))

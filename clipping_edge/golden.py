@@ -19,8 +19,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from .classifier import class_prototypes, row_cosines, softmax
+from .fewshot import Shots, fit
 from .errors import ClippingEdgeError
-from .manifest import verified_file
+from .manifest import resolve_inside, verified_file
 from .preprocess import Preprocess, preprocess_batch
 from .prompts import fill
 
@@ -38,9 +39,25 @@ def _write_array(folder: Path, name: str, array: np.ndarray) -> dict:
     return {"file": f"{name}{suffix}", "dtype": "int32" if suffix == ".i32" else "float32", "shape": list(data.shape)}
 
 
+def _inside(folder: Path, name: object) -> Path:
+    """A golden file's path, refused before it is opened if it is not a plain path inside the golden folder."""
+    if not isinstance(name, str) or not name:
+        raise ClippingEdgeError(f"golden.json names a file {str(name)[:60]!r} that is not a path: re-export the bundle")
+    return resolve_inside(folder.resolve(), name)
+
+
 def _read_array(folder: Path, spec: Mapping) -> np.ndarray:
-    path = folder / spec["file"]
-    data = np.frombuffer(path.read_bytes(), dtype=DTYPES[Path(spec["file"]).suffix])
+    if not isinstance(spec, Mapping) or Path(str(spec.get("file", ""))).suffix not in DTYPES \
+            or not isinstance(spec.get("shape"), list) or not all(isinstance(n, int) and n >= 0 for n in spec["shape"]):
+        raise ClippingEdgeError(f"golden.json describes an array as {str(spec)[:80]}, not a .f32/.i32 file with a shape: "
+                                "re-export the bundle")
+    path = _inside(folder, spec["file"])
+    if not path.is_file():
+        raise ClippingEdgeError(f"golden array {path.name} is not a file in {folder}: re-export the bundle")
+    raw = path.read_bytes()
+    if len(raw) % 4:
+        raise ClippingEdgeError(f"{path} is {len(raw)} bytes, not whole 4-byte values: re-export the bundle")
+    data = np.frombuffer(raw, dtype=DTYPES[Path(spec["file"]).suffix])
     if data.size != int(np.prod(spec["shape"])):
         raise ClippingEdgeError(f"{path} holds {data.size} values, golden.json says {spec['shape']}: re-export the bundle")
     return data.reshape(spec["shape"])
@@ -57,12 +74,17 @@ class _Texts:
         self.encode_text = encode
 
 
+# The few-shot heads a port must reproduce on the golden shots: each method at settings that use the shots.
+FEWSHOT_SETTINGS = {"mix": {"alpha": 0.5}, "tip": {"beta": 5.5, "weight": 0.5}, "lda": {"gamma": 0.5, "shrinkage": 0.5}}
+
+
 def write_golden(folder: Path, images: Sequence[bytes], suffixes: Sequence[str], labels: Sequence[str],
                  templates: Sequence[str], synonyms: Mapping[str, Sequence[str]], image_size: int | Preprocess, logit_scale: float,
                  encode_pixels: Callable[[np.ndarray], np.ndarray], encode_text: Callable[[list[str]], np.ndarray],
                  tokenize: Callable[[list[str]], np.ndarray], min_cosine: dict[str, float],
-                 score_max_abs: float = 0.02) -> None:
-    """Write golden/ for these sample images (file bytes) and labels, with the towers as exported."""
+                 score_max_abs: float = 0.02, shots: Sequence[tuple[bytes, str, int]] = ()) -> None:
+    """Write golden/ for these sample images (file bytes) and labels, with the towers as exported. `shots` (file
+    bytes, suffix, label position) add few-shot golden vectors: every head method on those shots."""
     (folder / "images").mkdir(parents=True)
     files = []
     for i, (data, suffix) in enumerate(zip(images, suffixes)):
@@ -88,7 +110,51 @@ def write_golden(folder: Path, images: Sequence[bytes], suffixes: Sequence[str],
         "tolerances": {"pixels_max_abs": 0.02, "image_min_cosine": min_cosine["image"],
                        "text_min_cosine": min_cosine["text"], "score_max_abs": score_max_abs},
     }
+    if shots:
+        golden["fewshot"] = _write_fewshot(folder, shots, prototypes, image_embeddings, labels, image_size, logit_scale,
+                                           encode_pixels)
     (folder / "golden.json").write_text(json.dumps(golden, indent=2, ensure_ascii=False), encoding="utf-8")
+
+
+def _write_fewshot(folder: Path, shots: Sequence[tuple[bytes, str, int]], prototypes: np.ndarray, queries: np.ndarray,
+                   labels: Sequence[str], image_size, logit_scale: float, encode_pixels) -> dict:
+    (folder / "shots").mkdir()
+    files = []
+    for i, (data, suffix, _) in enumerate(shots):
+        files.append(f"shots/{i}{suffix}")
+        (folder / files[-1]).write_bytes(data)
+    embeddings = np.asarray(encode_pixels(preprocess_batch([data for data, _, _ in shots], image_size)), np.float32)
+    shot_labels = [label for _, _, label in shots]
+    data = Shots(prototypes, np.ones(len(labels), bool), embeddings, np.asarray(shot_labels))
+    heads = {method: {"settings": settings,
+                      "expected_top_k": _top_k_of(softmax(fit(method, data, logit_scale, settings).logits(queries)), labels)}
+             for method, settings in FEWSHOT_SETTINGS.items()}
+    return {"about": "each method's head (clipping_edge/fewshot.py) fitted on these shots, with the text prototypes above, "
+                     "then the golden images scored: softmax(head logits)",
+            "shots": files, "shot_labels": shot_labels, "has_text": [True] * len(labels),
+            "arrays": {"shot_embeddings": _write_array(folder, "shot_embeddings", embeddings)}, "heads": heads}
+
+
+def _top_k_of(probs: np.ndarray, labels: Sequence[str], k: int = TOP_K) -> list:
+    order = np.argsort(-probs, axis=1, kind="stable")[:, :k]
+    return [[{"label": labels[c], "score": float(p[c])} for c in row] for row, p in zip(order, probs)]
+
+
+def _verify_fewshot(model, folder: Path, golden: dict, prototypes: np.ndarray, image: np.ndarray, tolerance: dict) -> dict:
+    """The few-shot heads re-fitted from the golden shots as this runtime embeds them, against the golden scores."""
+    section = golden["fewshot"]
+    shots = [_inside(folder, name).read_bytes() for name in section["shots"]]
+    expected_embeddings = _read_array(folder, section["arrays"]["shot_embeddings"])
+    embeddings = model.encode_pixels(preprocess_batch(shots, model.manifest.image_preprocess()))
+    data = Shots(prototypes, np.asarray(section["has_text"], bool), embeddings, np.asarray(section["shot_labels"]))
+    worst, different = 0.0, []
+    for method, head in section["heads"].items():
+        found = _top_k_of(softmax(fit(method, data, golden["logit_scale"], head["settings"]).logits(image)), golden["labels"])
+        worst = max(worst, max(abs(f["score"] - e["score"]) for fr, er in zip(found, head["expected_top_k"])
+                               for f, e in zip(fr, er)))
+        different += [f"{method}:{i}" for i, (f, e) in enumerate(zip(found, head["expected_top_k"])) if f[0]["label"] != e[0]["label"]]
+    return {"fewshot_shot_cosine_min": float(row_cosines(embeddings, expected_embeddings).min()),
+            "fewshot_score_max_abs": worst, "fewshot_top1_different": different}
 
 
 def verify(model, encode_pixels: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -104,7 +170,7 @@ def verify(model, encode_pixels: Callable[[np.ndarray], np.ndarray] | None = Non
     if golden.get("format") != FORMAT:
         raise ClippingEdgeError(f"{root / manifest.golden} is not {FORMAT!r}: re-export the bundle")
     arrays = {name: _read_array(folder, spec) for name, spec in golden["arrays"].items()}
-    images = [(folder / name).read_bytes() for name in golden["images"]]
+    images = [_inside(folder, name).read_bytes() for name in golden["images"]]
     tolerance = golden["tolerances"]
 
     pixels = preprocess(images, manifest.image_preprocess())
@@ -124,8 +190,14 @@ def verify(model, encode_pixels: Callable[[np.ndarray], np.ndarray] | None = Non
         "top_k_different": [i for i, (f, e) in enumerate(zip(found, expected)) if [p["label"] for p in f] != [p["label"] for p in e]],
         "score_max_abs": float(max(abs(f["score"] - e["score"]) for fr, er in zip(found, expected) for f, e in zip(fr, er))),
     }
+    checks = []
+    if "fewshot" in golden:
+        report.update(_verify_fewshot(model, folder, golden, prototypes, image, tolerance))
+        checks = [("few-shot shots", report["fewshot_shot_cosine_min"] >= tolerance["image_min_cosine"]),
+                  ("few-shot top-1", not report["fewshot_top1_different"]),
+                  ("few-shot scores", report["fewshot_score_max_abs"] <= tolerance["score_max_abs"])]
     # Written as "not (value passes)" so that NaN fails.
-    failures = [name for name, ok in (
+    failures = [name for name, ok in (*checks, 
         ("pixels", report["pixels_max_abs"] <= tolerance["pixels_max_abs"]),
         ("image embeddings", report["image_cosine_min"] >= tolerance["image_min_cosine"]),
         ("text embeddings", report["text_cosine_min"] >= tolerance["text_min_cosine"]),

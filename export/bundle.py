@@ -123,9 +123,12 @@ class ExportRun:
         if self.target.name not in WRITERS:
             raise ClippingEdgeError(f"--labels: {self.target.name} has no app-ready classifier yet (those with one: "
                                     f"{', '.join(WRITERS)}): export without --labels")
+        bias, fewshot = None, None
         if labels_index is not None:
             index = PrototypeIndex.load(labels_index, fingerprint=manifest.fingerprint)
             labels, prototypes = index.labels, index.matrix
+            if len(index.shot_labels):
+                prototypes, bias, fewshot = linear_fewshot_head(index, self.logit_scale)
         else:
             labels = check_labels(labels or [])
             text = SimpleNamespace(encode_text=encoders["text"])
@@ -134,13 +137,25 @@ class ExportRun:
         calibration = self.calibration("image") if self.target.precisions[precision].calibrated else []
         return write_classifier(self.target.name, self.towers["image"][0], prototypes, list(labels), self.logit_scale,
                                 self.preprocess.size, precision, folder / f"classifier{self.target.suffix}", calibration,
-                                manifest.to_json(), pixels, encoders["image"](pixels))
+                                manifest.to_json(), pixels, encoders["image"](pixels), bias, fewshot)
 
     def validate(self, encoders: dict[str, Callable], precisions: dict[str, str], problems: list[str],
                  max_top1_drop: float | None) -> dict:
         candidate = SplitEncoder(encoders["image"], encoders["text"])
         record = compare(self.reference, candidate, self.logit_scale, self.test_pairs, self.preprocess)
         return gate(record, precisions["image"], precisions["text"], problems, max_top1_drop)
+
+
+def linear_fewshot_head(index: PrototypeIndex, logit_scale: float) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A few-shot index's head as prototypes and a bias in cosine units (the graph multiplies by the logit scale).
+    Prototype mixing and LDA are linear; Tip-Adapter's cache is not, and is refused in one line."""
+    method = index.fewshot.get("method")
+    if method not in ("mix", "lda"):
+        raise ClippingEdgeError(f"--labels-index: the index's few-shot head is {method!r}, whose cache of shots the app-ready "
+                                "classifier does not hold: rebuild the index with --fewshot mix or --fewshot lda")
+    head = index.head(logit_scale)
+    return head.weights / logit_scale, head.bias / logit_scale, {"method": method, **index.fewshot["settings"],
+                                                                 "shots": int(len(index.shot_labels))}
 
 
 def choose_precisions(run: ExportRun, tmp: Path, files: dict[str, str], budget: float) -> tuple[dict[str, str], list[dict]]:
@@ -201,6 +216,23 @@ GOLDEN_IMAGES, GOLDEN_LABELS = 4, 16  # small: the golden vectors travel inside 
 GOLDEN_SCORE_MAX_ABS = {"float": 0.02, "int8": 0.05}
 
 
+GOLDEN_SHOTS = 2  # per class, for the first GOLDEN_SHOT_CLASSES golden labels that have them
+
+
+GOLDEN_SHOT_CLASSES = 4
+
+
+def golden_shots(pairs: Sequence, chosen: Sequence, labels: Sequence[str]) -> list[tuple[bytes, str, int]]:
+    """Few-shot golden shots: a couple of other validation images of the first golden labels (file bytes, suffix, label)."""
+    used, shots = {id(p) for p in chosen}, []
+    for position, label in enumerate(labels[:GOLDEN_SHOT_CLASSES]):
+        for pair in [p for p in pairs if p.label == label and id(p) not in used][:GOLDEN_SHOTS]:
+            source = pair.source()
+            data = source if isinstance(source, bytes) else Path(source).read_bytes()
+            shots.append((data, Path(pair.image if pair.member is None else pair.member.name).suffix or ".png", position))
+    return shots
+
+
 def write_bundle_golden(run: ExportRun, folder: Path, encoders: dict[str, Callable], precisions: dict[str, str]) -> str:
     """Golden vectors from the first validation images (one per label where it can) and the bundle's prompts."""
     pairs, task = run.test_pairs.pairs, run.test_pairs.zero_shot
@@ -219,7 +251,8 @@ def write_bundle_golden(run: ExportRun, folder: Path, encoders: dict[str, Callab
     write_golden(folder, images, suffixes, labels, templates, synonyms, run.preprocess, run.logit_scale,
                  encoders["image"], encoders["text"], lambda texts: run.tokenizer(texts, warn=False),
                  {kind: THRESHOLDS[family(precisions[kind])].min_cosine for kind in ("image", "text")},
-                 GOLDEN_SCORE_MAX_ABS["int8" if "int8" in {family(p) for p in precisions.values()} else "float"])
+                 GOLDEN_SCORE_MAX_ABS["int8" if "int8" in {family(p) for p in precisions.values()} else "float"],
+                 golden_shots(pairs, chosen, labels) if task is not None else ())
     return GOLDEN_JSON
 
 
@@ -276,6 +309,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
         labels = check_labels(labels)
     checkpoint = imported_checkpoint(checkpoint) if is_spec(checkpoint) else checkpoint
     student, tokenizer, meta = load_student(checkpoint)
+    if labels_index is not None:  # an index of another model, or a head the graph cannot hold: refused before converting
+        linear_fewshot_head(PrototypeIndex.load(labels_index, fingerprint=fingerprint(checkpoint)), 1.0)
     data = data or meta.get("train", {}).get("data") or "synthetic"
     cfg = student.config
     out = Path(out)

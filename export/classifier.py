@@ -53,10 +53,12 @@ class FusedClassifier(nn.Module):
     """pixels (1, 3, S, S) RGB in [0, 1] (or (1, S, S, 3) with `channels_last`) -> (1, C) probabilities."""
 
     def __init__(self, image_tower: nn.Module, prototypes: np.ndarray, logit_scale: float, image_size: int,
-                 channels_last: bool = False):
+                 channels_last: bool = False, bias: np.ndarray | None = None):
         super().__init__()
         self.image = image_tower
         self.register_buffer("prototypes_t", torch.from_numpy(np.ascontiguousarray(prototypes.T, np.float32)))
+        # A linear few-shot head (LDA) adds a per-class bias; zero-shot and prototype mixing have none, and no node.
+        self.register_buffer("bias", None if bias is None or not np.any(bias) else torch.from_numpy(np.asarray(bias, np.float32)))
         self.logit_scale = float(logit_scale)
         self.image_size = image_size
         self.channels_last = channels_last
@@ -64,7 +66,10 @@ class FusedClassifier(nn.Module):
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             pixels = pixels.permute(0, 3, 1, 2)
-        return torch.softmax(self.logit_scale * (self.image(pixels) @ self.prototypes_t), dim=-1)
+        scores = self.image(pixels) @ self.prototypes_t
+        if self.bias is not None:
+            scores = scores + self.bias
+        return torch.softmax(self.logit_scale * scores, dim=-1)
 
     def example(self, batch: int = 1) -> torch.Tensor:
         shape = (batch, self.image_size, self.image_size, 3) if self.channels_last else (batch, 3, self.image_size, self.image_size)
@@ -387,9 +392,9 @@ WRITERS: dict[str, tuple[Callable[[ClassifierJob], dict], Callable[[Path], dict[
 
 
 def check_against_towers(probabilities: np.ndarray, embeddings: np.ndarray, prototypes: np.ndarray,
-                         logit_scale: float, precision: str) -> dict:
+                         logit_scale: float, precision: str, bias: np.ndarray | None = None) -> dict:
     """The classifier's probabilities against the two-tower path's on the same images."""
-    reference = softmax(logit_scale * embeddings @ prototypes.T)
+    reference = softmax(logit_scale * (embeddings @ prototypes.T + (0 if bias is None else bias)))
     agreement = float((probabilities.argmax(1) == reference.argmax(1)).mean())
     max_diff = float(np.abs(probabilities - reference).max())
     threshold = THRESHOLDS[family(precision)]
@@ -406,14 +411,17 @@ def check_against_towers(probabilities: np.ndarray, embeddings: np.ndarray, prot
 
 def write_classifier(target: str, image_tower: nn.Module, prototypes: np.ndarray, labels: list[str], logit_scale: float,
                      image_size: int, precision: str, path: Path, calibration, manifest: dict,
-                     test_pixels: np.ndarray, test_embeddings: np.ndarray) -> dict:
+                     test_pixels: np.ndarray, test_embeddings: np.ndarray, bias: np.ndarray | None = None,
+                     fewshot: dict | None = None) -> dict:
     """Write the fused classifier for `target` at `path`, run it here on `test_pixels` and compare with the
-    two-tower path (`test_embeddings` from the bundle's image tower). Returns the manifest's record."""
+    two-tower path (`test_embeddings` from the bundle's image tower). Returns the manifest's record.
+    The head is softmax(logit_scale * (x @ prototypesᵀ + bias)): zero-shot, or a linear few-shot head."""
     if target not in WRITERS:
         raise ValueError(f"no app-ready classifier for {target}")
     write, runners = WRITERS[target]
     # MediaPipe and Android feed TFLite image models height x width x channels.
-    module = FusedClassifier(image_tower, prototypes, logit_scale, image_size, channels_last=target == "tflite").eval()
+    module = FusedClassifier(image_tower, prototypes, logit_scale, image_size, channels_last=target == "tflite",
+                             bias=bias).eval()
     calibration = [batch[i:i + 1] for batch in calibration for i in range(len(batch))]  # the graph takes batch 1
     start = time.perf_counter()
     extra = write(ClassifierJob(TowerJob("image", module, IMAGE_INPUT, module.example, path, precision, calibration),
@@ -422,7 +430,7 @@ def write_classifier(target: str, image_tower: nn.Module, prototypes: np.ndarray
     checks = {}
     for name, run in runners(path).items():
         probabilities = np.concatenate([run(test_pixels[i:i + 1]) for i in range(len(test_pixels))])
-        checks[name] = check_against_towers(probabilities, test_embeddings, prototypes, logit_scale, precision)
+        checks[name] = check_against_towers(probabilities, test_embeddings, prototypes, logit_scale, precision, bias)
     if checks:  # the parity record is the worst file's; each file's is kept too
         check = {**min(checks.values(), key=lambda c: (c["passed"], c["top1_agreement"], -c["max_probability_diff"])),
                  "failures": [f"{name}: {f}" for name, c in checks.items() for f in c["failures"]],
@@ -432,8 +440,11 @@ def write_classifier(target: str, image_tower: nn.Module, prototypes: np.ndarray
         check = {"images": 0, "checked_by": "structure only: this OS cannot run the target", "failures": problems,
                  "passed": not problems}
     return {"file": path.name, "labels": labels, "input": {"name": IMAGE_INPUT, "shape": list(module.example().shape),
-            "range": "[0, 1] RGB"}, "output": {"name": SCORES, "shape": [1, len(labels)], "what": "softmax(logit_scale * cos)"},
-            "precision": precision, "convert_seconds": seconds, **extra, "parity": check}
+            "range": "[0, 1] RGB"}, "output": {"name": SCORES, "shape": [1, len(labels)],
+                                               "what": "softmax(logit_scale * (embedding · prototypes + bias))" if fewshot
+                                               else "softmax(logit_scale * cos)"},
+            "precision": precision, "convert_seconds": seconds, **({"fewshot": fewshot} if fewshot else {}), **extra,
+            "parity": check}
 
 
 def describe_classifier(record: dict, size_mb: float) -> str:

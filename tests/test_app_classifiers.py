@@ -133,3 +133,29 @@ def test_repeated_labels_are_one_error_line(tiny_checkpoint: Path, small_data: P
                           str(small_data), "--out", str(tmp_path / "b"), "--labels", "cat,dog,cat"], capture_output=True, text=True)
     assert run.returncode == 2 and "repeats 'cat'" in run.stderr and "Traceback" not in run.stderr
     assert not (tmp_path / "b").exists()
+
+
+def test_few_shot_index_bakes_into_the_onnx_classifier(tiny_checkpoint: Path, tiny_bundle: Path, small_data: Path,
+                                                      tmp_path: Path):
+    """A few-shot index's linear head (prototype mixing or LDA) becomes the classifier's constants and answers as the
+    runtime's classifier with that index does; Tip-Adapter's cache is refused in one line."""
+    images = _test_images(small_data, 40)
+    shots = {label: [str(p) for p in images[i::6][:3]] for i, label in enumerate(LABELS)}
+    for method in ("mix", "lda"):
+        classifier = ZeroShotClassifier(load(tiny_bundle), LABELS, shots=shots, fewshot=method, index_dtype="f32")
+        index = classifier.save_index(tmp_path / f"{method}.usearch")
+        manifest = _export(tiny_checkpoint, small_data, tmp_path / method, "onnx", "--labels-index", str(index))
+        record = manifest["classifier"]
+        assert record["parity"]["passed"] and record["fewshot"]["method"] == method, record
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(tmp_path / method / "classifier.onnx"), providers=["CPUExecutionProvider"])
+        query = images[30:40]
+        graph = np.concatenate([session.run(None, {"pixels": preprocess_image(str(p), 32)[None]})[0] for p in query])
+        runtime = classifier.probabilities(load(tiny_bundle).encode_image([str(p) for p in query]))
+        np.testing.assert_allclose(graph, runtime, atol=2e-3)
+    tip = ZeroShotClassifier(load(tiny_bundle), LABELS, shots=shots, fewshot="tip").save_index(tmp_path / "tip.usearch")
+    run = subprocess.run([sys.executable, "-m", "clipping_edge.cli", "export", "--checkpoint", str(tiny_checkpoint), "--data",
+                          str(small_data), "--out", str(tmp_path / "tip"), "--labels-index", str(tip)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 2 and run.stderr.count("error:") == 1 and "--fewshot mix" in run.stderr, run.stderr

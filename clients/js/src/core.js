@@ -5,11 +5,13 @@
 // or onnxruntime-web), and an image decoder. Everything else (checks, tokenizing, preprocessing,
 // prototypes, scores) is here and mirrors the Python runtime (clipping_edge/), so its answers can be
 // checked against the bundle's golden vectors with verifyGolden().
+import { fitHead, headLogits, makeShots } from "./fewshot.js";
 import { preprocess, preprocessSpec } from "./preprocess.js";
 import { TextTokenizer } from "./tokenizer.js";
 
 export { preprocess, preprocessSpec, resize } from "./preprocess.js";
 export { TextTokenizer } from "./tokenizer.js";
+export { chooseHead, fitHead, headLogits, makeShots } from "./fewshot.js";
 
 export const FORMAT_VERSION = 2;
 export const GOLDEN_FORMAT = "clipping-edge golden vectors 1";
@@ -276,7 +278,9 @@ export async function verifyGolden(bundle) {
   const golden = JSON.parse(new TextDecoder().decode(goldenBytes));
   if (golden.format !== GOLDEN_FORMAT) throw new BundleError(`${manifest.golden} is not ${GOLDEN_FORMAT}: re-export the bundle`);
   // The folder's checksum covers every file in it (sorted paths and contents), as Python's file_sha256.
-  const names = [manifest.golden.slice(folder.length + 1), ...golden.images, ...Object.values(golden.arrays).map((s) => s.file)].sort(comparePaths);
+  const fewshot = golden.fewshot;
+  const names = [manifest.golden.slice(folder.length + 1), ...golden.images, ...Object.values(golden.arrays).map((s) => s.file),
+    ...(fewshot ? [...fewshot.shots, ...Object.values(fewshot.arrays).map((s) => s.file)] : [])].sort(comparePaths);
   const files = {};
   const parts = [];
   for (const name of names) {
@@ -323,8 +327,32 @@ export async function verifyGolden(bundle) {
     top1: found.map((row) => row[0].label),
     preprocess_ms_per_image: preprocessMs / n,
   };
+  const checks = [];
+  if (fewshot) {
+    // Every head method re-fitted on the golden shots as this client embeds them, then the golden images scored.
+    const shotEmbeddings = await bundle.encodeImages(fewshot.shots.map((name) => files[name]));
+    const expectedShots = readArray(files[fewshot.arrays.shot_embeddings.file], fewshot.arrays.shot_embeddings);
+    const shots = makeShots(prototypes, fewshot.has_text, shotEmbeddings, fewshot.shot_labels, d);
+    let worst = 0;
+    const different = [];
+    for (const [method, head] of Object.entries(fewshot.heads)) {
+      const logits = headLogits(fitHead(method, shots, golden.logit_scale, head.settings), image);
+      const C = golden.labels.length;
+      for (let i = 0; i < n; i++) {
+        const scores = softmax(Array.from(logits.subarray(i * C, (i + 1) * C)));
+        const top = scores.indexOf(Math.max(...scores));
+        if (golden.labels[top] !== head.expected_top_k[i][0].label) different.push(`${method}:${i}`);
+        for (const e of head.expected_top_k[i]) worst = Math.max(worst, Math.abs(scores[golden.labels.indexOf(e.label)] - e.score));
+      }
+    }
+    Object.assign(report, { fewshot_shot_cosine_min: Math.min(...rowCosines(shotEmbeddings, expectedShots, d)),
+      fewshot_score_max_abs: worst, fewshot_top1_different: different });
+    checks.push(["few-shot shots", report.fewshot_shot_cosine_min >= tolerance.image_min_cosine],
+      ["few-shot top-1", different.length === 0], ["few-shot scores", worst <= tolerance.score_max_abs]);
+  }
   // "not (value passes)", so that NaN fails.
   const failures = [
+    ...checks,
     ["pixels", report.pixels_max_abs <= tolerance.pixels_max_abs],
     ["image embeddings", report.image_cosine_min >= tolerance.image_min_cosine],
     ["text embeddings", report.text_cosine_min >= tolerance.text_min_cosine],

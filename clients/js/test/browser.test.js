@@ -68,6 +68,10 @@ for (const [i, bundleDir] of bundleDirs.entries()) {
       console.log(`browser ${path.basename(bundleDir)}: image cosine min ${result.report.image_cosine_min.toFixed(6)}, ` +
         `text ${result.report.text_cosine_min.toFixed(6)}, score max abs ${result.report.score_max_abs.toExponential(2)}`);
       assert.deepEqual(result.report.failures, [], `golden vectors: ${JSON.stringify(result.report)}`);
+      if (result.fewshot) {  // a class taught in the page from the golden shots' photos answers for one of them
+        console.log(`browser few-shot: ${JSON.stringify(result.fewshot)}, top-1 ${result.fewshotTop1}`);
+        assert.equal(result.fewshotTop1, "taught from photos", JSON.stringify(result.fewshot));
+      }
     });
 }
 if (!bundleDirs.length) test("the page classifies the golden images as Python does, in headless Chromium", { skip }, () => {});

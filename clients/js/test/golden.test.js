@@ -20,6 +20,10 @@ for (const dir of bundles) {
       `text ${report.text_cosine_min.toFixed(6)}, pixels max abs ${report.pixels_max_abs}, score max abs ${report.score_max_abs.toExponential(2)}`);
     assert.deepEqual(report.failures, [], JSON.stringify(report));
     assert.deepEqual(report.top1, golden.expected_top_k.map((row) => row[0].label));
+    if (golden.fewshot) {  // each few-shot head (mix, tip, lda) re-fitted here on the golden shots
+      assert.ok(report.fewshot_score_max_abs <= golden.tolerances.score_max_abs, JSON.stringify(report));
+      console.log(`  few-shot heads ${Object.keys(golden.fewshot.heads).join(", ")}: score max abs ${report.fewshot_score_max_abs.toExponential(2)}`);
+    }
     if (bundle.manifest.precision === "fp32") {
       assert.ok(report.image_cosine_min >= 0.9999 && report.text_cosine_min >= 0.9999, JSON.stringify(report));
     }

@@ -1,11 +1,16 @@
 // The demo page: pick a bundle and images (or the camera), see the top-5 labels and the latency per image.
 // With ?bundle=URL&auto=golden it loads the bundle, classifies its golden images and verifies its golden
 // vectors by itself, and leaves the outcome in window.clippingEdge (what the headless-browser test reads).
-import { BundleError, bitmapPixels, loadBundleFromFiles, loadBundleFromUrl, preprocess, preprocessSpec, verifyGolden } from "../src/browser.js";
+import { BundleError, bitmapPixels, chooseHead, fitHead, headLogits, loadBundleFromFiles, loadBundleFromUrl, makeShots, preprocess,
+  preprocessSpec, softmax, verifyGolden } from "../src/browser.js";
 
 const $ = (id) => document.getElementById(id);
 const state = (window.clippingEdge = { state: "idle" });
 let bundle = null, prototypes = null, prototypeKey = "";
+// Classes taught from photos: name -> { embeddings: Float32Array[], text: boolean }. With any, scores come from a
+// few-shot head (mix or Tip-Adapter, chosen by leave-one-out on the shots) instead of the cosines alone.
+const taught = new Map();
+let head = null, headKey = "";
 
 function status(text, kind = "busy") {
   $("status").textContent = text;
@@ -57,13 +62,74 @@ function escape(text) {
   return text.replace(/[&<>"]/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;" })[c]);
 }
 
+/** The classes: the typed labels, then the taught ones not among them; and the head over them (null: zero-shot). */
+async function fewShotHead(names) {
+  if (!taught.size) return { classes: names, head: null };
+  const classes = [...names, ...[...taught.keys()].filter((n) => !names.includes(n))];
+  const key = JSON.stringify([classes, [...taught].map(([n, t]) => [n, t.embeddings.length, t.text])]);
+  if (key !== headKey) {
+    const d = bundle.embedDim;
+    const hasText = classes.map((n) => names.includes(n) || (taught.get(n)?.text ?? true));
+    const named = classes.filter((_, c) => hasText[c]);
+    const textRows = named.length ? await bundle.prototypes(named) : new Float32Array(0);
+    const text = new Float32Array(classes.length * d), labels = [], rows = [];
+    let t = 0;
+    classes.forEach((n, c) => {
+      const shots = taught.get(n)?.embeddings ?? [];
+      shots.forEach((e) => { rows.push(e); labels.push(c); });
+      if (hasText[c]) text.set(textRows.subarray(t * d, ++t * d), c * d);
+      else {  // a class known only from photos: its shots' normalised mean stands where text would
+        const mean = new Float64Array(d);
+        shots.forEach((e) => e.forEach((v, j) => { mean[j] += v; }));
+        const norm = Math.hypot(...mean) || 1;
+        mean.forEach((v, j) => { text[c * d + j] = v / norm; });
+      }
+    });
+    const embeddings = new Float32Array(rows.length * d);
+    rows.forEach((e, i) => embeddings.set(e, i * d));
+    const shots = makeShots(text, hasText, embeddings, labels, d);
+    const choice = chooseHead(shots, bundle.manifest.logit_scale);
+    head = { ...fitHead(choice.method, shots, bundle.manifest.logit_scale, choice.settings), choice, classes };
+    headKey = key;
+    state.fewshot = { classes, method: choice.method, settings: choice.settings, loo: choice.loo, zeroShotLoo: choice.zeroShot };
+    $("shot-classes").innerHTML = [...taught].map(([n, t]) => `<li>${escape(n)}: ${t.embeddings.length} photo(s)` +
+      `${t.text ? "" : ", no text"}</li>`).join("") + `<li><small>head: ${choice.method} ${JSON.stringify(choice.settings)}, ` +
+      `leave-one-out ${(100 * choice.loo).toFixed(0)} % (zero-shot ${(100 * choice.zeroShot).toFixed(0)} %)</small></li>`;
+  }
+  return { classes: head.classes, head };
+}
+
 /** Pixels of one image -> top-5 and the milliseconds of preprocessing + image tower. */
 async function classifyPixels(pixels, names) {
   const start = performance.now();
   const embedding = await bundle.encodePixels(pixels, 1);
-  const [predictions] = bundle.topK(embedding, prototypes, names, 5);
+  const { classes, head: fitted } = await fewShotHead(names);
+  let predictions;
+  if (fitted) {
+    const scores = softmax(Array.from(headLogits(fitted, embedding)));
+    predictions = scores.map((score, c) => ({ label: classes[c], score })).sort((a, b) => b.score - a.score).slice(0, 5);
+  } else {
+    [predictions] = bundle.topK(embedding, prototypes, names, 5);
+  }
   return { predictions, ms: performance.now() - start };
 }
+
+/** Teach a class from image bytes (files, camera frames): their embeddings become its shots. */
+async function addClass(name, images, text = true) {
+  name = name.trim();
+  if (!name) throw new BundleError("give the class a name first");
+  const embeddings = [];
+  for (const bytesOrPixels of images) {
+    const pixels = bytesOrPixels instanceof Float32Array ? bytesOrPixels : await bundle.preprocess(bytesOrPixels, name);
+    embeddings.push(await bundle.encodePixels(pixels, 1));
+  }
+  const entry = taught.get(name) ?? { embeddings: [], text };
+  entry.embeddings.push(...embeddings);
+  taught.set(name, entry);
+  await fewShotHead(labels());
+  status(`Taught "${name}" from ${entry.embeddings.length} photo(s): head ${head.choice.method}.`, "done");
+}
+state.addClass = addClass;
 
 async function classifyFiles(files) {
   const names = await ensurePrototypes();
@@ -136,11 +202,25 @@ async function golden() {
   const names = await ensurePrototypes({ templates: spec.templates, synonyms: spec.synonyms });
   const top1 = await classifyGoldenImages(spec, async (pixels) => (await classifyPixels(pixels, names)).predictions);
   status("Verifying the golden vectors...");
-  state.report = await verifyGolden(bundle);
+  const report = await verifyGolden(bundle);
+  if (spec.fewshot) await teachGoldenShots(spec);
+  state.report = report;  // last: the browser test waits for it
   const r = state.report;
   status(`${r.passed ? "Golden vectors reproduced" : `Golden vectors FAILED: ${r.failures.join(", ")}`}: image cosine min ` +
     `${r.image_cosine_min.toFixed(6)}, text ${r.text_cosine_min.toFixed(6)}, pixels max abs ${r.pixels_max_abs.toFixed(4)}, ` +
     `top-1 ${top1.join(" / ")}; ${state.imageMs.toFixed(1)} ms per image (WASM, ${navigator.hardwareConcurrency} threads max)`, r.passed ? "done" : "error");
+}
+
+/** The page's few-shot path on the golden shots: the first shot class taught again under a new name, from its
+ * photos alone, must then be the top-1 of one of those photos (what the browser test checks). */
+async function teachGoldenShots(spec) {
+  const folder = bundle.manifest.golden.split("/").slice(0, -1).join("/");
+  const first = spec.fewshot.shot_labels[0];
+  const files = spec.fewshot.shots.filter((_, i) => spec.fewshot.shot_labels[i] === first);
+  const bytes = await Promise.all(files.map((name) => bundle.env.readFile(`${folder}/${name}`)));
+  await addClass("taught from photos", bytes, false);
+  const { predictions } = await classifyPixels(await bundle.preprocess(bytes[0], files[0]), labels());
+  state.fewshotTop1 = predictions[0].label;
 }
 
 /** The app-ready classifier (`export --labels`) on the golden images: only its one file is loaded. */
@@ -168,6 +248,22 @@ $("load-url").addEventListener("click", guard(() => useBundle(() => loadBundleFr
 $("images").addEventListener("change", guard((e) => (bundle ? classifyFiles([...e.target.files]) : status("Choose a bundle first.", "error"))));
 $("camera").addEventListener("click", guard(() => (bundle ? startCamera() : status("Choose a bundle first.", "error"))));
 $("golden").addEventListener("click", guard(() => (bundle ? golden() : status("Choose a bundle first.", "error"))));
+$("shot-files").addEventListener("change", guard(async (e) => {
+  if (!bundle) return status("Choose a bundle first.", "error");
+  await addClass($("shot-name").value, await Promise.all([...e.target.files].map(async (f) => new Uint8Array(await f.arrayBuffer()))),
+    $("shot-text").checked);
+}));
+$("shot-camera").addEventListener("click", guard(async () => {
+  if (!bundle) return status("Choose a bundle first.", "error");
+  const video = $("video");
+  if (video.hidden) await startCamera();
+  const frames = [];
+  for (let i = 0; i < 5; i++) {
+    frames.push(preprocess(bitmapPixels(video, video.videoWidth, video.videoHeight), preprocessSpec(bundle.manifest)));
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  await addClass($("shot-name").value, frames, $("shot-text").checked);
+}));
 
 const query = new URLSearchParams(location.search);
 if (query.get("bundle")) {
