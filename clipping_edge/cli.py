@@ -189,7 +189,8 @@ def _describe_fewshot(index) -> str:
 
 def _report_index(args: argparse.Namespace, classifier, path: Path, verb: str) -> None:
     if args.json:
-        print(json.dumps({"index": str(path), "classes": len(classifier.labels), "shots": len(classifier.index.shot_labels),
+        print(json.dumps({"index": str(path), "classes": len(classifier.labels), "dtype": classifier.index.dtype,
+                          "shots": len(classifier.index.shot_labels),
                           "fewshot": classifier.index.fewshot, "bytes": path.stat().st_size}))
         return
     print(f"{verb} prototype index of {len(classifier.labels)} classes ({classifier.index.dtype}) -> {path} "

@@ -77,6 +77,8 @@ class ImageGallery:
 
     def search(self, queries: np.ndarray, k: int = 10) -> list[list[Hit]]:
         """(B, d) normalised query embeddings -> per query the k most similar images, best first."""
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ClippingEdgeError(f"k must be a whole number of at least 1, got {k!r}")
         if not self.paths:
             return [[] for _ in queries]
         results = search_index(self.index, queries, min(k, len(self.paths)), exact=len(self.paths) <= EXACT_UP_TO)

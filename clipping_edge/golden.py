@@ -157,6 +157,36 @@ def _verify_fewshot(model, folder: Path, golden: dict, prototypes: np.ndarray, i
             "fewshot_score_max_abs": worst, "fewshot_top1_different": different}
 
 
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)
+
+
+# key -> what a valid value is, checked before anything is read or compared
+GOLDEN_SCHEMA: dict[str, tuple[Callable[[object], bool], str]] = {
+    "images": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v), "a list of file names"),
+    "prompts": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of texts"),
+    "labels": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v), "a list of labels"),
+    "templates": (lambda v: isinstance(v, list) and bool(v) and all(isinstance(x, str) for x in v), "a list of templates"),
+    "synonyms": (lambda v: isinstance(v, dict), "an object"),
+    "logit_scale": (_finite, "a finite number"),
+    "arrays": (lambda v: isinstance(v, dict) and {"pixels", "image_embeddings", "token_ids", "text_embeddings",
+                                                   "prototypes"} <= set(v), "an object of the five arrays"),
+    "expected_top_k": (lambda v: isinstance(v, list) and bool(v), "a list of rankings"),
+    "tolerances": (lambda v: isinstance(v, dict) and all(_finite(v.get(k)) for k in
+                                                          ("pixels_max_abs", "image_min_cosine", "text_min_cosine", "score_max_abs")),
+                   "an object of finite numbers"),
+}
+
+
+def check_golden(golden: object, path: Path) -> None:
+    if not isinstance(golden, dict) or golden.get("format") != FORMAT:
+        raise ClippingEdgeError(f"{path} is not {FORMAT!r}: re-export the bundle")
+    for key, (valid, expected) in GOLDEN_SCHEMA.items():
+        if not valid(golden.get(key)):
+            raise ClippingEdgeError(f"{path}: {key} is {str(golden.get(key))[:60]!r}, expected {expected}: the golden "
+                                    "file is damaged; re-export the bundle")
+
+
 def verify(model, encode_pixels: Callable[[np.ndarray], np.ndarray] | None = None,
            preprocess: Callable[[list[bytes], Preprocess], np.ndarray] = preprocess_batch) -> dict:
     """Re-compute a bundle's golden vectors with its own backend (or the given steps, to check a port's
@@ -166,9 +196,12 @@ def verify(model, encode_pixels: Callable[[np.ndarray], np.ndarray] | None = Non
     if not manifest.golden:
         raise ClippingEdgeError(f"bundle {root} has no golden vectors (exported before they existed): re-export it")
     folder = verified_file(manifest, root, GOLDEN_DIR)
-    golden = json.loads((root / manifest.golden).read_text(encoding="utf-8"))
-    if golden.get("format") != FORMAT:
-        raise ClippingEdgeError(f"{root / manifest.golden} is not {FORMAT!r}: re-export the bundle")
+    path = resolve_inside(root, manifest.golden)
+    try:
+        golden = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, IsADirectoryError) as exc:
+        raise ClippingEdgeError(f"{path} is not JSON ({exc}): re-export the bundle") from None
+    check_golden(golden, path)
     arrays = {name: _read_array(folder, spec) for name, spec in golden["arrays"].items()}
     images = [_inside(folder, name).read_bytes() for name in golden["images"]]
     tolerance = golden["tolerances"]

@@ -184,7 +184,11 @@ class PrototypeIndex:
         if count == 0:
             return np.zeros((0, self.index.ndim), np.float32)
         keys = np.arange(first, first + count, dtype=np.uint64)
-        return np.ascontiguousarray(np.stack(self.index.get(keys, dtype=np.float32)), dtype=np.float32)
+        rows = np.stack(self.index.get(keys, dtype=np.float32)).astype(np.float32)
+        # Every stored row is a unit vector; i8 storage widens back to norms near 0.975, which would scale every
+        # cosine by that, so the rows are normalised again.
+        norms = np.linalg.norm(rows, axis=1, keepdims=True)
+        return np.ascontiguousarray(rows / np.where(norms == 0, 1, norms), dtype=np.float32)
 
     @property
     def matrix(self) -> np.ndarray:

@@ -112,7 +112,8 @@ SCHEMA: dict[str, tuple[bool, Any, str]] = {
     "preprocess": (False, lambda v: isinstance(v, dict) and v.get("mode", "shortest") in RESIZE_MODES
                    and v.get("interpolation", "bicubic") in FILTERS,
                    f"an object whose mode is one of {', '.join(RESIZE_MODES)} and interpolation one of {', '.join(FILTERS)}"),
-    "quantization": (False, lambda v: isinstance(v, dict), "an object"),
+    "quantization": (False, lambda v: isinstance(v, dict) and all(isinstance(v.get(k, {}), dict) for k in ("image", "text")),
+                     "an object whose image and text entries are objects"),
     "parity": (False, lambda v: isinstance(v, dict), "an object"),
     "versions": (False, lambda v: isinstance(v, dict), "an object"),
     "files": (True, _hashes, "an object of path -> SHA-256 hex"),

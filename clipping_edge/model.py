@@ -19,6 +19,11 @@ from .tokenizer import TextTokenizer
 IMAGE_BATCH, TEXT_BATCH = 32, 256
 
 
+def check_batch_size(batch_size: object) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ClippingEdgeError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+
+
 class EdgeModel:
     """Embeds images and texts with an exported bundle. Towers load on first use, so a device that
     ships a prototype index never loads the text tower."""
@@ -39,10 +44,29 @@ class EdgeModel:
     def _file(self, relative: str) -> Path:
         return verified_file(self.manifest, self.root, relative)
 
+    def _check_graph(self, kind: str, tower: Tower) -> Tower:
+        """The manifest against the graph's own input and output shapes, once at load: a manifest that does not
+        belong to its towers (another image size or context length, the towers swapped, another embedding
+        width) is one error here, not a runtime's traceback at the first image."""
+        shapes = getattr(tower, "shapes", None)
+        if shapes is None:  # a backend that does not say (Core ML)
+            return tower
+        m = self.manifest
+        wanted = (3, m.image_size, m.image_size) if kind == "image" else (m.context_length,)
+        taken, given = shapes
+        what = f"{m.image_size}-px RGB images" if kind == "image" else f"{m.context_length} token ids"
+        if len(taken) != len(wanted) + 1 or any(t is not None and t != w for t, w in zip(taken[1:], wanted)) \
+                or not given or (given[-1] is not None and given[-1] != m.embed_dim):
+            raise ClippingEdgeError(f"bundle {self.root}: the manifest says its {kind} tower takes {what} and gives "
+                                    f"{m.embed_dim}-d embeddings, but the graph takes {list(taken)} and gives {list(given)}: "
+                                    "the manifest does not belong to these files; re-export the bundle")
+        return tower
+
     @property
     def image_tower(self) -> Tower:
         if self._image is None:
-            self._image = load_tower(self.backend, self._file(self.manifest.image_tower), self.options, self.rows_alone("image"))
+            self._image = self._check_graph("image", load_tower(self.backend, self._file(self.manifest.image_tower),
+                                                                self.options, self.rows_alone("image")))
         return self._image
 
     @property
@@ -55,7 +79,8 @@ class EdgeModel:
             if not self.has_text_tower:
                 raise ClippingEdgeError(f"bundle {self.root} ships no text tower ({self.manifest.text_tower}): classify "
                                         "with a prototype index (--labels-index), or copy the text tower into the bundle")
-            self._text = load_tower(self.backend, self._file(self.manifest.text_tower), self.options, self.rows_alone("text"))
+            self._text = self._check_graph("text", load_tower(self.backend, self._file(self.manifest.text_tower), self.options,
+                                                              self.rows_alone("text")))
         return self._text
 
     @property
@@ -82,6 +107,7 @@ class EdgeModel:
 
     def encode_pixels(self, pixels: np.ndarray, batch_size: int = IMAGE_BATCH) -> np.ndarray:
         """(B, 3, H, W) float32 in [0, 1] -> (B, d) L2-normalised embeddings."""
+        check_batch_size(batch_size)
         size = self.manifest.image_size
         pixels = np.asarray(pixels)
         if pixels.ndim != 4 or pixels.shape[1:] != (3, size, size) or not np.issubdtype(pixels.dtype, np.floating):
@@ -93,7 +119,9 @@ class EdgeModel:
 
     def encode_image(self, images: Sequence[ImageInput] | ImageInput, batch_size: int = IMAGE_BATCH) -> np.ndarray:
         """Image files, bytes, Pillow images or RGB uint8 HxWx3 frames (one, or a list) -> (B, d)."""
+        check_batch_size(batch_size)
         images = as_image_list(images)
+        _ = self.image_tower  # loaded (and checked against the manifest) before any image is decoded
         spec = self.manifest.image_preprocess()
         outs = [self.encode_pixels(preprocess_batch(images[i:i + batch_size], spec))
                 for i in range(0, len(images), batch_size)]
@@ -101,6 +129,7 @@ class EdgeModel:
 
     def encode_text(self, texts: Sequence[str] | str, batch_size: int = TEXT_BATCH) -> np.ndarray:
         """One text or a list -> (B, d) L2-normalised embeddings."""
+        check_batch_size(batch_size)
         texts = [texts] if isinstance(texts, str) else list(texts)
         outs = [self.text_tower(self.tokenizer(texts[i:i + batch_size])) for i in range(0, len(texts), batch_size)]
         return np.concatenate(outs) if outs else np.zeros((0, self.manifest.embed_dim), np.float32)

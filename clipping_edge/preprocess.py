@@ -32,9 +32,13 @@ def _open(source: ImageInput) -> Image.Image:
     if isinstance(source, Image.Image):
         return source
     if isinstance(source, np.ndarray):
-        if source.dtype != np.uint8 or source.ndim not in (2, 3):
-            raise ClippingEdgeError(f"image array must be uint8 HxW or HxWxC, got {source.dtype} {source.shape}")
-        return Image.fromarray(source)
+        if source.dtype != np.uint8 or source.ndim not in (2, 3) or (source.ndim == 3 and source.shape[2] not in (1, 3, 4)) \
+                or 0 in source.shape:
+            raise ClippingEdgeError(f"image array must be uint8 HxW or HxWxC with C 1, 3 or 4 and no empty side, got "
+                                    f"{source.dtype} {source.shape}: convert it to RGB uint8 first")
+        return Image.fromarray(source[..., 0] if source.ndim == 3 and source.shape[2] == 1 else source)
+    if not isinstance(source, (str, os.PathLike, bytes)):
+        raise ClippingEdgeError(f"an image is a path, bytes, a Pillow image or a uint8 array, got {type(source).__name__}")
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if not isinstance(source, bytes) and not Path(source).is_file():
         raise ClippingEdgeError(f"image {name} does not exist: check the path")
@@ -158,7 +162,11 @@ def as_image_list(images: Sequence[ImageInput] | ImageInput) -> list[ImageInput]
     """One image (a path, bytes, a Pillow image or an HxWxC frame) or a sequence of them, as a list."""
     if isinstance(images, (str, os.PathLike, bytes, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim in (2, 3)):
         return [images]
-    return list(images)
+    try:
+        return list(images)
+    except TypeError:
+        raise ClippingEdgeError(f"images are a path, bytes, a Pillow image, a uint8 array or a list of them, got "
+                                f"{type(images).__name__}") from None
 
 
 def preprocess_batch(sources: Sequence[ImageInput], size: "int | Preprocess") -> np.ndarray:

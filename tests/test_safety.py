@@ -608,3 +608,66 @@ def test_sixteen_bit_precisions_are_refused_for_a_top_k_head_before_converting(t
     assert "fp32 or an int8" in tower.refusal(True) and tower.refusal(False) is None
     cfg.vision.head_top_k = 0
     assert ImageTower(Student(cfg)).refusal(True) is None
+
+
+@pytest.mark.parametrize("changes,expected", [
+    ({"image_size": 48}, "graph takes"), ({"context_length": 7}, "graph takes"), ({"embed_dim": 31}, "graph takes"),
+    ({"quantization": {"image": ["int8"]}}, "quantization"), ("swap", "graph takes")])
+def test_a_manifest_that_does_not_belong_to_its_graph_is_one_error(tiny_bundle: Path, tmp_path: Path, image: str,
+                                                                    changes, expected):
+    """One load-time check of the manifest against the graph's own shapes, for every backend that reports them."""
+    from clipping_edge import ZeroShotClassifier, load
+    from clipping_edge.manifest import file_sha256
+
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    if changes == "swap":
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        changes = {"image_tower": manifest["text_tower"], "text_tower": manifest["image_tower"]}
+    edit_manifest(bundle, **changes)
+    with pytest.raises(ClippingEdgeError, match=expected) as raised:
+        ZeroShotClassifier(load(bundle), ["red circle", "blue square"]).classify(image)
+    assert "\n" not in str(raised.value)
+    assert file_sha256(bundle / "image.onnx") == file_sha256(tiny_bundle / "image.onnx")
+
+
+def test_api_misuse_is_a_clear_error_not_an_index_error(tiny_bundle: Path, small_data: Path, tmp_path: Path):
+    from clipping_edge import ZeroShotClassifier, load
+    from clipping_edge.gallery import ImageGallery
+
+    model = load(tiny_bundle)
+    classifier = ZeroShotClassifier(model, ["red circle", "blue square"])
+    for bad in (np.zeros((8, 8, 5), np.uint8), np.zeros((0, 0, 3), np.uint8), [None], 3.5):
+        with pytest.raises(ClippingEdgeError):
+            classifier.classify(bad)
+    with pytest.raises(ClippingEdgeError, match="batch_size"):
+        classifier.classify(np.zeros((8, 8, 3), np.uint8), batch_size=0)
+    gallery = ImageGallery.create(model)
+    for k in (0, -1):
+        with pytest.raises(ClippingEdgeError, match="k must be"):
+            gallery.search_text(model, ["red circle"], k=k)
+
+
+@pytest.mark.parametrize("case", ["no arrays", "outside", "dev zero", "ragged", "tolerance text", "golden outside"])
+def test_malformed_golden_files_are_one_error(capsys, tiny_bundle: Path, tmp_path: Path, case: str):
+    from clipping_edge.manifest import file_sha256
+
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    golden_path = bundle / "golden" / "golden.json"
+    golden = json.loads(golden_path.read_text())
+    if case == "no arrays":
+        del golden["arrays"]
+    elif case == "outside":
+        golden["arrays"]["pixels"]["file"] = "../../../../etc/passwd"
+    elif case == "dev zero":
+        golden["arrays"]["pixels"]["file"] = "/dev/zero"
+    elif case == "ragged":
+        (bundle / "golden" / golden["arrays"]["pixels"]["file"]).write_bytes(b"\0" * 10)
+    elif case == "tolerance text":
+        golden["tolerances"]["pixels_max_abs"] = "small"
+    golden_path.write_text(json.dumps(golden))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["files"]["golden"] = file_sha256(bundle / "golden")
+    if case == "golden outside":
+        manifest["golden"] = "../../elsewhere/golden.json"
+    (bundle / "manifest.json").write_text(json.dumps(manifest))
+    one_error(capsys, "verify", str(bundle))

@@ -91,6 +91,7 @@ def load_tower(target: str, path: Path, options: BackendOptions, rows_alone: boo
 class _RowsAlone:
     def __init__(self, tower: Tower):
         self.tower = tower
+        self.shapes = getattr(tower, "shapes", None)
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         if len(batch) <= 1:

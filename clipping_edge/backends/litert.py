@@ -64,6 +64,9 @@ class LiteRtTower:
             (detail,) = runner.get_input_details().values()
             self.runners[int(detail["shape"][0])] = (runner, detail)
         self.batches = sorted(self.runners, reverse=True)
+        runner, detail = self.runners[self.batches[-1]]
+        (output,) = runner.get_output_details().values()
+        self.shapes = (tuple(int(d) for d in detail["shape"]), tuple(int(d) for d in output["shape"]))
 
     def _run(self, chunk: np.ndarray) -> np.ndarray:
         runner, detail = self.runners[len(chunk)]

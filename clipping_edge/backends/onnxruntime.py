@@ -40,6 +40,8 @@ class OnnxRuntimeTower:
         (model_input,) = self.session.get_inputs()
         self.input_name = model_input.name
         self.input_dtype = np.int32 if "int32" in model_input.type else np.float32
+        output = self.session.get_outputs()[0]
+        self.shapes = tuple(tuple(d if isinstance(d, int) else None for d in io.shape) for io in (model_input, output))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         (out,) = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=self.input_dtype)})

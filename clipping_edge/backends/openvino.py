@@ -62,6 +62,8 @@ class OpenVinoTower:
             raise ClippingEdgeError(f"OpenVINO could not load {path} ({str(exc).splitlines()[0]}): re-export the bundle") from None
         element = self.compiled.inputs[0].get_element_type()
         self.input_dtype = np.int32 if element == ov.Type.i32 else np.float32
+        self.shapes = tuple(tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+                            for port in (self.compiled.inputs[0], self.compiled.outputs[0]))
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         out = self.compiled(np.ascontiguousarray(batch, dtype=self.input_dtype))[0]
