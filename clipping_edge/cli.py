@@ -14,6 +14,7 @@ from typing import Sequence
 
 from .atomic import is_disk_full
 from .errors import ClippingEdgeError
+from .shell import command_name
 
 # Modules only the training/export extras install: a device install ([onnx] etc.) lacks them.
 EXTRAS_MODULES = {"torch", "timm", "transformers", "safetensors", "tqdm", "onnx", "onnxscript", "nncf", "coremltools",
@@ -197,7 +198,7 @@ def _report_index(args: argparse.Namespace, classifier, path: Path, verb: str) -
           f"({path.stat().st_size / 1e3:.1f} kB)")
     if classifier.index.fewshot:
         print("  " + _describe_fewshot(classifier.index))
-    print(f"next: clipping-edge classify --bundle {args.bundle} --labels-index {path} IMAGES...")
+    print(f"next: {command_name()} classify --bundle {args.bundle} --labels-index {path} IMAGES...")
 
 
 def cmd_index_build(args: argparse.Namespace) -> None:
@@ -274,7 +275,7 @@ def cmd_index_add(args: argparse.Namespace) -> None:
         print(json.dumps({"index": str(path), "added": added, "images": len(gallery)}))
         return
     print(f"added {added} images ({len(gallery)} in all) -> {path}")
-    print(f"next: clipping-edge index search --bundle {args.bundle} --index {path} 'a red circle'")
+    print(f"next: {command_name()} index search --bundle {args.bundle} --index {path} 'a red circle'")
 
 
 def cmd_index_search(args: argparse.Namespace) -> None:
@@ -409,7 +410,7 @@ def cmd_import(args: argparse.Namespace) -> None:
 
     out = import_clip(args.spec, args.out, args.force)
     print(f"imported {args.spec} -> {out}")
-    print(f"next: clipping-edge export --checkpoint {out} --target onnx --out {Path(args.out).with_name(Path(args.out).name + '-onnx')}")
+    print(f"next: {command_name()} export --checkpoint {out} --target onnx --out {Path(args.out).with_name(Path(args.out).name + '-onnx')}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -462,7 +463,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
     print(f"wrote {done.name} to {done.out} in {done.seconds:.1f} s: {counts} pairs; {len(done.classes)} classes: {classes}")
     if done.skipped:
         print("skipped: " + ", ".join(f"{n} {why}" for why, n in done.skipped.items()))
-    print(f"next: clipping-edge train --data {done.out} --out runs/{done.name}")
+    print(f"next: {command_name()} train --data {done.out} --out runs/{done.name}")
 
 
 def cmd_data_shard(args: argparse.Namespace) -> None:
@@ -470,7 +471,7 @@ def cmd_data_shard(args: argparse.Namespace) -> None:
 
     written = write_shards(args.data, args.out, args.per_shard, args.force)
     print(f"wrote {args.out}: " + ", ".join(f"{split} {n} pairs in {k} shard(s)" for split, (n, k) in written.items()))
-    print(f"next: clipping-edge train --data {args.out} --out runs/shards")
+    print(f"next: {command_name()} train --data {args.out} --out runs/shards")
 
 
 def _targets_help() -> str:
@@ -522,9 +523,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"clipping-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="the whole path on the built-in data: train, evaluate, export, classify")
+    p = sub.add_parser("demo", help="the whole path on the built-in data: train, evaluate, export, classify",
+                       description="Trains the demo student from the packaged teachers on the built-in data, evaluates it, "
+                                   "exports it to ONNX and classifies six real photos; ends with a table.")
     p.add_argument("--out", default="runs/demo", help="folder for the run, the bundle and the index (default runs/demo)")
-    p.add_argument("--epochs", type=POSITIVE, default=10, help="training epochs (each is seconds: both towers are locked and cached)")
+    p.add_argument("--epochs", type=POSITIVE, default=10, help="training epochs (each is seconds: both towers are locked and "
+                                                               "cached; default 10)")
     p.add_argument("--data", default="synthetic", help="training data (default: the built-in synthetic set, no apt needed)")
     p.set_defaults(func=cmd_demo)
 
@@ -565,10 +569,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_import)
 
     p = sub.add_parser("export", help="export both towers to a validated bundle",
+                       description="Converts both towers for a target and precision, validates them against PyTorch on "
+                                   "held-out images and writes the bundle only if they pass.",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_targets_help())
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by `clipping-edge train` (OUT/checkpoint) "
                                                         "or `import`, or an import spec (open_clip:..., hf:...)")
-    p.add_argument("--target", default="onnx", help="a target below, or 'all' (one bundle per target under --out)")
+    p.add_argument("--target", default="onnx", help="a target below, or 'all' (one bundle per target under --out; default onnx)")
     p.add_argument("--quantize", default="none",
                    help="none (fp32), a precision the target offers (below), or auto: per tower the fastest precision "
                         "that stays within --max-top1-drop")

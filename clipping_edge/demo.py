@@ -69,6 +69,7 @@ def run_demo(out: Path, epochs: int = 10, data: str = "synthetic") -> dict:
     from training.trainer import train
 
     from .classifier import ZeroShotClassifier
+    from .shell import command_name
     from .model import load
     from .prompts import DEFAULT_TEMPLATES
 
@@ -118,7 +119,7 @@ def run_demo(out: Path, epochs: int = 10, data: str = "synthetic") -> dict:
     print("\n| step           |    time   | result |\n|----------------|-----------|--------|")
     print("\n".join(rows))
     print(f"\ntotal {time.perf_counter() - t0:.0f} s; {REAL_DATA_HINT}")
-    print(f"next: .venv/bin/clipping-edge classify --bundle {bundle} --labels-index {index_path} YOUR_PHOTO.jpg")
+    print(f"next: {command_name()} classify --bundle {bundle} --labels-index {index_path} YOUR_PHOTO.jpg")
     summary = {"metrics": metrics, "parity": parity, "photos_right": hits, "photos": len(photos), "unknown": unknown,
                "seconds": round(time.perf_counter() - t0, 1)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

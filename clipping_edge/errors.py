@@ -3,3 +3,4 @@
 
 class ClippingEdgeError(Exception):
     """Raised for bad input. The CLI prints `error: <message>` and exits with status 2."""
+

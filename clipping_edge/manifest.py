@@ -162,6 +162,10 @@ def file_sha256(path: Path) -> str:
 def read_manifest(bundle: str | Path) -> tuple[Manifest, Path]:
     """Read and check a bundle's manifest. Returns the manifest and the resolved bundle directory."""
     root = Path(bundle)
+    if not root.exists():  # an export that crashed between its two renames left the finished bundle beside its name
+        from .atomic import recover
+
+        recover(root)
     if not root.exists():
         raise ClippingEdgeError(f"bundle {root} does not exist: pass the directory written by `clipping-edge export`")
     if root.is_file() and root.name == MANIFEST_NAME:

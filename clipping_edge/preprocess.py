@@ -49,8 +49,9 @@ def _open(source: ImageInput) -> Image.Image:
                                 "downscale it first") from None
     except UnidentifiedImageError:
         raise ClippingEdgeError(f"image {name} is not a readable image file: pass a PNG, JPEG, WebP, BMP or GIF") from None
-    except OSError as exc:
-        raise ClippingEdgeError(f"image {name} is truncated or corrupt ({exc}): re-encode or drop it") from None
+    except (OSError, ValueError, SyntaxError) as exc:  # ValueError: Pillow's limit on text and ICC chunks (zTXt/iCCP bombs)
+        raise ClippingEdgeError(f"image {name} is truncated, corrupt or carries oversized metadata ({str(exc)[:120]}): "
+                                "re-encode or drop it") from None
     w, h = image.size
     if w * h > MAX_PIXELS:
         raise ClippingEdgeError(f"image {name} is {w}x{h} pixels, over the {MAX_PIXELS:,} pixel limit: downscale it first")

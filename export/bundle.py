@@ -25,6 +25,7 @@ from clipping_edge.junk import (JUNK_FAMILIES, JUNK_FILE, REFERENCE_PER_FAMILY, 
 from clipping_edge.manifest import MANIFEST_NAME, Manifest, file_sha256, package_versions, size_mb
 from clipping_edge.model import IMAGE_BATCH, TEXT_BATCH
 from clipping_edge.preprocess import Preprocess, preprocess_batch
+from clipping_edge.shell import command_name
 from clipping_edge.prompts import DEFAULT_TEMPLATES
 from clipping_edge.tokenizer import TextTokenizer
 from training.checkpoint import TOKENIZER, fingerprint, load_student
@@ -394,7 +395,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
         print(describe_classifier(manifest.classifier, sizes[manifest.classifier["file"]]))
     task = run.test_pairs.zero_shot
     labels = ",".join(task.classes[:3]) if task and len(task.classes) >= 2 else "cat,dog,cup of coffee"
-    print(f"next: clipping-edge classify --bundle {out} --labels '{labels}' IMAGE.png")
+    print(f"next: {command_name()} classify --bundle {out} --labels '{labels}' IMAGE.png")
     return out, parity
 
 

@@ -72,3 +72,24 @@ def test_benchmark_measures_every_row_and_gates_on_the_floor(tiny_checkpoint: Pa
     assert [r["name"] for r in device_rows] == ["naive onnx fp32 + numpy", "onnx fp32"]
     assert device_rows[1]["status"] == "✅" and device_rows[1]["zero_shot_top1"] > 0
 
+
+
+def test_gemm_graphs_are_what_onnx_builds():
+    """The benchmark's GEMM peak graphs are stored as bytes (a device install has onnxruntime but not onnx)."""
+    import base64
+
+    from onnx import TensorProto, helper
+
+    from benchmarks.suite import GEMM_GRAPHS, GEMM_N
+
+    def build(op: str, a: int, b: int, out: int) -> bytes:
+        graph = helper.make_graph([helper.make_node(op, ["A", "B"], ["Y"])], "gemm",
+                                  [helper.make_tensor_value_info("A", a, [GEMM_N, GEMM_N]),
+                                   helper.make_tensor_value_info("B", b, [GEMM_N, GEMM_N])],
+                                  [helper.make_tensor_value_info("Y", out, [GEMM_N, GEMM_N])])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        model.ir_version = 8
+        return model.SerializeToString()
+
+    assert base64.b64decode(GEMM_GRAPHS["fp32"]) == build("MatMul", TensorProto.FLOAT, TensorProto.FLOAT, TensorProto.FLOAT)
+    assert base64.b64decode(GEMM_GRAPHS["int8"]) == build("MatMulInteger", TensorProto.UINT8, TensorProto.INT8, TensorProto.INT32)

@@ -151,3 +151,23 @@ def test_browser_page_classifies_like_python(tiny_checkpoint: Path, tiny_bundle:
     for name in ("browser", "browser-classifier"):
         assert json.loads((ARTIFACTS / f"{name}.json").read_text())["top1"] == expected
         assert (ARTIFACTS / f"{name}.png").stat().st_size > 10_000
+
+
+def test_node_cli_refuses_bad_input_in_one_line(tiny_bundle: Path, tmp_path: Path, small_data: Path):
+    """The JavaScript client holds the Python CLI's contract: one `error:` line naming the fix, exit 2."""
+    image = str(next((small_data / "test" / "images").iterdir()))
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_bundle, broken)
+    (broken / "manifest.json").write_text('{"format_version": 2, "logit_scale": NaN')
+    no_golden = tmp_path / "no-golden"
+    shutil.copytree(tiny_bundle, no_golden)
+    manifest = json.loads((no_golden / "manifest.json").read_text())
+    (no_golden / manifest["golden"]).write_text("[1, 2")
+    cases = [["classify", str(tiny_bundle), "--labels", "a,a", image], ["classify", str(tiny_bundle), "--labels", "a,b", "--top-k", "abc", image],
+             ["classify", str(tiny_bundle), "--labels", "a,b", "--top-k", "0", image], ["classify", str(tiny_bundle), "--labels"],
+             ["classify", str(broken), "--labels", "a,b", image], ["verify", str(no_golden)]]
+    for argv in cases:
+        run = subprocess.run([NODE, "src/cli.js", *argv], cwd=CLIENT, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and run.stderr.count("error:") == 1 and "    at " not in run.stderr, (argv, run.stderr)
+    run = subprocess.run([NODE, "src/cli.js", "--help"], cwd=CLIENT, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith("usage:") and not run.stderr

@@ -671,3 +671,76 @@ def test_malformed_golden_files_are_one_error(capsys, tiny_bundle: Path, tmp_pat
         manifest["golden"] = "../../elsewhere/golden.json"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
     one_error(capsys, "verify", str(bundle))
+
+
+@pytest.mark.parametrize("chunk", [b"zTXt", b"iCCP"])
+def test_metadata_chunk_bombs_are_one_error(capsys, tiny_bundle: Path, tmp_path: Path, chunk: bytes):
+    """A tiny PNG whose compressed text or colour-profile chunk inflates to 200 MB: refused, never inflated."""
+    from PIL import Image
+
+    from clipping_edge.preprocess import load_image
+
+    plain = tmp_path / "plain.png"
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(plain)
+    data = plain.read_bytes()
+    payload = b"Comment\0\0" + zlib.compress(b"\0" * 200_000_000, 9) if chunk == b"zTXt" else \
+        b"profile\0\0" + zlib.compress(b"\0" * 200_000_000, 9)
+    bomb_chunk = struct.pack(">I", len(payload)) + chunk + payload + struct.pack(">I", zlib.crc32(chunk + payload) & 0xFFFFFFFF)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(data[:33] + bomb_chunk + data[33:])  # after the signature and IHDR
+    with pytest.raises(ClippingEdgeError):
+        load_image(str(bomb))
+    one_error(capsys, "classify", "--bundle", str(tiny_bundle), "--labels", "red circle,blue square", str(bomb))
+
+
+def test_a_bundle_left_between_its_two_renames_is_found(tiny_bundle: Path, tmp_path: Path, image: str):
+    from clipping_edge import ZeroShotClassifier, load
+
+    shutil.copytree(tiny_bundle, tmp_path / ".bundle.new")  # what a crash after the first rename leaves
+    model = load(tmp_path / "bundle")
+    assert (tmp_path / "bundle" / "manifest.json").is_file() and not (tmp_path / ".bundle.new").exists()
+    assert ZeroShotClassifier(model, ["red circle", "blue square"]).classify(image)
+
+
+def test_bad_training_inputs_are_one_error(capsys, tiny_checkpoint: Path, small_data: Path, tmp_path: Path):
+    """Malformed captions, zero-shot tasks, student files and resume states (issue 35 item 10)."""
+    from safetensors.torch import load_file, save_file
+
+    def train(*extra: str, data: Path = small_data, out: Path | None = None) -> str:
+        return one_error(capsys, "train", "--data", str(data), "--out", str(out or tmp_path / "out"), "--student",
+                         "test-tiny", "--method", "clip", "--epochs", "20", "--workers", "0", "--batch-size", "64",
+                         "--tokenizer", "captions", *extra)
+
+    jsonl = tmp_path / "jsonl" / "train"
+    jsonl.mkdir(parents=True)
+    (jsonl / "captions.jsonl").write_text('{"image": "a.png", "caption": "a red circle"}\n["a list"]\n')
+    assert "line 2" in train(data=jsonl.parent)
+    for body, expected in (("{", "not valid"), ('{"templates": ["{}"]}', "classes")):
+        bad = tmp_path / f"zs{len(body)}"
+        shutil.copytree(small_data, bad)
+        (bad / "test" / "zeroshot.json").write_text(body)
+        assert expected in train(data=bad)
+    for body in ("{garbage", json.dumps({"name": "x", "colour": "red"}), "[1, 2]"):
+        student = tmp_path / f"student{len(body)}.json"
+        student.write_text(body)
+        assert "student file" in one_error(capsys, "train", "--data", str(small_data), "--out", str(tmp_path / "s"),
+                                            "--student", str(student))
+
+    def resume_with(name: str, change) -> str:
+        run = tmp_path / f"run-{name}"
+        shutil.copytree(tiny_checkpoint, run / "checkpoint")
+        change(run / "checkpoint")
+        return train("--resume", out=run)
+
+    resume_with("truncated-weights", lambda c: (c / "model.safetensors").write_bytes((c / "model.safetensors").read_bytes()[:500]))
+    resume_with("truncated-state", lambda c: (c / "trainer_state.safetensors").write_bytes(
+        (c / "trainer_state.safetensors").read_bytes()[:300]))
+    resume_with("deleted-state", lambda c: (c / "trainer_state.safetensors").unlink())
+    resume_with("huge-header", lambda c: (c / "trainer_state.safetensors").write_bytes(struct.pack("<Q", 2 ** 62) + b"{}"))
+
+    def wrong_moment(c: Path) -> None:
+        tensors = load_file(str(c / "trainer_state.safetensors"))
+        key = next(k for k in tensors if k.endswith("exp_avg"))
+        tensors[key] = tensors[key].flatten()[:3].contiguous()
+        save_file(tensors, str(c / "trainer_state.safetensors"))
+    assert "does not fit" in resume_with("moment", wrong_moment)

@@ -75,9 +75,10 @@ def load_trainer_state(path: Path, device: torch.device) -> dict[str, Any]:
     try:
         skeleton = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
         return _join_tensors(skeleton, load_file(str(path / TRAINER_TENSORS), device=str(device)))
-    except FileNotFoundError as exc:
-        raise ClippingEdgeError(f"--resume: {path} has no {Path(exc.filename).name}: drop --resume to start anew") from None
-    except (ValueError, KeyError, TypeError, OSError, RuntimeError) as exc:
+    except FileNotFoundError as exc:  # safetensors' own leaves exc.filename empty
+        missing = Path(exc.filename).name if exc.filename else TRAINER_TENSORS
+        raise ClippingEdgeError(f"--resume: {path} has no {missing}: drop --resume to start anew") from None
+    except Exception as exc:  # JSON, structure and safetensors' own errors (truncated, or a header that lies)
         raise ClippingEdgeError(f"--resume: the trainer state in {path} is damaged ({type(exc).__name__}: "
                                 f"{str(exc)[:200]}): resume from a copy, or drop --resume to start anew") from None
 

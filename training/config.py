@@ -113,9 +113,15 @@ def student_config(name_or_path: str) -> StudentConfig:
         close = difflib.get_close_matches(name_or_path, list_students(), n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise ClippingEdgeError(f"unknown student {name_or_path!r}: {hint}choose one of {', '.join(list_students())} or a JSON path")
-    data = json.loads(path.read_text())
-    data.setdefault("name", path.stem)
-    return StudentConfig.from_json(data)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        data.setdefault("name", path.stem)
+        return StudentConfig.from_json(data)
+    except (ValueError, UnicodeDecodeError, TypeError, AttributeError) as exc:  # TypeError: an unknown field
+        raise ClippingEdgeError(f"student file {path} is not a student config ({str(exc)[:160]}): start from one in "
+                                f"{CONFIG_DIR}, fields as training/config.py names them") from None
 
 
 METHODS = ("clip", "clip-ping", "a-clip-ping")

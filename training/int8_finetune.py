@@ -27,6 +27,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from clipping_edge.errors import ClippingEdgeError
+from clipping_edge.shell import command_name
 from clipping_edge.preprocess import preprocess_batch
 
 from .checkpoint import TOKENIZER, fingerprint, load_student, save_checkpoint
@@ -186,7 +187,7 @@ def finetune_for_int8(cfg: Int8FinetuneConfig) -> Path:
     record = {**asdict(cfg), "data": data, "source": fingerprint(cfg.checkpoint), "history": history}
     meta = {k: v for k, v in meta.items() if k != "student"}
     out = save_checkpoint(Path(cfg.out), student, Path(cfg.checkpoint) / TOKENIZER, {**meta, "int8_finetune": record})
-    print(f"wrote {out} (image weights on the {cfg.weight_bits}-bit grid); next: clipping-edge export --checkpoint {out} "
+    print(f"wrote {out} (image weights on the {cfg.weight_bits}-bit grid); next: {command_name()} export --checkpoint {out} "
           "--target tflite --quantize int8-static --out BUNDLE")
     return out
 

@@ -234,11 +234,16 @@ class TrainingState:
         state = load_trainer_state(ckpt_dir, device)
         try:
             weights = load_file(str(ckpt_dir / WEIGHTS), device=str(device))
+        except Exception as exc:  # safetensors' own error types: a truncated, empty, missing or lying file
+            raise ClippingEdgeError(f"--resume: {ckpt_dir / WEIGHTS} is not a readable safetensors file "
+                                    f"({type(exc).__name__}: {str(exc)[:160]}): resume from a copy, or drop --resume") from None
+        try:
             check_finite(weights, ckpt_dir)
             self.model.student.load_state_dict(weights)
             if self.model.heads is not None:
                 self.model.heads.load_state_dict(state["heads"])
             self.optimizer.load_state_dict(state["optimizer"])
+            check_moments(self.optimizer)
             self.scaler.load_state_dict(state["scaler"])
             torch.set_rng_state(state["torch_rng"].cpu())
             self.epoch = saved_epoch(state.get("epoch"), ckpt_dir, epochs)
@@ -246,6 +251,16 @@ class TrainingState:
             raise ClippingEdgeError(f"--resume: {ckpt_dir} does not fit this run ({type(exc).__name__}: "
                                     f"{str(exc).splitlines()[0][:200]}): resume with the run's own --student, "
                                     "--method and options, or drop --resume") from None
+
+
+def check_moments(optimizer: torch.optim.Optimizer) -> None:
+    """An optimizer state whose moments do not have their parameters' shapes fails at the first step, deep in
+    AdamW: refused when it is read."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for name, value in optimizer.state.get(param, {}).items():
+                if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
+                    raise ValueError(f"optimizer {name} has shape {tuple(value.shape)} for a parameter of {tuple(param.shape)}")
 
 
 def saved_epoch(value: object, ckpt_dir: Path, epochs: int) -> int:
@@ -678,8 +693,10 @@ class Trainer:
         self._log(f"training {self.scfg.name} with {cfg.method} ({cfg.recipe} recipe) on {len(self.pairs)} pairs, "
                   f"{cfg.epochs} epochs x {self.steps_per_epoch} steps, batch {cfg.batch_size} x {self.dist.world} "
                   f"process(es), device {self.device}{amp}")
-        # Read before the first epoch, so a wrong --eval-data is one error line now, not after an epoch's work.
+        # Read before the first epoch, so a wrong --eval-data (or a broken test split or zeroshot.json) is one
+        # error line now, not after the training it would end.
         curve_sets = self._curve_sets() if self.dist.is_main and cfg.eval_every else {}
+        test_pairs = read_pairs(resolve_split(cfg.data, "test")) if self.dist.is_main else None
         while self.state.epoch < cfg.epochs:
             record = self.epoch()
             self.state.epoch += 1
@@ -692,7 +709,7 @@ class Trainer:
                     f.write(json.dumps(record) + "\n")
             self.save()
         if self.dist.is_main:
-            metrics = self.evaluate()
+            metrics = self.evaluate(test_pairs)
             print(f"held-out: {format_metrics(metrics)}")
             (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         self.dist.barrier()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Union
 
 from clipping_edge.errors import ClippingEdgeError
-from clipping_edge.prompts import DEFAULT_TEMPLATES
+from clipping_edge.prompts import DEFAULT_TEMPLATES, check_synonyms, check_templates
 
 from .shards import SPLIT_WORDS, ShardSplit, TarMember, find_shards, is_shard_pattern, read_shard_split
 
@@ -173,10 +173,13 @@ def _rows(path: Path) -> list[dict[str, str]]:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    row = json.loads(line)
                 except json.JSONDecodeError:
-                    raise ClippingEdgeError(f"{path} line {n} is not JSON: each line must be "
-                                            '{"image": ..., "caption": ...}') from None
+                    row = None
+                if not isinstance(row, dict) or not isinstance(row.get("image"), str) or not isinstance(row.get("caption"), str):
+                    raise ClippingEdgeError(f"{path} line {n} is not a JSON object with an image and a caption: each line "
+                                            'must be {"image": ..., "caption": ...}')
+                rows.append(row)
     return rows
 
 
@@ -234,7 +237,15 @@ def _zero_shot(split_dir: Path) -> ZeroShotTask | None:
     for folder in (split_dir, split_dir.parent):
         path = folder / "zeroshot.json"
         if path.is_file():
-            spec = json.loads(path.read_text())
-            return ZeroShotTask(classes=spec["classes"], templates=spec.get("templates") or list(DEFAULT_TEMPLATES),
-                                synonyms=spec.get("synonyms", {}), held_out=spec.get("held_out", []))
+            try:
+                spec = json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ClippingEdgeError(f"{path} is not valid UTF-8 JSON ({exc}): write "
+                                        '{"classes": ["cat", "dog"], "templates": ["a photo of a {}."]}') from None
+            classes = spec.get("classes") if isinstance(spec, dict) else None
+            if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+                raise ClippingEdgeError(f"{path} needs a non-empty list of class names under \"classes\": write "
+                                        '{"classes": ["cat", "dog"], "templates": ["a photo of a {}."]}')
+            return ZeroShotTask(classes=classes, templates=check_templates(spec.get("templates") or list(DEFAULT_TEMPLATES)),
+                                synonyms=check_synonyms(spec.get("synonyms") or {}), held_out=spec.get("held_out", []))
     return None

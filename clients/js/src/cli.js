@@ -4,16 +4,33 @@
 //   clipping-edge-js classify BUNDLE --labels a,b,c IMAGE...  top-5 labels per image
 //   clipping-edge-js classify BUNDLE IMAGE...                 with the bundle's app-ready classifier (export --labels)
 import { readFile } from "node:fs/promises";
-import { BundleError, loadBundle, verifyGolden } from "./node.js";
+import { BundleError, checkLabels, loadBundle, verifyGolden } from "./node.js";
 
 const USAGE = "usage: clipping-edge-js verify BUNDLE [--json] | clipping-edge-js classify BUNDLE [--labels a,b,c] [--top-k 5] IMAGE...";
 
+/** The value after a flag: missing or another flag is a usage error naming the flag. */
+function valueOf(rest, flag) {
+  const at = rest.indexOf(flag);
+  if (at < 0) return undefined;
+  const value = rest[at + 1];
+  if (value === undefined || value.startsWith("--")) throw new BundleError(`${flag} needs a value: ${USAGE}`);
+  return value;
+}
+
 async function main(argv) {
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(USAGE);
+    return 0;
+  }
   const [command, bundleDir, ...rest] = argv;
   if (!bundleDir || !["verify", "classify"].includes(command)) throw new BundleError(USAGE);
-  const labelsAt = rest.indexOf("--labels");
+  const labelsValue = valueOf(rest, "--labels");
+  const kValue = valueOf(rest, "--top-k");
+  const k = kValue === undefined ? 5 : Number(kValue);
+  if (!Number.isInteger(k) || k < 1) throw new BundleError(`--top-k ${kValue} is not a whole number of at least 1`);
   // classify without --labels: the bundle's app-ready classifier (export --labels), and nothing else is loaded.
-  const useClassifier = command === "classify" && labelsAt < 0;
+  const useClassifier = command === "classify" && labelsValue === undefined;
+  const labels = useClassifier ? null : command === "classify" ? checkLabels(labelsValue.split(",")) : null;
   const bundle = await loadBundle(bundleDir, {}, useClassifier ? "classifier" : "towers");
   if (command === "verify") {
     const report = await verifyGolden(bundle);
@@ -26,12 +43,9 @@ async function main(argv) {
     }
     return report.passed ? 0 : 1;
   }
-  const kAt = rest.indexOf("--top-k");
-  const k = kAt >= 0 ? Number(rest[kAt + 1]) : 5;
-  const flags = [labelsAt, kAt].filter((i) => i >= 0).flatMap((i) => [i, i + 1]);
+  const flags = ["--labels", "--top-k"].map((f) => rest.indexOf(f)).filter((i) => i >= 0).flatMap((i) => [i, i + 1]);
   const images = rest.filter((_, i) => !flags.includes(i));
   if (!images.length) throw new BundleError("classify needs at least one image path");
-  const labels = useClassifier ? null : rest[labelsAt + 1].split(",").map((s) => s.trim()).filter(Boolean);
   const prototypes = useClassifier ? null : await bundle.prototypes(labels);
   for (const image of images) {
     const bytes = await readFile(image);

@@ -44,6 +44,25 @@ function comparePaths(a, b) {
   return pa.length - pb.length;
 }
 
+/** File bytes -> the JSON value, or one BundleError naming the file (JSON has no NaN: a NaN scale is invalid JSON). */
+export function parseJson(bytes, name) {
+  try {
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (error) {
+    throw new BundleError(`${name} is not valid JSON (${error.message}): re-export the bundle`);
+  }
+}
+
+/** Class names as Python's check_labels takes them: trimmed, none empty, none twice. */
+export function checkLabels(labels) {
+  const names = labels.map((s) => String(s).trim());
+  if (!names.length) throw new BundleError("the label list is empty: pass at least one class name");
+  if (names.some((s) => !s)) throw new BundleError("the label list has an empty name: remove blank entries from the labels");
+  const repeated = [...new Set(names.filter((s, i) => names.indexOf(s) !== i))];
+  if (repeated.length) throw new BundleError(`the label list repeats ${repeated.slice(0, 5).map((s) => `'${s}'`).join(", ")}: give each class once (put alternative names in synonyms)`);
+  return names;
+}
+
 export function checkManifest(manifest) {
   if (typeof manifest !== "object" || manifest === null) throw new BundleError("manifest.json is not a JSON object: re-export the bundle");
   if (manifest.format_version !== FORMAT_VERSION) {
@@ -100,10 +119,10 @@ export class ClipBundle {
     // parts: "towers" (labels chosen at run time), "classifier" (only the app-ready classifier of
     // `export --labels`: one small file, the fastest start), or "all".
     const bundle = new ClipBundle(env);
-    const manifest = JSON.parse(new TextDecoder().decode(await env.readFile("manifest.json")));
+    const manifest = parseJson(await env.readFile("manifest.json"), "manifest.json");
     bundle.manifest = checkManifest(manifest);
     if (parts !== "classifier") {
-      bundle.tokenizer = new TextTokenizer(JSON.parse(new TextDecoder().decode(await bundle.verifiedFile(manifest.tokenizer))), manifest.context_length);
+      bundle.tokenizer = new TextTokenizer(parseJson(await bundle.verifiedFile(manifest.tokenizer), manifest.tokenizer), manifest.context_length);
       bundle.imageSession = await bundle.session(manifest.image_tower);
       // A bundle that classifies from a prototype index may leave the text tower out.
       bundle.textSession = manifest.text_tower in manifest.files ? await bundle.session(manifest.text_tower) : null;
@@ -275,7 +294,11 @@ export async function verifyGolden(bundle) {
   if (!manifest.golden) throw new BundleError("this bundle has no golden vectors (exported before they existed): re-export it");
   const folder = manifest.golden.split("/").slice(0, -1).join("/");
   const goldenBytes = await bundle.env.readFile(manifest.golden);
-  const golden = JSON.parse(new TextDecoder().decode(goldenBytes));
+  const golden = parseJson(goldenBytes, manifest.golden);
+  if (typeof golden !== "object" || golden === null || !Array.isArray(golden.images) || typeof golden.arrays !== "object" ||
+    golden.arrays === null || !Array.isArray(golden.labels) || typeof golden.tolerances !== "object" || golden.tolerances === null) {
+    throw new BundleError(`${manifest.golden} lacks its images, labels, arrays or tolerances: re-export the bundle`);
+  }
   if (golden.format !== GOLDEN_FORMAT) throw new BundleError(`${manifest.golden} is not ${GOLDEN_FORMAT}: re-export the bundle`);
   // The folder's checksum covers every file in it (sorted paths and contents), as Python's file_sha256.
   const fewshot = golden.fewshot;
