@@ -84,6 +84,7 @@ def _image_cases(rng: np.random.Generator) -> list[tuple[str, bytes, int, float]
 
 def test_preprocessing_and_tokenizing_match_python(tmp_path: Path):
     from training.tokenizer_build import train_tokenizer
+    from training.clip_tokenizer import clip_tokenizer
     from training.tokenizer_packaged import packaged_tokenizer
 
     rng = np.random.default_rng(0)
@@ -99,7 +100,8 @@ def test_preprocessing_and_tokenizing_match_python(tmp_path: Path):
              "ｆｕｌｌｗｉｄｔｈ", "nbsp\u00a0here", "Ελληνικά русский العربية"]
     captions = ["a red circle on a blue background", "a small green triangle", "two big yellow squares"] * 20
     tokenizers = [(train_tokenizer(captions, 300, 16, tmp_path / "bpe.json"), "bpe.json"),
-                  (packaged_tokenizer("minilm", 32, tmp_path / "wordpiece.json"), "wordpiece.json")]
+                  (packaged_tokenizer("minilm", 32, tmp_path / "wordpiece.json"), "wordpiece.json"),
+                  (clip_tokenizer(77, tmp_path / "clip.json"), "clip.json")]
     cases = {"images": images, "tokenizers": [
         {"file": file, "context_length": tok.context_length, "texts": texts, "ids": tok(texts, warn=False).tolist()}
         for tok, file in tokenizers]}
@@ -121,6 +123,12 @@ def js_bundles(tiny_checkpoint: Path, tiny_bundle: Path, small_data: Path, tmp_p
     wordpiece = train(TrainConfig(data=str(small_data), out=str(out / "wordpiece-run"), student="test-tiny", method="clip",
                                   epochs=2, batch_size=64, lr=3e-3, warmup_steps=5, workers=0, tokenizer="minilm"))
     bundles.append(export_bundle(wordpiece, out / "wordpiece", "onnx", "none", str(small_data))[0])
+    # An imported open_clip model (random weights): CLIP's BPE tokenizer.json, pad id 0, 77-token context.
+    config = out / "tiny-clip.json"
+    config.write_text(json.dumps({"embed_dim": 32, "vision_cfg": {"image_size": 48, "layers": 1, "width": 32, "patch_size": 16,
+                                                                  "head_width": 16},
+                                  "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
+    bundles.append(export_bundle(f"open_clip:{config}=random", out / "open-clip", "onnx", "none", str(small_data))[0])
     return bundles
 
 

@@ -20,9 +20,9 @@ def execution_providers(device: str | None) -> list[str]:
     available = ort.get_available_providers()
     missing = [p for p in wanted if p not in available]
     if missing:
-        raise ClippingEdgeError(f"--device {device}: this onnxruntime has no {', '.join(missing)}; choose "
-                                f"{', '.join(PROVIDER_SHORTHANDS)} or provider names it has ({', '.join(available)}), or install "
-                                "the onnxruntime build for that device (e.g. onnxruntime-gpu)")
+        raise ClippingEdgeError(f"--device {device}: this onnxruntime has no {', '.join(missing)}; pass --device cpu, "
+                                f"one of {', '.join(PROVIDER_SHORTHANDS)} or provider names it has ({', '.join(available)}), or "
+                                "install the onnxruntime build for that device (e.g. onnxruntime-gpu)")
     return wanted
 
 
