@@ -645,23 +645,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous prototype index")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=cmd_index_build)
-    p = index_sub.add_parser("add-class", help="add one class to a prototype index, from example images, its name, or both")
-    p.add_argument("name", help="the class name")
-    p.add_argument("--bundle", required=True, help="the bundle the index was built with")
-    p.add_argument("--index", required=True, help="a prototype index from `index build`")
-    p.add_argument("--shots", nargs="+", help="example images (files or folders)")
-    p.add_argument("--text", action=argparse.BooleanOptionalAction, default=True,
-                   help="embed the name as text too (default); --no-text: the images alone")
-    _add_runtime_args(p)
-    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    p.set_defaults(func=cmd_index_add_class)
-    p = index_sub.add_parser("remove-class", help="remove one class (and its shots) from a prototype index")
-    p.add_argument("name", help="the class name")
-    p.add_argument("--bundle", required=True, help="the bundle the index was built with")
-    p.add_argument("--index", required=True, help="a prototype index from `index build`")
-    _add_runtime_args(p)
-    p.add_argument("--json", action="store_true", help="print the result as one JSON line")
-    p.set_defaults(func=cmd_index_remove_class)
+    for name, about, command in (("add-class", "add one class to a prototype index, from example images, its name, or both",
+                                  cmd_index_add_class),
+                                 ("remove-class", "remove one class (and its shots) from a prototype index",
+                                  cmd_index_remove_class)):
+        p = index_sub.add_parser(name, help=about)
+        p.add_argument("name", help="the class name")
+        p.add_argument("--bundle", required=True, help="the bundle the index was built with")
+        p.add_argument("--index", required=True, help="a prototype index from `index build`")
+        if name == "add-class":
+            p.add_argument("--shots", nargs="+", help="example images (files or folders)")
+            p.add_argument("--text", action=argparse.BooleanOptionalAction, default=True,
+                           help="embed the name as text too (default); --no-text: the images alone")
+        _add_runtime_args(p)
+        p.add_argument("--json", action="store_true", help="print the result as one JSON line")
+        p.set_defaults(func=command)
     p = index_sub.add_parser("add", help="add images (files or folders) to an image gallery, creating it if needed")
     p.add_argument("--bundle", required=True, help="a bundle directory written by `clipping-edge export`")
     p.add_argument("--index", required=True, help="gallery path (.usearch, with a .json sidecar)")

@@ -50,7 +50,7 @@ def _open(source: ImageInput) -> Image.Image:
     except UnidentifiedImageError:
         raise ClippingEdgeError(f"image {name} is not a readable image file: pass a PNG, JPEG, WebP, BMP or GIF") from None
     except (OSError, ValueError, SyntaxError) as exc:  # ValueError: Pillow's limit on text and ICC chunks (zTXt/iCCP bombs)
-        raise ClippingEdgeError(f"image {name} is truncated, corrupt or carries oversized metadata ({str(exc)[:120]}): "
+        raise ClippingEdgeError(f"image {name} is truncated or corrupt, or carries oversized metadata ({str(exc)[:120]}): "
                                 "re-encode or drop it") from None
     w, h = image.size
     if w * h > MAX_PIXELS:

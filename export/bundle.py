@@ -311,7 +311,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
     checkpoint = imported_checkpoint(checkpoint) if is_spec(checkpoint) else checkpoint
     student, tokenizer, meta = load_student(checkpoint)
     if labels_index is not None:  # an index of another model, or a head the graph cannot hold: refused before converting
-        linear_fewshot_head(PrototypeIndex.load(labels_index, fingerprint=fingerprint(checkpoint)), 1.0)
+        index = PrototypeIndex.load(labels_index, fingerprint=fingerprint(checkpoint))
+        if len(index.shot_labels):
+            linear_fewshot_head(index, 1.0)
     data = data or meta.get("train", {}).get("data") or "synthetic"
     cfg = student.config
     out = Path(out)

@@ -485,7 +485,10 @@ def test_data_commands(tmp_path: Path, capsys: pytest.CaptureFixture):
     source = _fashion_source(tmp_path / "idx", {"train": 3, "t10k": 1})
     assert main(["data", "prepare", "fashion-mnist", "--out", str(tmp_path / "fm"), "--source", str(source)]) == 0
     out = capsys.readouterr().out
-    assert "train 20, val 10, test 10 pairs; 10 classes" in out and f"clipping-edge train --data {tmp_path / 'fm'}" in out
+    from clipping_edge.shell import command_name
+
+    # the next command as this shell runs it (here, in pytest: the module form)
+    assert "train 20, val 10, test 10 pairs; 10 classes" in out and f"{command_name()} train --data {tmp_path / 'fm'}" in out
 
     assert main(["data", "shard", "--data", str(tmp_path / "fm"), "--out", str(tmp_path / "shards"), "--per-shard", "8"]) == 0
     assert "train 20 pairs in 3 shard(s)" in capsys.readouterr().out

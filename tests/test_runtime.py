@@ -232,3 +232,22 @@ def test_a_device_wheel_builds_and_holds_the_runtime(tmp_path: Path):
     requires = zipfile.ZipFile(wheel).read(metadata).decode()
     assert "Requires-Dist: onnxruntime" in requires and "extra == \"onnx\"" in requires
     assert not any(line.startswith("Requires-Dist: torch") and "extra" not in line for line in requires.splitlines())
+
+
+def test_next_lines_name_the_command_as_this_shell_runs_it(monkeypatch, tmp_path: Path):
+    import sys
+
+    from clipping_edge.shell import command_name
+
+    script = tmp_path / "venv" / "bin" / "clipping-edge"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(sys, "argv", [str(script)])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command_name() == str(script)  # a venv that is not activated: its full path
+    monkeypatch.setenv("PATH", f"{script.parent}:/usr/bin:/bin")
+    assert command_name() == "clipping-edge"
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command_name() == f"{sys.executable} -m clipping_edge.cli"
