@@ -14,6 +14,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -121,19 +122,36 @@ def _swap_names(target: Path) -> tuple[Path, Path]:
     return target.with_name(f".{target.name}.new"), target.with_name(f".{target.name}.old")
 
 
+@contextlib.contextmanager
+def swap_lock(target: Path) -> Iterator[None]:
+    """Held while an output's names move: a writer between its two renames is never finished (or undone) by
+    another writer or a reader at the same time. The empty lock file stays; removing it would race."""
+    import fcntl
+
+    with open(target.with_name(f".{target.name}.lock"), "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def recover(target: str | os.PathLike[str]) -> Path:
     """Finish a swap that a crash interrupted: with `target` gone, a complete `.new` (the finished output)
     or else the `.old` (the previous one) becomes `target` again. Returns `target`."""
     target = Path(target)
     new, old = _swap_names(target)
-    if not target.exists():
-        for candidate in (new, old):
-            if candidate.is_dir():
-                candidate.rename(target)
-                break
-    if target.exists():
-        for leftover in (new, old):
-            _remove(leftover)
+    if not (new.exists() or old.exists()):
+        return target
+    with swap_lock(target):
+        if not target.exists():
+            for candidate in (new, old):
+                if candidate.is_dir():
+                    candidate.rename(target)
+                    break
+        if target.exists():
+            for leftover in (new, old):
+                _remove(leftover)
     return target
 
 
@@ -155,34 +173,53 @@ def atomic_directory(target: str | os.PathLike[str], kind: str, inputs: Iterable
         yield tmp
         (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n", encoding="utf-8")
         _honour_umask(tmp, directory=True)
-        check_replaceable(target, kind, inputs, force)
-        new, old = _swap_names(target)
-        tmp.rename(new)  # from here on the finished output survives a crash (see recover)
-        if target.exists() or target.is_symlink():
-            _remove(old)
-            target.rename(old)
-            new.rename(target)
-            _remove(old)
-        else:
-            new.rename(target)
+        recover(target)  # a writer that died between its renames meanwhile
+        with swap_lock(target):
+            check_replaceable(target, kind, inputs, force)
+            new, old = _swap_names(target)
+            tmp.rename(new)  # from here on the finished output survives a crash (see recover)
+            if target.exists() or target.is_symlink():
+                _remove(old)
+                target.rename(old)
+                new.rename(target)
+                _remove(old)
+            else:
+                new.rename(target)
     except BaseException:
         _remove(tmp)
         raise
 
 
-def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary sibling path to write; on success it replaces `path`, on any error (a full disk,
+    Ctrl-C) it is removed and `path` is as it was. A failed write names the file, not only its errno."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        _honour_umask(Path(tmp), directory=False)
+        yield tmp
+        _honour_umask(tmp, directory=False)
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        code = exc.errno if isinstance(exc, OSError) else _native_os_error(exc)
+        if code is not None and getattr(exc, "filename", None) is None:  # a failed write: say which output it was
+            raise OSError(code, os.strerror(code), str(path)) from exc
         raise
+
+
+def _native_os_error(exc: BaseException) -> int | None:
+    """The errno inside a Rust library's plain Exception ("No space left on device (os error 28)", tokenizers)."""
+    match = re.search(r"\(os error (\d+)\)", str(exc)) if isinstance(exc, Exception) else None
+    return int(match.group(1)) if match else None
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 def write_json_atomic(path: str | os.PathLike[str], obj: Any) -> None:

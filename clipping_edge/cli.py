@@ -39,11 +39,19 @@ def _read_list_file(path: Path, what: str, example: str) -> list[str]:
     return entries
 
 
+def _is_file(path: Path) -> bool:
+    """`Path.is_file` that answers False for a name no file system can hold (a long label list is not a path)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _read_labels(value: str) -> list[str]:
     """A .txt file (one label a line), a .json list of strings, or a comma-separated list."""
     path = Path(value)
-    if path.suffix in (".txt", ".json") or path.is_file():
-        if not path.is_file():
+    if path.suffix in (".txt", ".json") or _is_file(path):
+        if not _is_file(path):
             raise ClippingEdgeError(f"labels file {path} does not exist: pass a .txt with one label a line, or 'a,b,c'")
         return _read_list_file(path, "labels", '["cat", "dog"]')
     labels = [part.strip() for part in value.split(",") if part.strip()]
@@ -576,8 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "or `import`, or an import spec (open_clip:..., hf:...)")
     p.add_argument("--target", default="onnx", help="a target below, or 'all' (one bundle per target under --out; default onnx)")
     p.add_argument("--quantize", default="none",
-                   help="none (fp32), a precision the target offers (below), or auto: per tower the fastest precision "
-                        "that stays within --max-top1-drop")
+                   help="none (fp32), a precision the target offers (below), one per tower (image=int8,text=fp32), or "
+                        "auto: per tower the fastest precision that stays within --max-top1-drop")
     p.add_argument("--max-top1-drop", type=float, default=None,
                    help="zero-shot top-1 points an export may lose (default: the precision's gate; auto: 1.0)")
     p.add_argument("--out", required=True, help="bundle directory to write")

@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import ClippingEdgeError
-from .index import index_path, load_index, locked, new_index, save_index, search_index
+from .index import add_vectors, index_path, load_index, locked, new_index, save_index, search_index
 from .model import EdgeModel
 from .pipeline import embed_images
 
@@ -67,7 +67,7 @@ class ImageGallery:
         added = 0
         for paths, embeddings in embed_images(model, fresh, batch_size, skip_unreadable=skip_unreadable):
             keys = np.arange(len(self.paths) + 1, len(self.paths) + len(paths) + 1, dtype=np.uint64)
-            self.index.add(keys, embeddings)
+            add_vectors(self.index, keys, embeddings)
             self.paths += [str(p) for p in paths]
             self._known.update(str(p) for p in paths)
             added += len(paths)

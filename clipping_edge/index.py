@@ -93,9 +93,27 @@ def new_index(ndim: int, dtype: str):
     return Index(ndim=ndim, metric="cos", dtype=dtype)
 
 
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """usearch notices Ctrl-C inside its own loops and raises RuntimeError('Operation has been terminated'):
+    turned back into the KeyboardInterrupt it is, so the CLI says "interrupted" and nothing half-done is kept."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if "terminated" in str(exc):
+            raise KeyboardInterrupt from exc
+        raise
+
+
+def add_vectors(index, keys: np.ndarray, vectors: np.ndarray) -> None:
+    with interruptible():
+        index.add(keys, np.ascontiguousarray(vectors, dtype=np.float32))
+
+
 def search_index(index, queries: np.ndarray, k: int, exact: bool) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per query: (keys, cosines), best first, sliced to the results usearch found."""
-    matches = index.search(np.ascontiguousarray(queries, dtype=np.float32), k, exact=exact)
+    with interruptible():
+        matches = index.search(np.ascontiguousarray(queries, dtype=np.float32), k, exact=exact)
     # One query comes back as `Matches` (1-D, no counts), several as `BatchMatches`.
     keys = np.asarray(matches.keys).reshape(len(queries), -1)
     dist = np.asarray(matches.distances, dtype=np.float32).reshape(len(queries), -1)
@@ -110,11 +128,16 @@ def save_index(index, path: str | Path, sidecar: dict, force: bool = False) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_siblings(path)
     pending = _pending_path(path)
-    index.save(str(pending))
     meta = {**sidecar, "ndim": int(index.ndim)}
     try:
+        # Serialised in memory and written by Python: usearch's own file writer does not report a full disk.
+        with open(pending, "wb") as f:
+            f.write(index.save())
         meta["sha256"] = _checksum(pending, meta)
         write_json_atomic(sidecar_path(path), meta)  # names the pending file's contents: see _roll_forward
+    except OSError as exc:
+        pending.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, exc.filename or str(path)) from exc
     except BaseException:
         pending.unlink(missing_ok=True)
         raise
@@ -232,7 +255,7 @@ class PrototypeIndex:
             raise ValueError(f"{len(shots)} shots for {len(shot_labels)} shot labels")
         index = new_index(vectors.shape[1], dtype)
         rows = np.concatenate([np.asarray(vectors, np.float32), shots]) if len(shots) else vectors
-        index.add(np.arange(1, len(rows) + 1, dtype=np.uint64), np.ascontiguousarray(rows, dtype=np.float32))
+        add_vectors(index, np.arange(1, len(rows) + 1, dtype=np.uint64), rows)
         built = cls(index, list(labels), fingerprint, dtype, has_text, shot_labels)
         if dtype == "i8":
             problem = built.check_against(cls.build(vectors, labels, fingerprint, "f32"), vectors)

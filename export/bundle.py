@@ -14,7 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from torch import nn
 
-from clipping_edge.atomic import atomic_directory
+from clipping_edge.atomic import atomic_directory, is_disk_full
 from clipping_edge.backends import BackendOptions, load_tower
 from clipping_edge.classifier import check_labels, class_prototypes
 from clipping_edge.errors import ClippingEdgeError
@@ -34,8 +34,9 @@ from training.data.pairs import PairSet, read_pairs, resolve_split
 from training.evaluate import TorchEncoder
 
 from .calibration import calibration_batches
+from .chatter import EXPORT_LOG, chatter_to, phase, progress
 from .classifier import CLASSIFIER_TEST_IMAGES, describe_classifier
-from .targets import AUTO, Target, TowerJob, get_precision, get_target
+from .targets import AUTO, Target, TowerJob, get_precision, get_target, tower_precisions
 from .towers import IMAGE_INPUT, TEXT_INPUT, ImageTower, TextTower
 from .validate import THRESHOLDS, SplitEncoder, compare, describe, family, gate
 
@@ -53,6 +54,9 @@ def _move_tower(source: Path, dest: Path) -> None:
     for src, dst in zip(_tower_files(source), _tower_files(dest)):
         if src.exists():
             src.rename(dst)
+
+
+LOW_DISK_BYTES = 32 << 20  # a converter that failed with less free space than this most likely ran out of it
 
 
 @dataclass
@@ -83,8 +87,12 @@ class ExportRun:
         if self.target.precisions[precision].calibrated:
             job.calibration, job.check = self.calibration(kind), self.calibration(kind, between=True)
         try:
-            self.target.export_tower(job)
+            with phase(f"converting the {kind} tower to {self.target.name} {precision}"):
+                self.target.export_tower(job)
         except Exception as exc:  # a converter's own failure: one line naming target, tower and cause
+            if is_disk_full(exc) or shutil.disk_usage(path.parent).free < LOW_DISK_BYTES:  # converters wrap ENOSPC
+                raise ClippingEdgeError(f"the disk is full writing the {kind} tower to {path.parent}: free some space "
+                                        "or export somewhere else") from exc
             cause = (str(exc).strip().splitlines() or [""])[-1][:300]
             raise ClippingEdgeError(f"{self.target.name} could not convert the {kind} tower at {precision} "
                                     f"({type(exc).__name__}: {cause}): export to another target or precision, or "
@@ -173,7 +181,7 @@ def choose_precisions(run: ExportRun, tmp: Path, files: dict[str, str], budget: 
                 run.write_tower(kind, precision, path)
             except ClippingEdgeError as exc:  # a precision the converter cannot make is a rejected try
                 tries.append({"tower": kind, "precision": precision, "passed": False, "failures": [str(exc)]})
-                print(f"  auto: {kind} {precision:<13} rejected: {exc}")
+                progress(f"  auto: {kind} {precision:<13} rejected: {exc}")
                 _remove_tower(path)
                 continue
             encoder, problems, _ = run.tower_encoder(kind, precision, path)
@@ -184,7 +192,7 @@ def choose_precisions(run: ExportRun, tmp: Path, files: dict[str, str], budget: 
             tries.append({"tower": kind, "precision": precision, "passed": record["passed"],
                           "cosine_min": record[f"{kind}_cosine_min"], "top1_drop_points": record.get("top1_drop_points"),
                           "failures": record["failures"], "convert_seconds": run.convert_seconds[kind]})
-            print(f"  auto: {kind} {precision:<13} {'kept' if record['passed'] else 'rejected'}: {describe(record, brief=True)}")
+            progress(f"  auto: {kind} {precision:<13} {'kept' if record['passed'] else 'rejected'}: {describe(record, brief=True)}")
             if record["passed"]:
                 _move_tower(path, tmp / files[kind])
                 encoders[kind], precisions[kind] = encoder, precision
@@ -324,21 +332,23 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
                     tokenizer, data, read_pairs(resolve_split(data, "test")), cfg.vision.preprocess(),
                     float(student.logit_scale.exp().clamp(max=100).item()))
     files = {kind: f"{kind}{tgt.suffix}" for kind in towers}
-    with atomic_directory(out, "bundle", inputs=[checkpoint, data], force=force) as tmp:
+    progress(f"exporting {cfg.name} to {tgt.name} {precision} (converter output goes to {out / EXPORT_LOG})")
+    with atomic_directory(out, "bundle", inputs=[checkpoint, data], force=force) as tmp, chatter_to(tmp / EXPORT_LOG):
         shutil.copyfile(Path(checkpoint) / TOKENIZER, tmp / TOKENIZER)
         tries = None
         if precision == AUTO:
             max_top1_drop = 1.0 if max_top1_drop is None else max_top1_drop
             precisions, tries = choose_precisions(run, tmp, files, max_top1_drop)
         else:
-            precisions = {kind: tgt.tower_precision(kind, precision) for kind in towers}
+            precisions = tower_precisions(tgt, precision)
             for kind in towers:
                 run.write_tower(kind, precisions[kind], tmp / files[kind])
         encoders, problems, offline = {}, [], {}
         for kind in towers:
             encoders[kind], tower_problems, offline[kind] = run.tower_encoder(kind, precisions[kind], tmp / files[kind])
             problems += tower_problems
-        parity = run.validate(encoders, precisions, problems, max_top1_drop)
+        with phase(f"validating against PyTorch on {len(run.test_pairs.pairs)} test images"):
+            parity = run.validate(encoders, precisions, problems, max_top1_drop)
         if tgt.runs_here():
             parity["checked_by"] = f"the {tgt.backend} runtime"
         else:
@@ -355,7 +365,9 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
         quantization["calibration"] = run.calibration_source
         if tries is not None:
             quantization["auto"] = {"max_top1_drop": max_top1_drop, "order": list(tgt.auto_order), "tries": tries}
-        golden = write_bundle_golden(run, tmp / GOLDEN_DIR, encoders, precisions)
+        with phase("golden vectors and the junk images that calibrate 'unknown'"):
+            golden = write_bundle_golden(run, tmp / GOLDEN_DIR, encoders, precisions)
+            unknown = write_junk(run, tmp, encoders)
         manifest = Manifest(
             model_name=cfg.name, embed_dim=cfg.embed_dim, image_size=cfg.vision.image_size,
             context_length=cfg.text.context_length, logit_scale=run.logit_scale,
@@ -366,19 +378,20 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
                         "mean_std_in_graph": True},
             quantization=quantization, parity=parity, versions=package_versions(),
             trained_token_ids=meta.get("trained_token_ids"), golden=golden,
-            unknown=write_junk(run, tmp, encoders), **validation_prompts(run.test_pairs))
+            unknown=unknown, **validation_prompts(run.test_pairs))
         if tgt.write_metadata:  # the copy inside each format's slot cannot hold the files' own hashes
             for name in files.values():
                 tgt.write_metadata(tmp / name, manifest.to_json())
         if labels is not None or labels_index is not None:
-            manifest.classifier = run.write_classifier(tmp, precisions["image"], labels, labels_index, encoders, manifest)
+            with phase("the app-ready classifier"):
+                manifest.classifier = run.write_classifier(tmp, precisions["image"], labels, labels_index, encoders, manifest)
             if not manifest.classifier["parity"]["passed"]:
                 parity["failures"] += manifest.classifier["parity"]["failures"]
                 parity["passed"] = False
-        manifest.files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.name != MANIFEST_NAME}
+        manifest.files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.name not in (MANIFEST_NAME, EXPORT_LOG)}
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest.to_json(), indent=2))
         if not parity["passed"] and not allow_degraded:
-            raise ClippingEdgeError(f"{tgt.name} {precision} export failed validation ({'; '.join(parity['failures'])}): "
+            raise ClippingEdgeError(f"{tgt.name} {precision} export failed validation ({describe(parity, brief=True)}): "
                                     "nothing was written; pass --allow-degraded to keep it anyway")
         sizes = {name: size_mb(tmp / name) for name in [*files.values(), manifest.classifier.get("file")] if name}
     status = "valid" if parity["passed"] else "DEGRADED (kept by --allow-degraded)"
@@ -407,20 +420,24 @@ def export_all(checkpoint: str | Path, out: Path, quantize: str = "none", data: 
                labels_index: str | None = None) -> dict[str, dict | str]:
     """Every target that offers `quantize`, one bundle each under out/<target>; a summary at the end.
     A target that fails does not stop the others; the command still fails at the end."""
-    from .targets import QUANTIZE_ALIASES, TARGETS
+    from .targets import TARGETS
 
-    precision = QUANTIZE_ALIASES.get(quantize.lower(), quantize.lower())
-    chosen = [t for t in TARGETS.values() if precision in t.precisions or precision == AUTO]
+    chosen = []
+    for tgt in TARGETS.values():
+        try:
+            chosen.append((tgt, get_precision(tgt, quantize)))
+        except ClippingEdgeError:
+            pass
     if not chosen:
         raise ClippingEdgeError(f"no target offers --quantize {quantize!r}: see `clipping-edge export --help`")
     results: dict[str, dict | str] = {}
-    for tgt in chosen:
+    for tgt, precision in chosen:
         try:
             results[tgt.name] = export_bundle(checkpoint, out / tgt.name, tgt.name, precision, data, allow_degraded,
                                               max_top1_drop, force, labels, labels_index)[1]
         except ClippingEdgeError as exc:
             results[tgt.name] = str(exc)
-    print(f"\n| target | {precision} | MB | image cos | text cos | agreement | Δtop-1 | seconds | bundle |\n"
+    print(f"\n| target | {quantize} | MB | image cos | text cos | agreement | Δtop-1 | seconds | bundle |\n"
           "|---|---|---|---|---|---|---|---|---|")
     for name, r in results.items():
         if isinstance(r, str):

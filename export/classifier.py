@@ -108,9 +108,10 @@ def _onnx_mobile_verdict(path: Path) -> dict:
 def for_mobile_providers(path: Path, prototypes_shape: tuple[int, ...] | None = None) -> None:
     """Rewrite ops ORT Mobile's NNAPI and Core ML providers do not take into equivalent ones they do, in place:
     ReduceL2 -> sqrt(n * ReduceMean(x * x)); LayerNormalization -> its ReduceMean/Sub/Mul/Sqrt/Div definition;
-    GreaterOrEqual -> arithmetic and a Cast; a Gather of one constant index -> Slice + Squeeze; an Expand
-    feeding only broadcasting arithmetic -> nothing (the arithmetic broadcasts). The float results are the same up to summation order (the export's parity
-    check holds them to it). The product with the prototypes (a (d, C) constant) is named HEAD_NODE, which
+    GreaterOrEqual -> arithmetic (a 0/1 float mask; a Where on it -> y + mask * (x - y)); ReduceMax over the last
+    axis -> GlobalMaxPool; a zero Pad before a Conv -> the Conv's pads; a Gather of one constant index -> Slice +
+    Squeeze; an Expand feeding only broadcasting arithmetic -> nothing (the arithmetic broadcasts). The float
+    results are the same up to summation order (the export's parity check holds them to it). The product with the prototypes (a (d, C) constant) is named HEAD_NODE, which
     int8 leaves in float: quantizing the scores' own matrix moved probabilities by 0.2 here."""
     import onnx
     from onnx import helper, numpy_helper
@@ -148,8 +149,27 @@ def for_mobile_providers(path: Path, prototypes_shape: tuple[int, ...] | None = 
         sizes = [shape[int(a)] for a in np.atleast_1d(constants[node.input[1]])]
         return int(np.prod(sizes)) if all(sizes) else None
 
+    def pad_folds_into(node):
+        """The Conv a constant Pad of only the spatial dims feeds alone (EfficientNet-Lite's TF-style "same"
+        padding), the pads it adds and the padding value; None if the Pad cannot be folded."""
+        pads = constants.get(node.input[1]) if len(node.input) > 1 else None
+        value = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros((), np.float32)
+        users = consumers.get(node.output[0], [])
+        if pads is None or value is None or value.size != 1 or len(users) != 1 or users[0].op_type != "Conv" \
+                or users[0].input[0] != node.output[0] or len(pads) != 8 or np.any(pads[[0, 1, 4, 5]] != 0) \
+                or any(a.name == "auto_pad" and a.s not in (b"", b"NOTSET") for a in users[0].attribute) \
+                or (value != 0 and users[0].input[1] not in constants) \
+                or (value != 0 and len(users[0].input) > 2 and users[0].input[2] not in constants):
+            return None
+        return users[0], [int(v) for v in (*pads[2:4], *pads[6:8])], float(value)
+
+    aliases: dict[str, str] = {}  # a value replaced by an equal one (a Cast of a mask already in float)
+    float_masks: dict[str, str] = {}  # a rewritten comparison's bool output -> the same mask as 0.0/1.0 floats
+    bool_users = {name: [c for c in users if not (c.op_type == "Where" or (c.op_type == "Cast" and any(
+        a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in c.attribute)))] for name, users in consumers.items()}
     rewritten = []
     for node in graph.node:
+        node.input[:] = [aliases.get(name, name) for name in node.input]
         if node.op_type == "MatMul" and any(name in constants and constants[name].shape == prototypes_shape
                                             for name in node.input):
             node.name = HEAD_NODE
@@ -186,14 +206,52 @@ def for_mobile_providers(path: Path, prototypes_shape: tuple[int, ...] | None = 
                           helper.make_node("Mul", [difference, const(np.float32(3e38), np.float32)], [scaled]),
                           helper.make_node("Add", [scaled, const(np.float32(1.0), np.float32)], [shifted]),
                           helper.make_node("Clip", [shifted, const(np.float32(0.0), np.float32),
-                                                    const(np.float32(1.0), np.float32)], [clipped]),
-                          helper.make_node("Cast", [clipped], [out], to=onnx.TensorProto.BOOL)]
+                                                    const(np.float32(1.0), np.float32)], [clipped])]
+            float_masks[out] = clipped
+            if bool_users.get(out) or out in {o.name for o in graph.output}:
+                rewritten.append(helper.make_node("Cast", [clipped], [out], to=onnx.TensorProto.BOOL))
+        elif node.op_type == "Cast" and node.input[0] in float_masks and attrs.get("to") == onnx.TensorProto.FLOAT:
+            aliases[out] = float_masks[node.input[0]]
+        elif node.op_type == "Where" and node.input[0] in float_masks:
+            # NNAPI has no Where: y + mask * (x - y), exact where the mask is 0 and within an ulp where it is 1.
+            x, y = node.input[1], node.input[2]
+            gap, picked = tmp(), tmp()
+            rewritten += [helper.make_node("Sub", [x, y], [gap]),
+                          helper.make_node("Mul", [float_masks[node.input[0]], gap], [picked]),
+                          helper.make_node("Add", [y, picked], [out])]
+        elif node.op_type == "ReduceMax" and len(shapes.get(node.input[0]) or []) == 2 and len(node.input) > 1 \
+                and node.input[1] in constants and [int(a) % 2 for a in np.atleast_1d(constants[node.input[1]])] == [1]:
+            # NNAPI has no ReduceMax: the maximum over the last axis of (B, C) as a GlobalMaxPool of (B, 1, 1, C).
+            image, pooled = tmp(), tmp()
+            kept = [0, 1] if attrs.get("keepdims", 1) else [0]
+            rewritten += [helper.make_node("Reshape", [node.input[0], const([0, 1, 1, -1])], [image]),
+                          helper.make_node("GlobalMaxPool", [image], [pooled]),
+                          helper.make_node("Reshape", [pooled, const(kept)], [out])]
+        elif node.op_type == "Pad" and attrs.get("mode", b"constant") == b"constant" and (fold := pad_folds_into(node)):
+            # Core ML's ML Program provider takes no Pad: a Pad feeding a Conv becomes the Conv's own (zero) pads.
+            # Padding with c (the stem's, where the normalisation is folded into the weights) is the same as
+            # padding x - c with zeros and adding c times each filter's sum to its bias.
+            conv, extra, value = fold
+            pads = next((a for a in conv.attribute if a.name == "pads"), None)
+            total = [e + v for e, v in zip(extra, helper.get_attribute_value(pads) if pads else [0] * 4)]
+            if pads is not None:
+                conv.attribute.remove(pads)
+            conv.attribute.append(helper.make_attribute("pads", total))
+            aliases[out] = node.input[0]
+            if value != 0:
+                weight = constants[conv.input[1]]
+                bias = constants[conv.input[2]] if len(conv.input) > 2 and conv.input[2] else np.zeros(len(weight), np.float32)
+                shifted_input = tmp()
+                rewritten.append(helper.make_node("Sub", [node.input[0], const(np.float32(value), np.float32)], [shifted_input]))
+                aliases[out] = shifted_input
+                conv.input[2:] = [const((bias + value * weight.sum((1, 2, 3))).astype(np.float32), np.float32)]
         elif node.op_type == "Gather" and node.input[1] in constants and constants[node.input[1]].ndim == 0:
             index, axis = int(constants[node.input[1]]), attrs.get("axis", 0)
             sliced = tmp()
             rewritten += [helper.make_node("Slice", [node.input[0], const([index]), const([index + 1]), const([axis])], [sliced]),
                           helper.make_node("Squeeze", [sliced, const([axis])], [out])]
-        elif node.op_type == "Expand" and all(c.op_type in ("Add", "Sub", "Mul", "Div") for c in consumers.get(out, [])) \
+        elif node.op_type == "Expand" and all(c.op_type in ("Add", "Sub", "Mul", "Div") or (c.op_type == "Where" and out in c.input[1:])
+                                              for c in consumers.get(out, [])) \
                 and out not in {o.name for o in graph.output}:
             for consumer in consumers[out]:
                 consumer.input[:] = [node.input[0] if name == out else name for name in consumer.input]

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 from clipping_edge.errors import ClippingEdgeError
 
+from .chatter import progress
+
 if TYPE_CHECKING:  # the table is read by `clipping-edge --help` on devices without torch
     import numpy as np
     import torch
@@ -80,7 +82,7 @@ class Target:
 def _record_quantization(target: str, job: TowerJob, report: dict) -> None:
     job.report.update(report)
     if report.get("kept_float"):
-        print(f"  {target} {job.kind} {job.precision}: {len(report['kept_float'])} of "
+        progress(f"  {target} {job.kind} {job.precision}: {len(report['kept_float'])} of "
               f"{len(report['kept_float']) + report['quantized']} int8 layers kept float32, worst check-row cosine "
               f"{report['check_cosine_min_all_int8']:.4f} -> {report['check_cosine_min']:.4f}")
 
@@ -233,10 +235,40 @@ def get_target(name: str) -> Target:
     raise ClippingEdgeError(f"unknown target {name!r}: {_closest(key, names)}choose one of {', '.join(TARGETS)}")
 
 
-def get_precision(target: Target, quantize: str) -> str:
+TOWERS = ("image", "text")
+
+
+def _one_precision(target: Target, quantize: str, whole: str) -> str:
     precision = QUANTIZE_ALIASES.get(quantize.lower(), quantize.lower())
-    if precision not in target.precisions and precision != AUTO:
-        choices = ["none", *target.precisions, AUTO]
-        raise ClippingEdgeError(f"target {target.name} does not offer --quantize {quantize!r}: "
-                                f"{_closest(quantize, choices)}choose one of {', '.join(choices)}")
+    if precision not in target.precisions:
+        choices = ["none", *target.precisions]
+        raise ClippingEdgeError(f"target {target.name} does not offer --quantize {whole!r}: "
+                                f"{_closest(quantize, choices)}choose one of {', '.join(choices)}, {AUTO}, "
+                                "or one per tower (image=int8,text=fp32)")
     return precision
+
+
+def get_precision(target: Target, quantize: str) -> str:
+    """`--quantize` checked and normalised: one precision for both towers, `auto`, or one per tower
+    (`image=int8,text=fp32`, a tower left out stays fp32; the device embeds labels once, so a float text tower
+    often costs nothing)."""
+    if quantize.lower() == AUTO:
+        return AUTO
+    if "=" not in quantize:
+        return _one_precision(target, quantize, quantize)
+    per_tower = dict.fromkeys(TOWERS, "fp32")
+    for part in quantize.split(","):
+        kind, _, name = part.partition("=")
+        if kind.strip() not in TOWERS or not name.strip():
+            raise ClippingEdgeError(f"--quantize {quantize!r}: write one precision per tower as image=P,text=Q "
+                                    f"(e.g. image=int8,text=fp32)")
+        per_tower[kind.strip()] = _one_precision(target, name.strip(), quantize)
+    return ",".join(f"{kind}={name}" for kind, name in per_tower.items())
+
+
+def tower_precisions(target: Target, precision: str) -> dict[str, str]:
+    """Each tower's precision for a checked `--quantize` other than auto (the target's text overrides apply to
+    one precision asked for both towers, not to one the user named for the text tower)."""
+    if "=" in precision:
+        return dict(part.split("=") for part in precision.split(","))
+    return {kind: target.tower_precision(kind, precision) for kind in TOWERS}

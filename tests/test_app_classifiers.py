@@ -159,3 +159,37 @@ def test_few_shot_index_bakes_into_the_onnx_classifier(tiny_checkpoint: Path, ti
                           str(small_data), "--out", str(tmp_path / "tip"), "--labels-index", str(tip)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 2 and run.stderr.count("error:") == 1 and "--fewshot mix" in run.stderr, run.stderr
+
+
+def test_the_default_students_onnx_classifier_runs_whole_on_nnapi_and_core_ml(tmp_path: Path):
+    """The demo's student reads ImageNet-head probabilities through a top-k mask (ReduceMax, Where, a comparison)
+    and pads its stem with a non-zero value: all rewritten into ops both mobile providers take, results unchanged.
+    Its projection is untrained here: what is checked is the graph, which training does not change."""
+    import onnxruntime as ort
+    import torch
+
+    from export.classifier import HEAD_NODE, FusedClassifier, _onnx_mobile_verdict, for_mobile_providers
+    from export.targets import TowerJob
+    from export.to_onnx import export_onnx
+    from export.towers import ImageTower
+    from training.config import student_config
+    from training.models import Student
+
+    cfg = student_config("effnet-head-minilm")
+    cfg.text.vocab_size = 30522  # MiniLM's own vocabulary, which training gives it
+    tower = ImageTower(Student(cfg).eval())
+    prototypes = np.random.default_rng(0).standard_normal((10, cfg.embed_dim)).astype(np.float32)
+    fused = FusedClassifier(tower, prototypes / np.linalg.norm(prototypes, axis=1, keepdims=True), 50.0, tower.image_size).eval()
+    path = tmp_path / "classifier.onnx"
+    export_onnx(TowerJob("image", fused, "pixels", fused.example, path, "fp32"), fixed_batch=1, output_name="scores",
+                keep_float=[HEAD_NODE], rewrite=lambda fp32: for_mobile_providers(fp32, tuple(fused.prototypes_t.shape)))
+    verdicts = _onnx_mobile_verdict(path)
+    for provider in ("NNAPI", "CoreML MLProgram"):
+        assert verdicts[provider]["verdict"] == "YES" and not verdicts[provider]["unsupported_ops"], verdicts
+        assert verdicts[provider]["partitions"] == 1, verdicts
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for seed in range(3):
+        pixels = torch.rand(1, 3, tower.image_size, tower.image_size, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            expected = fused(pixels).numpy()
+        np.testing.assert_allclose(session.run(None, {"pixels": pixels.numpy()})[0], expected, atol=1e-5)

@@ -1,6 +1,9 @@
 """ONNX export: the contract (inputs, dynamic batch, normalised outputs, metadata) and parity gating."""
 
 import copy
+import os
+import re
+import sys
 import json
 from pathlib import Path
 
@@ -163,3 +166,75 @@ def test_the_keep_float_search_keeps_nothing_float_that_does_not_help():
     # ...but a NaN all-int8 tower is never kept over a finite one.
     chosen, record = keep_sensitive_float(tuple, lambda kept: float("nan") if not kept else 0.963, lambda _: ["a", "b"])
     assert len(chosen) == 2 and record["check_cosine_min"] == 0.963, record
+
+
+def test_each_tower_can_have_its_own_precision(tiny_checkpoint: Path, small_data: Path, tmp_path: Path):
+    out, parity = export_bundle(tiny_checkpoint, tmp_path / "b", quantize="image=int8", data=str(small_data))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "image=int8,text=fp32" and parity["passed"]
+    assert [manifest["quantization"][k]["precision"] for k in ("image", "text")] == ["int8", "fp32"]
+    ops = {kind: {n.op_type for n in onnx.load(str(out / f"{kind}.onnx")).graph.node} for kind in ("image", "text")}
+    assert "DynamicQuantizeLinear" in ops["image"] and "DynamicQuantizeLinear" not in ops["text"]
+
+
+@pytest.mark.parametrize("quantize", ["image=int4", "image=int8,vision=fp16", "image=", "fp8"])
+def test_an_unknown_per_tower_precision_is_refused_before_converting(tiny_checkpoint: Path, tmp_path: Path, quantize: str):
+    with pytest.raises(ClippingEdgeError, match="--quantize") as info:
+        export_bundle(tiny_checkpoint, tmp_path / "b", quantize=quantize)
+    assert "\n" not in str(info.value) and not (tmp_path / "b").exists()
+
+
+def test_converter_chatter_goes_to_the_log_and_progress_to_the_terminal(tmp_path: Path, capfd):
+    from export.chatter import chatter_to, phase
+
+    log = tmp_path / "export.log"
+    with chatter_to(log):
+        os.write(1, b"native stdout chatter\n")
+        os.write(2, b"native stderr chatter\n")
+        print("python chatter")
+        print("a deprecation nobody can act on", file=sys.stderr)
+        with phase("converting"):
+            pass
+    out, err = capfd.readouterr()
+    assert "chatter" not in out + err and "deprecation" not in out + err
+    assert "  converting..." in out and "  converting: " in out
+    text = log.read_text()
+    assert all(s in text for s in ("native stdout chatter", "native stderr chatter", "python chatter", "deprecation"))
+    print("after")  # the real stdout is back
+    assert capfd.readouterr().out == "after\n"
+
+
+def test_an_export_prints_its_phases_and_keeps_the_converters_output_in_its_log(tiny_checkpoint: Path, small_data: Path,
+                                                                                 tmp_path: Path, capfd):
+    out, _ = export_bundle(tiny_checkpoint, tmp_path / "b", data=str(small_data))
+    printed = capfd.readouterr().out
+    for phase in ("converting the image tower to onnx fp32", "converting the text tower to onnx fp32",
+                  r"validating against PyTorch on \d+ test images"):
+        assert re.search(rf"^  {phase}: [\d.]+ s$", printed, re.M), printed
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (out / "export.log").is_file() and "export.log" not in manifest["files"]
+    assert clipping_edge.load(out).manifest.fingerprint == manifest["fingerprint"]  # the unlisted log is no tampering
+
+
+def test_top1_agreement_leaves_out_the_rows_pytorch_itself_calls_a_tie(small_data: Path):
+    """A random-weight model's probabilities are near uniform: any arithmetic flips its top-1 (MobileCLIP2-S0's
+    int8 image tower: cosine 0.9998, agreement 88.5 % over all rows). Decided rows must still agree."""
+    from training.data.pairs import read_pairs, resolve_split
+    from export.validate import SplitEncoder, compare
+
+    pairs = read_pairs(resolve_split(str(small_data), "test"))
+    rng = np.random.default_rng(0)
+    texts = {}
+
+    def text(prompts):
+        return np.stack([texts.setdefault(p, rng.standard_normal(8)) for p in prompts]).astype(np.float32)
+
+    def image(pixels, flip=0.0):
+        base = np.tile(np.linspace(-1, 1, 8, dtype=np.float32), (len(pixels), 1))
+        return base + flip * rng.standard_normal(base.shape).astype(np.float32)
+
+    reference = SplitEncoder(lambda px: image(px), text)
+    nearly_tied = compare(reference, SplitEncoder(lambda px: image(px, 1e-6), text), 1e-3, pairs, 32)
+    assert nearly_tied["zero_shot_ties"] == nearly_tied["images"] and nearly_tied["zero_shot_agreement"] == 1.0
+    decided = compare(reference, SplitEncoder(lambda px: -image(px), text), 100.0, pairs, 32)
+    assert decided["zero_shot_ties"] == 0 and decided["zero_shot_agreement"] < 0.5

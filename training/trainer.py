@@ -24,7 +24,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from clipping_edge.atomic import claim_directory, output_kind, recover, write_bytes_atomic
+from clipping_edge.atomic import atomic_file, claim_directory, output_kind, recover, write_bytes_atomic, write_json_atomic
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.tokenizer import TextTokenizer
 
@@ -420,14 +420,15 @@ class Trainer:
         a resumed run keeps its own."""
         path, saved = self.out / TOKENIZER, self.ckpt_dir / TOKENIZER
         if self.dist.is_main:
-            if self.cfg.resume and saved.is_file():
-                shutil.copyfile(saved, path)
-            elif self.cfg.student_from:  # the imported model's own (CLIP's BPE)
-                shutil.copyfile(self.inherited_tokenizer, path)
-            elif self.cfg.tokenizer == "captions":
-                train_tokenizer(self.pairs.captions, self.scfg.text.vocab_size, self.scfg.text.context_length, path)
-            else:
-                packaged_tokenizer(self.cfg.tokenizer, self.scfg.text.context_length, path)
+            with atomic_file(path) as tmp:  # a full disk leaves no half-written tokenizer.json behind
+                if self.cfg.resume and saved.is_file():
+                    shutil.copyfile(saved, tmp)
+                elif self.cfg.student_from:  # the imported model's own (CLIP's BPE)
+                    shutil.copyfile(self.inherited_tokenizer, tmp)
+                elif self.cfg.tokenizer == "captions":
+                    train_tokenizer(self.pairs.captions, self.scfg.text.vocab_size, self.scfg.text.context_length, tmp)
+                else:
+                    packaged_tokenizer(self.cfg.tokenizer, self.scfg.text.context_length, tmp)
         self.dist.barrier()
         return TextTokenizer(path, self.scfg.text.context_length)
 
@@ -543,7 +544,7 @@ class Trainer:
                         load_text_teacher(self.cfg.text_teacher))
         banks = build_banks(self.pairs, *teachers, workers=self.cfg.workers, dist=self.dist, device=self.device)
         if self.dist.is_main:
-            (self.out / "banks.json").write_text(json.dumps({"path": str(banks.path), "reused": banks.reused, **banks.stats}, indent=2))
+            write_json_atomic(self.out / "banks.json", {"path": str(banks.path), "reused": banks.reused, **banks.stats})
         # Only A-CLIP-PING keeps its teachers: the others need nothing but the banks from here on.
         return banks, (teachers if self.cfg.method == "a-clip-ping" else None)
 
@@ -711,7 +712,7 @@ class Trainer:
         if self.dist.is_main:
             metrics = self.evaluate(test_pairs)
             print(f"held-out: {format_metrics(metrics)}")
-            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            write_json_atomic(self.out / "metrics.json", metrics)
         self.dist.barrier()
         return self.ckpt_dir
 

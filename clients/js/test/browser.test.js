@@ -14,6 +14,8 @@ const PAGE_TIMEOUT_MS = Number(process.env.CLIPPING_EDGE_BROWSER_TIMEOUT_MS ?? 2
 const skip = !bundleDirs.length ? "set CLIPPING_EDGE_BROWSER_BUNDLE to an ONNX bundle folder (tests/test_js_client.py does)"
   : !existsSync(chromium) ? `no Chromium at ${chromium}: install it (apt-get install chromium) or set CHROMIUM` : false;
 
+const USER_LABELS = "my%20label,another";  // what a user typed: no check may replace it
+
 async function runPage(bundleDir, auto, screenshot) {
   const { chromium: launcher } = await import("playwright-core");
   const server = await serve(bundleDir);
@@ -32,10 +34,11 @@ async function runPage(bundleDir, auto, screenshot) {
     page.on("pageerror", (e) => messages.push(`pageerror: ${e.message}`));
     page.on("response", (r) => r.status() >= 400 && messages.push(`HTTP ${r.status()} ${r.url()}`));
     const { port } = server.address();
-    await page.goto(`http://127.0.0.1:${port}/web/index.html?bundle=/bundle/&auto=${auto}`);
+    await page.goto(`http://127.0.0.1:${port}/web/index.html?bundle=/bundle/&auto=${auto}&labels=${USER_LABELS}`);
     const finished = await page.waitForFunction(() => window.clippingEdge?.report || window.clippingEdge?.error,
       null, { timeout: PAGE_TIMEOUT_MS, polling: 200 }).then(() => true, () => false);
-    const result = await page.evaluate(() => ({ ...window.clippingEdge, isolated: self.crossOriginIsolated }));
+    const result = await page.evaluate(() => ({ ...window.clippingEdge, isolated: self.crossOriginIsolated,
+      typedLabels: document.getElementById("labels").value }));
     const artifacts = process.env.CLIPPING_EDGE_ARTIFACTS;
     if (artifacts) {
       mkdirSync(artifacts, { recursive: true });
@@ -47,6 +50,7 @@ async function runPage(bundleDir, auto, screenshot) {
     console.log(`browser (${auto}): first classification ${result.firstResultMs.toFixed(0)} ms after navigation, ` +
       `${result.imageMs.toFixed(1)} ms per image, cross-origin isolated ${result.isolated}`);
     assert.deepEqual(result.top1, result.expectedTop1, "the page's top-1 differs from Python's");
+    assert.equal(result.typedLabels, "my label\nanother", "the page replaced the labels the user typed");
     if (auto === "golden") {
       // The camera path: frames from the fake camera are preprocessed and classified continuously.
       await page.click("#camera");

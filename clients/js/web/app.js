@@ -1,5 +1,5 @@
 // The demo page: pick a bundle and images (or the camera), see the top-5 labels and the latency per image.
-// With ?bundle=URL&auto=golden it loads the bundle, classifies its golden images and verifies its golden
+// ?labels=a,b fills the labels. With ?bundle=URL&auto=golden it loads the bundle, classifies its golden images and verifies its golden
 // vectors by itself, and leaves the outcome in window.clippingEdge (what the headless-browser test reads).
 import { BundleError, bitmapPixels, chooseHead, fitHead, headLogits, loadBundleFromFiles, loadBundleFromUrl, makeShots, preprocess,
   preprocessSpec, softmax, verifyGolden } from "../src/browser.js";
@@ -23,8 +23,7 @@ function labels() {
   return $("labels").value.split("\n").map((s) => s.trim()).filter(Boolean);
 }
 
-async function ensurePrototypes(options = {}) {
-  const names = labels();
+async function ensurePrototypes(names = labels(), options = {}) {
   const key = JSON.stringify([names, options]);
   if (key !== prototypeKey) {
     status(`Embedding the prompts of ${names.length} labels...`);
@@ -197,9 +196,8 @@ async function classifyGoldenImages(spec, classify) {
 
 /** Classify the bundle's golden images with its golden labels, then check every golden vector. */
 async function golden() {
-  const spec = await goldenSpec();
-  $("labels").value = spec.labels.join("\n");
-  const names = await ensurePrototypes({ templates: spec.templates, synonyms: spec.synonyms });
+  const spec = await goldenSpec();  // its own labels, not the typed ones: those stay as the user left them
+  const names = await ensurePrototypes(spec.labels, { templates: spec.templates, synonyms: spec.synonyms });
   const top1 = await classifyGoldenImages(spec, async (pixels) => (await classifyPixels(pixels, names)).predictions);
   status("Verifying the golden vectors...");
   const report = await verifyGolden(bundle);
@@ -219,7 +217,7 @@ async function teachGoldenShots(spec) {
   const files = spec.fewshot.shots.filter((_, i) => spec.fewshot.shot_labels[i] === first);
   const bytes = await Promise.all(files.map((name) => bundle.env.readFile(`${folder}/${name}`)));
   await addClass("taught from photos", bytes, false);
-  const { predictions } = await classifyPixels(await bundle.preprocess(bytes[0], files[0]), labels());
+  const { predictions } = await classifyPixels(await bundle.preprocess(bytes[0], files[0]), spec.labels);
   state.fewshotTop1 = predictions[0].label;
 }
 
@@ -266,6 +264,7 @@ $("shot-camera").addEventListener("click", guard(async () => {
 }));
 
 const query = new URLSearchParams(location.search);
+if (query.get("labels")) $("labels").value = query.get("labels").split(",").join("\n");  // ?labels=cat,dog
 if (query.get("bundle")) {
   $("bundle-url").value = query.get("bundle");
   guard(async () => {
