@@ -475,7 +475,7 @@ def cmd_data_prepare(args: argparse.Namespace) -> None:
 
 
 def cmd_data_shard(args: argparse.Namespace) -> None:
-    from training.data.shards import write_shards
+    from training.data.shard_writer import write_shards
 
     written = write_shards(args.data, args.out, args.per_shard, args.force)
     print(f"wrote {args.out}: " + ", ".join(f"{split} {n} pairs in {k} shard(s)" for split, (n, k) in written.items()))

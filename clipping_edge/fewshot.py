@@ -21,7 +21,6 @@ nearest zero-shot: on the shots, adding them never does worse than zero-shot.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 

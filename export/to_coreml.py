@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .targets import OfflineCheck, TowerJob
+from .job import OfflineCheck, TowerJob
 from .towers import OUTPUT
 
 MAX_IMAGE_BATCH = 64

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .mixed_precision import keep_sensitive_float, worst_cosine
-from .targets import TowerJob
+from .job import TowerJob
 from .towers import OUTPUT
 
 # Kept in float32 by the fp16 conversion: normalisation and reductions lose too much in half precision.

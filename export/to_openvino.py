@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .mixed_precision import keep_sensitive_float, worst_cosine
-from .targets import TowerJob
+from .job import TowerJob
 from .towers import OUTPUT
 
 MANIFEST_KEY = ["clipping_edge", "manifest"]

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .targets import TowerJob
+from .job import TowerJob
 from .towers import IMAGE_INPUT, OUTPUT, TEXT_INPUT
 
 SIGNATURE_BATCHES = (1, 8)

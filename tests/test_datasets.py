@@ -21,7 +21,8 @@ from clipping_edge.preprocess import load_image
 from training.data.pairs import Mixture, read_pairs, resolve_split
 from training.data.prepare import (NOTO_EMOJI, SKIN_TONES, prepare, prepare_emoji, prepare_fashion_mnist,
                                    prepare_openclipart, prepare_tuxpaint, read_idx)
-from training.data.shards import ShardSplit, expand_braces, write_shards
+from training.data.shard_writer import write_shards
+from training.data.shards import ShardSplit, expand_braces
 
 # -- fixtures ---------------------------------------------------------------------------------------
 

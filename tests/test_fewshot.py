@@ -11,7 +11,7 @@ import pytest
 import clipping_edge
 from clipping_edge import ZeroShotClassifier
 from clipping_edge.errors import ClippingEdgeError
-from clipping_edge.fewshot import METHODS, Shots, choose, choose_method, fit, fit_mix
+from clipping_edge.fewshot import METHODS, Shots, choose, choose_method, fit
 
 
 def plain(colour: tuple[int, int, int], seed: int, size: int = 40) -> np.ndarray:

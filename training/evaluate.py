@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from clipping_edge.classifier import TextEncoder, class_prototypes
 from clipping_edge.errors import ClippingEdgeError
+from clipping_edge.preprocess import Preprocess
 from clipping_edge.prompts import template_set
 from clipping_edge.tokenizer import TextTokenizer
 

@@ -3,34 +3,20 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 
 from ..errors import ClippingEdgeError
+from .options import BackendOptions
+
+__all__ = ["BackendOptions", "cache_root", "load_tower"]
 
 
 def cache_root() -> Path:
     """Where clipping-edge keeps what it can recompute (feature banks, compiled towers): $CLIPPING_EDGE_CACHE."""
     return Path(os.environ.get("CLIPPING_EDGE_CACHE", Path.home() / ".cache" / "clipping-edge"))
-
-
-@dataclass
-class BackendOptions:
-    threads: int | None = None  # None: the backend's default (all cores)
-    providers: list[str] = field(default_factory=list)  # ONNX Runtime execution providers
-    precision_hint: str | None = None  # OpenVINO INFERENCE_PRECISION_HINT (default f32)
-    # Where the towers run, in each backend's terms (None: the CPU). onnx: cpu, cuda, or execution
-    # providers by name, comma-separated, in order of preference (e.g. TensorrtExecutionProvider,CUDAExecutionProvider).
-    # openvino: an OpenVINO device (CPU, GPU, NPU, AUTO, ...). tflite: cpu, or delegate:PATH of a LiteRT
-    # delegate library (e.g. the GPU delegate). coreml: Core ML compute units (all, cpu_only, cpu_and_gpu, cpu_and_ne).
-    device: str | None = None
-    # OpenVINO: keep each tower compiled for this CPU here, so later processes load it instead of compiling
-    # it again (the 224-px CNN's int8 load: 0.68 -> 0.37 s here). The blob is keyed by the model and the
-    # settings: a re-exported bundle compiles anew. None: compile at every load.
-    compile_cache: Path | None = None
 
 
 class Tower(Protocol):

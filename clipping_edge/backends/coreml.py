@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ClippingEdgeError
-from . import BackendOptions
+from .options import BackendOptions
 
 
 class CoreMlTower:

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ClippingEdgeError
-from . import BackendOptions
+from .options import BackendOptions
 
 
 def _scale_and_zero_point(detail: dict) -> tuple[float, int] | None:

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..errors import ClippingEdgeError
-from . import BackendOptions
+from .options import BackendOptions
 
 
 # --device shorthands; anything else is a comma-separated list of provider names.

@@ -7,7 +7,7 @@ from types import ModuleType
 import numpy as np
 
 from ..errors import ClippingEdgeError
-from . import BackendOptions
+from .options import BackendOptions
 
 
 def _import_runtime() -> ModuleType:
