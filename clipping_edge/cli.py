@@ -542,7 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     from training.config import MINIMUMS, Int8FinetuneConfig, TrainConfig  # torch-free: only dataclasses
 
-    p = sub.add_parser("train", help="train a student (CLIP or CLIP-PING); writes OUT/checkpoint")
+    p = sub.add_parser("train", help="train a student (CLIP or CLIP-PING); writes OUT/checkpoint",
+                       description="Trains a student on image-caption pairs with CLIP or CLIP-PING and writes "
+                                   "OUT/checkpoint, which `export` and `eval` take.",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_train_help())
     _add_dataclass_args(p, TrainConfig, MINIMUMS)
     p.add_argument("--nproc", type=POSITIVE, default=1, help="processes on this machine, launched with torchrun (DDP)")
     p.set_defaults(func=cmd_train)
@@ -733,6 +736,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous dataset")
     p.set_defaults(func=cmd_data_shard)
     return parser
+
+
+def _train_help() -> str:
+    """The registered students, methods and recipes, a line each (read from the registries themselves)."""
+    from training.config import METHOD_HELP, RECIPE_HELP, describe_student, list_students, student_config
+
+    def block(title: str, rows: dict[str, str]) -> list[str]:
+        return [f"{title}:", *(f"  {name:<22} {line}" for name, line in rows.items())]
+
+    students = {name: describe_student(student_config(name)) for name in list_students() if not name.startswith("test-")}
+    return "\n".join([*block("students (--student)", students), "", *block("methods (--method)", METHOD_HELP), "",
+                      *block("recipes (--recipe)", RECIPE_HELP), "",
+                      "For real images on a CPU, README recommends: --student effnet-minilm --lock-image --lock-text "
+                      "--anchors imagenet --method clip --epochs 10 --logit-scale 7"])
 
 
 def user_error(exc: BaseException, command: str) -> str | None:

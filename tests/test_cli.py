@@ -21,6 +21,17 @@ def test_every_command_has_help(command: str):
     assert result.returncode == 0 and "usage: clipping-edge" in result.stdout
 
 
+def test_train_help_lists_every_student_method_and_recipe_with_a_line_each():
+    from training.config import METHODS, list_students
+    from training.data.augment import RECIPES
+
+    lines = run_cli("train", "--help").stdout.splitlines()
+    described = {line.split()[0]: line for line in lines if line.startswith("  ") and len(line.split()) > 1}
+    for name in [*[s for s in list_students() if not s.startswith("test-")], *METHODS, *RECIPES]:
+        assert name in described and len(described[name].split()) > 2, name
+    assert "pretrained, 224 px" in described["effnet-minilm"] and "random init" in described["vit-nano"]
+
+
 def one_error_line(capsys: pytest.CaptureFixture, *argv: str) -> str:
     assert main(list(argv)) == 2
     err = capsys.readouterr().err.strip()

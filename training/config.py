@@ -102,6 +102,22 @@ def list_students() -> list[str]:
     return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
 
 
+def describe_student(cfg: StudentConfig) -> str:
+    """One line for `train --help`, read off the config itself so it cannot drift from it."""
+    vision, text = cfg.vision, cfg.text
+
+    def start(kind: str, pretrained: bool) -> str:
+        return "pretrained" if pretrained and kind in PRETRAINED_KINDS else "random init"
+
+    name = vision.timm_model or vision.kind + (f" {vision.variant}" if vision.kind == "efficientnet-lite" else "")
+    head = ", reads its ImageNet head" if vision.kind == "efficientnet-lite" and vision.head_temperature > 0 else ""
+    return (f"{name} ({start(vision.kind, vision.pretrained)}, {vision.image_size} px{head}) + "
+            f"{text.kind} text ({start(text.kind, text.pretrained)}), {cfg.embed_dim}-d")
+
+
+PRETRAINED_KINDS = ("efficientnet-lite", "minilm")  # timm towers start from random weights here
+
+
 def student_config(name_or_path: str) -> StudentConfig:
     """A registered student name (see list_students) or a path to a JSON config."""
     path = Path(name_or_path)
@@ -125,6 +141,16 @@ def student_config(name_or_path: str) -> StudentConfig:
 
 
 METHODS = ("clip", "clip-ping", "a-clip-ping")
+METHOD_HELP = {
+    "clip": "CLIP's contrastive loss alone",
+    "clip-ping": "CLIP + guidance towards each pair's nearest neighbour (NN) and cross nearest neighbour (XNN), "
+                 "mined before each epoch from frozen teachers' feature banks on disk",
+    "a-clip-ping": "CLIP-PING whose teachers embed the very view the student sees, every step (slower, no banks)",
+}
+RECIPE_HELP = {
+    "basic": "one view of each image and caption",
+    "improved": "Fini et al. 2023: extra augmented image and caption views, label smoothing",
+}
 
 # The smallest valid value of each numeric training switch, and whether it is excluded; checked when
 # the CLI parses a flag and again by the trainer (for the Python API).
