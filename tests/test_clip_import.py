@@ -172,6 +172,20 @@ def test_export_takes_a_spec_and_the_bundle_classifies_and_verifies(tiny_config:
     assert {p.label for p in predictions[0]} == {"red circle", "blue square"}
 
 
+@pytest.mark.parametrize("target", ["onnx", "openvino"])
+def test_an_imported_model_gets_an_app_ready_classifier(target: str, tiny_import: Path, small_data: Path, tmp_path: Path):
+    """`export --labels` on an imported model: open_clip's towers inside the one-graph classifier, its
+    probabilities checked against the two towers by the export, and the mobile rewrite for ONNX."""
+    from export.bundle import export_bundle
+
+    labels = ["red circle", "blue square", "green triangle"]
+    bundle, parity = export_bundle(tiny_import, tmp_path / target, target, "none", str(small_data), labels=labels)
+    record = json.loads((bundle / "manifest.json").read_text())["classifier"]
+    assert parity["passed"] and record["parity"]["passed"] and record["labels"] == labels, record["parity"]
+    if target == "onnx":
+        assert record["mobile_usability"]["CoreML MLProgram"]["verdict"] == "YES", record["mobile_usability"]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["MobileCLIP2-S0", "ViT-B-32"])
 def test_real_architectures_export_to_every_runtime(arch: str, small_data: Path, tmp_path: Path):
