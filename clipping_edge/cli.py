@@ -376,7 +376,8 @@ def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, minimums: di
             if f.default is dataclasses.MISSING:
                 parser.add_argument(flag, type=parse, required=True, help=about or None)
             else:
-                parser.add_argument(flag, type=parse, default=f.default, help=f"{about} (default: {f.default})".lstrip())
+                shown = "" if f.default is None else f" (default: {f.default})"  # None: the comment says what unset does
+                parser.add_argument(flag, type=parse, default=f.default, help=f"{about}{shown}".lstrip())
 
 
 def cmd_train(args: argparse.Namespace) -> int | None:
@@ -740,7 +741,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train_help() -> str:
     """The registered students, methods and recipes, a line each (read from the registries themselves)."""
-    from training.config import METHOD_HELP, RECIPE_HELP, describe_student, list_students, student_config
+    from training.config import METHOD_HELP, RECIPE_HELP, RECOMMENDED, describe_student, list_students, student_config
 
     def block(title: str, rows: dict[str, str]) -> list[str]:
         return [f"{title}:", *(f"  {name:<22} {line}" for name, line in rows.items())]
@@ -748,8 +749,9 @@ def _train_help() -> str:
     students = {name: describe_student(student_config(name)) for name in list_students() if not name.startswith("test-")}
     return "\n".join([*block("students (--student)", students), "", *block("methods (--method)", METHOD_HELP), "",
                       *block("recipes (--recipe)", RECIPE_HELP), "",
-                      "For real images on a CPU, README recommends: --student effnet-minilm --lock-image --lock-text "
-                      "--anchors imagenet --method clip --epochs 10 --logit-scale 7"])
+                      "With no --student, train uses the student and recipe recommended for real images on a CPU: "
+                      + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in RECOMMENDED.items())
+                      + " (each can be set on its own); naming a student starts from the other defaults shown above."])
 
 
 def user_error(exc: BaseException, command: str) -> str | None:
