@@ -585,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "held-out images and writes the bundle only if they pass.",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_targets_help())
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by `clipping-edge train` (OUT/checkpoint) "
-                                                        "or `import`, or an import spec (open_clip:..., hf:...)")
+                                                        "or `import`, an import spec (open_clip:..., hf:...), or "
+                                                        "shipped:NAME, a student that ships trained (docs/training.md)")
     p.add_argument("--target", default="onnx", help="a target below, or 'all' (one bundle per target under --out; default onnx)")
     p.add_argument("--quantize", default="none",
                    help="none (fp32), a precision the target offers (below), one per tower (image=int8,text=fp32), or "

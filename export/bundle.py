@@ -32,6 +32,7 @@ from training.checkpoint import TOKENIZER, fingerprint, load_student
 from training.clip_import import imported_checkpoint, is_spec
 from training.data.pairs import PairSet, read_pairs, resolve_split
 from training.evaluate import TorchEncoder
+from training.shipped import is_shipped, shipped_checkpoint
 
 from .calibration import calibration_batches
 from .chatter import EXPORT_LOG, chatter_to, phase, progress
@@ -316,7 +317,10 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
     precision = get_precision(tgt, quantize)
     if labels is not None:  # refused now, not after minutes of converting
         labels = check_labels(labels)
-    checkpoint = imported_checkpoint(checkpoint) if is_spec(checkpoint) else checkpoint
+    if is_shipped(checkpoint):
+        checkpoint = shipped_checkpoint(checkpoint)
+    elif is_spec(checkpoint):
+        checkpoint = imported_checkpoint(checkpoint)
     student, tokenizer, meta = load_student(checkpoint)
     if labels_index is not None:  # an index of another model, or a head the graph cannot hold: refused before converting
         index = PrototypeIndex.load(labels_index, fingerprint=fingerprint(checkpoint))

@@ -118,8 +118,9 @@ def describe(record: dict, brief: bool = False) -> str:
     parts = [f"image cos min {record['image_cosine_min']:.6f}", f"text cos min {record['text_cosine_min']:.6f}"]
     if "zero_shot_agreement" in record:
         ties = record.get("zero_shot_ties", 0)
-        parts += [f"top-1 agreement {record['zero_shot_agreement']:.1%}" + (f" ({ties} of {record['images']} rows tied, "
-                  "left out)" if ties else ""), f"Δtop-1 {-record['top1_drop_points']:+.2f} pt",
+        agreement = (f"top-1 agreement n/a (all {ties} rows tied)" if ties == record["images"] else
+                     f"top-1 agreement {record['zero_shot_agreement']:.1%}" + (f" ({ties} tied rows left out)" if ties else ""))
+        parts += [agreement, f"Δtop-1 {-record['top1_drop_points']:+.2f} pt",
                   f"max |Δp| {record['max_probability_diff']:.2e}"]
     if brief:
         return ", ".join(parts) + "".join(f"; {f}" for f in record["failures"])

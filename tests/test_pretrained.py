@@ -351,3 +351,35 @@ def test_ablation_builds_the_locked_caches_its_runs_read(small_data: Path, tmp_p
     # the test split as the suite scores it (200 images), as training's final evaluation does (all 480), and as
     # the val curve does (test stands in: this set has no val split; 100 images); and the training split
     assert len(caches["before"]) == 4 and caches["before"] <= caches["run"], caches
+
+
+def test_a_shipped_student_is_the_trained_one_rebuilt_from_the_packages(small_data: Path, tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch):
+    """`shipped:NAME` (training/shipped.py): only what training changed is stored; rebuilt from the packages it is
+    the trained student exactly, exports and classifies; towers other than those it was trained on are refused."""
+    import training.shipped as shipped
+    from export.bundle import export_bundle
+    from training.checkpoint import load_student
+    from training.trainer import train
+
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path / "shipped")
+    run = tmp_path / "run"
+    checkpoint = train(tiny_locked_run(small_data, run, lock_text=True, logit_scale=7.0))
+    record = shipped.ship(checkpoint, "tiny-real", {"command": "the test's"})
+    stored = json.loads(record.read_text())["shipped_tensors"]
+    assert stored == ["logit_scale", "text.proj.weight", "visual.proj.weight"], stored  # the locked towers stay out
+
+    rebuilt = shipped.shipped_checkpoint("shipped:tiny-real")
+    original, again = load_student(checkpoint)[0].state_dict(), load_student(rebuilt)[0].state_dict()
+    assert original.keys() == again.keys() and all(torch.equal(original[k], again[k]) for k in original)
+    assert shipped.shipped_checkpoint("shipped:tiny-real") == rebuilt  # built once
+    bundle, parity = export_bundle("shipped:tiny-real", tmp_path / "bundle", "onnx", "none", str(small_data))
+    assert parity["passed"]
+
+    with pytest.raises(ClippingEdgeError, match="no shipped student 'nope'"):
+        shipped.shipped_checkpoint("shipped:nope")
+    edited = json.loads(record.read_text())
+    edited["towers_sha256"] = "0" * 64  # as if a package update had changed the towers' weights
+    record.write_text(json.dumps(edited))
+    with pytest.raises(ClippingEdgeError, match="other packaged towers"):
+        shipped.shipped_checkpoint("shipped:tiny-real")
