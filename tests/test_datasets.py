@@ -19,8 +19,11 @@ from clipping_edge import ClippingEdgeError
 from clipping_edge.cli import main
 from clipping_edge.preprocess import load_image
 from training.data.pairs import Mixture, read_pairs, resolve_split
-from training.data.prepare import (NOTO_EMOJI, SKIN_TONES, prepare, prepare_emoji, prepare_fashion_mnist,
-                                   prepare_openclipart, prepare_tuxpaint, read_idx)
+from training.data.prepare import prepare
+from training.data.sources.emoji import NOTO_EMOJI, SKIN_TONES, prepare_emoji
+from training.data.sources.fashion_mnist import prepare_fashion_mnist, read_idx
+from training.data.sources.openclipart import prepare_openclipart
+from training.data.sources.tuxpaint import prepare_tuxpaint
 from training.data.shard_writer import write_shards
 from training.data.shards import ShardSplit, expand_braces
 

@@ -56,7 +56,7 @@ def imagenet_classes() -> list[tuple[list[str], str]]:
 
 
 def fashion_mnist_names() -> set[str]:
-    from .data.prepare import FASHION_CLASSES
+    from .data.sources.fashion_mnist import FASHION_CLASSES
 
     names = set(FASHION_CLASSES) | {"t-shirt", "top"}
     for synonyms in FASHION_CLASSES.values():

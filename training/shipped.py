@@ -119,12 +119,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run", type=Path, help="a run folder written by `clipping-edge train` (RUN/checkpoint)")
     parser.add_argument("name", help="the shipped student's name (export --checkpoint shipped:NAME)")
     parser.add_argument("--command", required=True, help="the training command, recorded to reproduce it")
+    parser.add_argument("--trained-on", required=True, help="what the data was, in words")
     args = parser.parse_args(argv)
     metrics = json.loads((args.run / "metrics.json").read_text(encoding="utf-8"))
     log = [json.loads(line) for line in (args.run / "log.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    evaluated = [row for row in log if any(k.startswith("val/") or "/" in k for k in row)]
-    path = ship(args.run / "checkpoint", args.name, {"command": args.command, "test_metrics": metrics,
-                                                     "last_validation": evaluated[-1] if evaluated else None})
+    scored = [row for row in log if any(k.endswith("/zero_shot_top1") for k in row)]
+    last = scored[-1] if scored else {}
+    held_out = ", ".join(f"{k.split('/')[0]} {100 * v:.1f} %" for k, v in last.items() if k.endswith("/zero_shot_top1"))
+    path = ship(args.run / "checkpoint", args.name, {
+        "command": args.command, "trained_on": args.trained_on, "test_metrics": metrics, "last_validation": last or None,
+        "held_out": f"zero-shot top-1 on held-out validation splits: {held_out}" if held_out else "not measured"})
     print(f"shipped {args.name}: {path} and {path.with_suffix('.safetensors')}")
 
 

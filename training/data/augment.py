@@ -23,7 +23,12 @@ from PIL import Image, ImageFilter, ImageOps
 
 from clipping_edge.preprocess import load_image
 
-from .transforms import BasicTrainTransform, ImageCaptionDataset, Transform, random_resized_crop
+from .transforms import (
+    BasicTrainTransform,
+    ImageCaptionDataset,
+    Transform,
+    random_resized_crop,
+)
 
 RECIPES = ("basic", "improved")
 

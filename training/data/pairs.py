@@ -23,7 +23,14 @@ from typing import Union
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.prompts import DEFAULT_TEMPLATES, check_synonyms, check_templates
 
-from .shards import SPLIT_WORDS, ShardSplit, TarMember, find_shards, is_shard_pattern, read_shard_split
+from .shards import (
+    SPLIT_WORDS,
+    ShardSplit,
+    TarMember,
+    find_shards,
+    is_shard_pattern,
+    read_shard_split,
+)
 
 CAPTION_FILES = ("captions.csv", "captions.jsonl")
 

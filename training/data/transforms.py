@@ -15,7 +15,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipping_edge.preprocess import Preprocess, load_image, resize_center_crop, resize_image, to_chw_float
+from clipping_edge.preprocess import (
+    Preprocess,
+    load_image,
+    resize_center_crop,
+    resize_image,
+    to_chw_float,
+)
 
 # (image, per-sample RNG) -> (3, H, W) float32 in [0, 1]. Deterministic transforms ignore the RNG.
 Transform = Callable[[Image.Image, random.Random], torch.Tensor]
