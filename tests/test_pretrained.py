@@ -383,3 +383,18 @@ def test_a_shipped_student_is_the_trained_one_rebuilt_from_the_packages(small_da
     record.write_text(json.dumps(edited))
     with pytest.raises(ClippingEdgeError, match="other packaged towers"):
         shipped.shipped_checkpoint("shipped:tiny-real")
+
+
+def test_the_shipped_real_data_student_rebuilds_on_the_installed_packages():
+    """training/shipped/effnet-minilm-real: the installed packages still hold the towers it was trained on (a
+    package update that changed them fails here, not in a user's export), and its projections load unchanged."""
+    from safetensors.torch import load_file
+
+    from training.checkpoint import load_student
+    from training.shipped import SHIPPED_DIR, shipped_checkpoint
+
+    student = load_student(shipped_checkpoint("shipped:effnet-minilm-real"))[0]
+    state = student.state_dict()
+    for name, tensor in load_file(str(SHIPPED_DIR / "effnet-minilm-real.safetensors")).items():
+        assert torch.equal(state[name], tensor), name
+    assert student.config.vision.kind == "efficientnet-lite" and student.config.text.kind == "minilm"
