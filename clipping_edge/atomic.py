@@ -123,9 +123,10 @@ def _swap_names(target: Path) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def swap_lock(target: Path) -> Iterator[None]:
-    """Held while an output's names move: a writer between its two renames is never finished (or undone) by
-    another writer or a reader at the same time. The empty lock file stays; removing it would race."""
+def exclusive_lock(target: Path) -> Iterator[None]:
+    """An exclusive lock named after `target` (`.NAME.lock` beside it), held across processes. Around an output's
+    two renames: a writer between them is never finished or undone by another writer or a reader at
+    the same time; around an index's read-modify-write. The empty lock file stays; removing it would race."""
     import fcntl
 
     with open(target.with_name(f".{target.name}.lock"), "a+b") as lock:
@@ -143,7 +144,7 @@ def recover(target: str | os.PathLike[str]) -> Path:
     new, old = _swap_names(target)
     if not (new.exists() or old.exists()):
         return target
-    with swap_lock(target):
+    with exclusive_lock(target):
         if not target.exists():
             for candidate in (new, old):
                 if candidate.is_dir():
@@ -174,7 +175,7 @@ def atomic_directory(target: str | os.PathLike[str], kind: str, inputs: Iterable
         (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n", encoding="utf-8")
         _honour_umask(tmp, directory=True)
         recover(target)  # a writer that died between its renames meanwhile
-        with swap_lock(target):
+        with exclusive_lock(target):
             check_replaceable(target, kind, inputs, force)
             new, old = _swap_names(target)
             tmp.rename(new)  # from here on the finished output survives a crash (see recover)

@@ -18,7 +18,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from .atomic import remove_stale_siblings, write_json_atomic
+from .atomic import exclusive_lock, remove_stale_siblings, write_json_atomic
 from .errors import ClippingEdgeError
 from .fewshot import FewShotHead, Shots, fit, fit_mix
 
@@ -63,16 +63,10 @@ def _read_sidecar(meta_path: Path) -> dict | None:
 @contextlib.contextmanager
 def locked(path: str | Path) -> Iterator[None]:
     """An exclusive lock on an index for a read-modify-write (two `index add` at once lose nothing)."""
-    import fcntl
-
     path = index_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name}.lock"), "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with exclusive_lock(path):
+        yield
 
 
 def check_index_replaceable(path: Path, kind: str, force: bool) -> None:
