@@ -39,7 +39,7 @@ from .chatter import EXPORT_LOG, chatter_to, phase, progress
 from .classifier import CLASSIFIER_TEST_IMAGES, describe_classifier
 from .targets import AUTO, Target, TowerJob, get_precision, get_target, tower_precisions
 from .towers import IMAGE_INPUT, TEXT_INPUT, ImageTower, TextTower
-from .validate import THRESHOLDS, SplitEncoder, compare, describe, family, gate
+from .validate import MAX_IMAGES, THRESHOLDS, SplitEncoder, compare, describe, family, gate
 
 def _tower_files(path: Path) -> list[Path]:
     """The files one written tower occupies (an OpenVINO .xml has its .bin)."""
@@ -351,7 +351,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
         for kind in towers:
             encoders[kind], tower_problems, offline[kind] = run.tower_encoder(kind, precisions[kind], tmp / files[kind])
             problems += tower_problems
-        with phase(f"validating against PyTorch on {len(run.test_pairs.pairs)} test images"):
+        with phase(f"validating against PyTorch on {min(len(run.test_pairs.pairs), MAX_IMAGES)} test images"):
             parity = run.validate(encoders, precisions, problems, max_top1_drop)
         if tgt.runs_here():
             parity["checked_by"] = f"the {tgt.backend} runtime"

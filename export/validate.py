@@ -58,8 +58,11 @@ def family(precision: str) -> str:
     return precision if precision in ("fp32", "fp16") else "int8"
 
 
+MAX_IMAGES = 1024  # validation images (the split's first); the prompts stop at 512
+
+
 def compare(reference: Encoder, candidate: Encoder, logit_scale: float, pairs: PairSet, image_size: int | Preprocess,
-            max_images: int = 1024) -> dict:
+            max_images: int = MAX_IMAGES) -> dict:
     subset = pairs.pairs[:max_images]
     pixels = preprocess_batch([p.source() for p in subset], image_size)
     ref_images, cand_images = reference.encode_pixels(pixels), candidate.encode_pixels(pixels)
