@@ -123,18 +123,23 @@ def _swap_names(target: Path) -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def exclusive_lock(target: Path) -> Iterator[None]:
-    """An exclusive lock named after `target` (`.NAME.lock` beside it), held across processes. Around an output's
-    two renames: a writer between them is never finished or undone by another writer or a reader at
-    the same time; around an index's read-modify-write. The empty lock file stays; removing it would race."""
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock held across processes on `path`: a directory (nothing is created), or a lock file (created
+    if missing; it stays, as removing it would race). Not re-entrant: a process must not take it twice."""
     import fcntl
 
-    with open(target.with_name(f".{target.name}.lock"), "a+b") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    fd = os.open(path, os.O_RDONLY) if path.is_dir() else os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def swap_lock(target: Path) -> contextlib.AbstractContextManager[None]:
+    """Held while an output's names move, on the folder that holds it: a writer between its two renames is never
+    finished or undone by another writer or a reader at the same time, and no lock file is left beside the output."""
+    return exclusive_lock(target.parent)
 
 
 def recover(target: str | os.PathLike[str]) -> Path:
@@ -144,7 +149,7 @@ def recover(target: str | os.PathLike[str]) -> Path:
     new, old = _swap_names(target)
     if not (new.exists() or old.exists()):
         return target
-    with exclusive_lock(target):
+    with swap_lock(target):
         if not target.exists():
             for candidate in (new, old):
                 if candidate.is_dir():
@@ -175,7 +180,7 @@ def atomic_directory(target: str | os.PathLike[str], kind: str, inputs: Iterable
         (tmp / MARKER).write_text(json.dumps({"kind": kind}) + "\n", encoding="utf-8")
         _honour_umask(tmp, directory=True)
         recover(target)  # a writer that died between its renames meanwhile
-        with exclusive_lock(target):
+        with swap_lock(target):
             check_replaceable(target, kind, inputs, force)
             new, old = _swap_names(target)
             tmp.rename(new)  # from here on the finished output survives a crash (see recover)

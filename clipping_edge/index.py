@@ -65,7 +65,7 @@ def locked(path: str | Path) -> Iterator[None]:
     """An exclusive lock on an index for a read-modify-write (two `index add` at once lose nothing)."""
     path = index_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(path):
+    with exclusive_lock(path.with_name(f".{path.name}.lock")):
         yield
 
 

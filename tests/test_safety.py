@@ -453,7 +453,7 @@ def test_a_writer_paused_between_its_renames_is_not_undone_by_another(tmp_path: 
     --force) starts now. B must wait for A's swap, then replace A's output with its own: one output at the end."""
     import threading
 
-    from clipping_edge.atomic import atomic_directory, exclusive_lock
+    from clipping_edge.atomic import atomic_directory, swap_lock
 
     target = tmp_path / "out"
     with atomic_directory(tmp_path / "a", "dataset") as tmp:
@@ -467,7 +467,7 @@ def test_a_writer_paused_between_its_renames_is_not_undone_by_another(tmp_path: 
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
-    with exclusive_lock(target):  # A, mid-swap
+    with swap_lock(target):  # A, mid-swap
         (tmp_path / "a").rename(tmp_path / ".out.new")
         b = threading.Thread(target=writer_b)
         b.start()
@@ -475,7 +475,7 @@ def test_a_writer_paused_between_its_renames_is_not_undone_by_another(tmp_path: 
         (tmp_path / ".out.new").rename(target)  # A's second rename: B must not have taken .out.new meanwhile
     b.join(timeout=30)
     assert not errors and (target / "v").read_text() == "B"
-    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".lock") == ["out"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no lock file either
 
 
 def test_stale_temp_siblings_are_removed_and_umask_honoured(tmp_path: Path):
