@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import math
 import sys
@@ -768,6 +769,8 @@ def user_error(exc: BaseException, command: str) -> str | None:
     if isinstance(exc, OSError) and exc.filename is not None:
         if is_disk_full(exc):
             return f"the disk is full writing {exc.filename}: free some space or write somewhere else"
+        if exc.errno == errno.EROFS:
+            return f"{Path(exc.filename).parent} is on a read-only file system: write somewhere else"
         if isinstance(exc, PermissionError):
             return f"permission denied: {exc.filename}: choose a path you can write, or fix its permissions"
         if isinstance(exc, (IsADirectoryError, NotADirectoryError)):

@@ -10,6 +10,7 @@ the next reader. Writers of one index take a file lock.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -130,7 +131,10 @@ def save_index(index, path: str | Path, sidecar: dict, force: bool = False) -> P
         meta["sha256"] = _checksum(pending, meta)
         write_json_atomic(sidecar_path(path), meta)  # names the pending file's contents: see _roll_forward
     except OSError as exc:
-        pending.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # on a read-only file system even removing a missing file fails
+            pending.unlink()
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise ClippingEdgeError(f"cannot write the index {path} ({exc.strerror}): choose a folder you can write") from exc
         raise OSError(exc.errno, exc.strerror, exc.filename or str(path)) from exc
     except BaseException:
         pending.unlink(missing_ok=True)

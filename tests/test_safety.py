@@ -835,3 +835,23 @@ def test_ctrl_c_inside_usearch_is_an_interrupt_not_a_runtime_error():
     with pytest.raises(RuntimeError, match="other"):  # usearch's other failures stay what they are
         with interruptible():
             raise RuntimeError("other")
+
+
+def test_an_index_into_a_read_only_folder_is_one_clear_error(capsys, tiny_bundle: Path, tmp_path: Path):
+    """Item 11: `save_index` into a folder that cannot be written (a read-only mount: root writes through plain
+    permissions) raises the project's error naming the index, and the CLI says it in one line."""
+    import clipping_edge
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True).returncode:
+        pytest.skip("mounting a read-only tmpfs needs root: this case runs in CI and on the project's machines")
+    try:
+        classifier = clipping_edge.ZeroShotClassifier(clipping_edge.load(tiny_bundle), ["red circle", "blue square"])
+        with pytest.raises(ClippingEdgeError, match=r"cannot write the index .*x\.usearch .*choose a folder"):
+            classifier.save_index(folder / "x.usearch")
+        err = one_error(capsys, "index", "build", "--bundle", str(tiny_bundle), "--labels", "red circle,blue square",
+                        "--out", str(folder / "x.usearch"))
+        assert "read-only file system" in err and str(folder) in err
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
