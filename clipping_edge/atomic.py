@@ -78,15 +78,14 @@ def check_replaceable(target: str | os.PathLike[str], kind: str, inputs: Iterabl
 
 
 def claim_directory(target: str | os.PathLike[str], kind: str, inputs: Iterable[str | os.PathLike[str] | None] = (),
-                    force: bool = False, write: bool = True) -> Path:
+                    force: bool = False) -> Path:
     """For outputs written in place over time (a training run): check `target` may be a `kind` output, create it
-    and mark it as ours. `write=False` checks only (the other ranks of a distributed run)."""
+    and mark it as ours (one process of a distributed run does this; the others wait for it)."""
     target = Path(target)
     check_replaceable(target, kind, inputs, force)
-    if write:
-        target.mkdir(parents=True, exist_ok=True)
-        if output_kind(target) != kind:
-            (target / MARKER).write_text(json.dumps({"kind": kind}) + "\n", encoding="utf-8")
+    target.mkdir(parents=True, exist_ok=True)
+    if output_kind(target) != kind:
+        write_bytes_atomic(target / MARKER, (json.dumps({"kind": kind}) + "\n").encode())
     return target
 
 

@@ -332,8 +332,9 @@ class Trainer:
         # files of the same names (log.jsonl, metrics.json, tokenizer.json) is refused without --force.
         # A run written before runs were marked is known by its marked checkpoint.
         earlier_run = cfg.resume and output_kind(self.ckpt_dir) == "checkpoint"
-        claim_directory(self.out, "run", inputs=[*cfg.data.split("+")], force=cfg.force or earlier_run,
-                        write=self.dist.is_main)
+        if self.dist.is_main:  # the other ranks wait: checking meanwhile, they could catch its marker half-written
+            claim_directory(self.out, "run", inputs=[*cfg.data.split("+")], force=cfg.force or earlier_run)
+        self.dist.barrier()
 
         self.pairs = read_pairs(resolve_split(cfg.data, "train"), limit=cfg.limit)
         inherited = self._inherited_student() if cfg.student_from else None
