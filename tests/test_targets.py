@@ -133,8 +133,8 @@ def test_auto_keeps_the_first_precision_within_budget(tiny_checkpoint: Path, sma
         assert manifest["quantization"][kind]["precision"] == tries[-1]["precision"]
     assert parity["passed"] and parity["top1_drop_points"] <= 1.0
     # the tried precisions leave nothing behind; the hidden marker says whose output the folder is
-    assert sorted(p.name for p in bundle.iterdir()) == [".clipping-edge-output", "golden", "image.onnx", "junk.f32", "manifest.json",
-                                                          "text.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in bundle.iterdir()) == [".clipping-edge-output", "export.log", "golden", "image.onnx", "junk.f32",
+                                                          "manifest.json", "text.onnx", "tokenizer.json"]
 
 
 def test_auto_fails_loudly_when_nothing_meets_the_budget(tiny_checkpoint: Path, small_data: Path, tmp_path: Path):
