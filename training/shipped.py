@@ -100,13 +100,15 @@ def shipped_checkpoint(spec: str) -> Path:
                                 "ones (a package update changed their weights): install the versions in "
                                 f"{record_path.name} or train it again with the command it records")
     student.load_state_dict({**state, **tensors})
-    tokenizer = out.with_name(out.name + ".tokenizer.json")
-    packaged_tokenizer(record["tokenizer"], config.text.context_length, tokenizer)
     # Export validates on the training data by default; the shipped student's (real sets) need not be here.
-    meta = {"train": {"data": "synthetic"}, "shipped": {k: v for k, v in record.items() if k not in ("student",)},
+    meta = {"train": {"data": "synthetic"}, "shipped": {k: v for k, v in record.items() if k != "student"},
             "trained_token_ids": record.get("trained_token_ids")}
-    save_checkpoint(out, student, tokenizer, meta)
-    tokenizer.unlink()
+    tokenizer = out.with_name(out.name + ".tokenizer.json")
+    try:
+        packaged_tokenizer(record["tokenizer"], config.text.context_length, tokenizer)
+        save_checkpoint(out, student, tokenizer, meta)
+    finally:  # copied into the checkpoint, or not needed: never left in the cache
+        tokenizer.unlink(missing_ok=True)
     return out
 
 
