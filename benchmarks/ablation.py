@@ -6,7 +6,7 @@ clip-ping variants that probe why it does or does not beat clip (λ, teacher res
     clipping-edge data prepare emoji --out runs/data/emoji          # once (Debian packages: see README)
     clipping-edge data prepare openclipart --out runs/data/openclipart
     clipping-edge data prepare fashion-mnist --out runs/data/fashion-mnist
-    python -m benchmarks.ablation --seeds 0 1 2 --jobs 2 --out runs/ablation   # 3 epochs, teacher at 64 px
+    python -m clipping_edge.benchmarks.ablation --seeds 0 1 2 --jobs 2 --out runs/ablation   # 3 epochs, teacher at 64 px
 
 `--suite real` is the same comparison where it matters: the effnet-minilm student initialised from the
 teachers (image tower locked and cached, text tower's last two blocks trained: LiT) on the real pairs
@@ -14,7 +14,7 @@ only (emoji with skin tones + Open Clip Art), scored on their real test splits a
 (never trained on), beside the same student trained from scratch (`--inits scratch pretrained`):
 
     clipping-edge data prepare emoji --skin-tones --out runs/data/emoji-all
-    python -m benchmarks.ablation --suite real --methods clip clip-ping --seeds 0 1 2 --out runs/ablation-real
+    python -m clipping_edge.benchmarks.ablation --suite real --methods clip clip-ping --seeds 0 1 2 --out runs/ablation-real
 
 Its `locked` init (both towers locked whole: only the projections train, on cached features) scores the
 three val splits after every epoch, from the cache too: the validation curve, in each run's log.jsonl and
@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipping_edge.atomic import write_bytes_atomic
-from training.config import METHODS, TrainConfig
+from clipping_edge.training.config import METHODS, TrainConfig
 
 RECIPES = ("basic", "improved")
 
@@ -139,11 +139,11 @@ def result_path(run: Run, args: argparse.Namespace) -> Path:
 
 
 def train_and_evaluate(run: Run, args: argparse.Namespace) -> dict:
-    from training.checkpoint import load_student
-    from training.data.pairs import read_pairs, resolve_split
-    from training.evaluate import evaluate
-    from training.locking import fully_locked
-    from training.trainer import train
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.evaluate import evaluate
+    from clipping_edge.training.locking import fully_locked
+    from clipping_edge.training.trainer import train
 
     out = Path(args.out) / run.name
     train(run.config(args, out))
@@ -162,9 +162,9 @@ def train_and_evaluate(run: Run, args: argparse.Namespace) -> dict:
 
 def build_banks_once(runs: list[Run], args: argparse.Namespace) -> None:
     """Extract every feature bank the plan needs before parallel runs start, so that they only read them."""
-    from training.banks import build_banks
-    from training.data.pairs import read_pairs, resolve_split
-    from training.teachers import load_image_teacher, load_text_teacher
+    from clipping_edge.training.banks import build_banks
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.teachers import load_image_teacher, load_text_teacher
 
     configs = {(c.image_teacher, c.teacher_image_size, c.text_teacher)
                for c in (r.config(args, Path(args.out)) for r in runs if r.method != "clip")}
@@ -183,12 +183,12 @@ def build_locked_caches_once(runs: list[Run], args: argparse.Namespace) -> None:
 
     import torch
 
-    from training.config import student_config
-    from training.data.pairs import read_pairs, resolve_split
-    from training.evaluate import LockedCacheEncoder
-    from training.locking import fully_locked
-    from training.models import IMAGE_TOWERS
-    from training.trainer import curve_sources, uses_locked_cache
+    from clipping_edge.training.config import student_config
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.evaluate import LockedCacheEncoder
+    from clipping_edge.training.locking import fully_locked
+    from clipping_edge.training.models import IMAGE_TOWERS
+    from clipping_edge.training.run_setup import curve_sources, uses_locked_cache
 
     splits: dict[str, dict[str, tuple]] = {}  # student -> {what it is: (split, images used)}
     for config in (r.config(args, Path(args.out)) for r in runs):
@@ -214,7 +214,7 @@ def build_locked_caches_once(runs: list[Run], args: argparse.Namespace) -> None:
 def run_in_subprocess(run: Run, args: argparse.Namespace, threads: int) -> dict | None:
     """Train one run in its own interpreter so its thread count is its own (torch reads it at import).
     It gets this invocation's own options, so it trains with exactly the settings asked for here."""
-    command = [sys.executable, "-m", "benchmarks.ablation", *sys.argv[1:],
+    command = [sys.executable, "-m", "clipping_edge.benchmarks.ablation", *sys.argv[1:],
                "--single", run.method, run.recipe, str(run.seed), run.variant, run.init]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     Path(args.out, run.name).mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Every target x precision of the export table from one checkpoint: size, parity, conversion time.
 
-    python -m benchmarks.exports --checkpoint runs/demo/checkpoint --out runs/exports
+    python -m clipping_edge.benchmarks.exports --checkpoint runs/demo/checkpoint --out runs/exports
 
 Each cell is exported with --allow-degraded so a failing precision still shows its figures; the
 table goes to stdout and OUT/exports.json. `--quantize auto` rows are added with --auto.
@@ -14,8 +14,8 @@ from pathlib import Path
 
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.manifest import size_mb
-from export.bundle import export_bundle
-from export.targets import AUTO, TARGETS
+from clipping_edge.export.bundle import export_bundle
+from clipping_edge.export.targets import AUTO, TARGETS
 
 
 def export_cell(checkpoint: str, out: Path, target: str, precision: str, data: str | None) -> dict:

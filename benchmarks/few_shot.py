@@ -6,7 +6,7 @@ every few-shot method of the runtime (clipping_edge/fewshot.py, settings chosen 
 ceiling). Everything runs through the torch-free runtime: the bundle embeds, numpy fits. Writes few_shot.json,
 few_shot.md (a table) and few_shot.png (accuracy vs shots).
 
-    python -m benchmarks.few_shot --bundles runs/demo/bundle runs/real-bundle \
+    python -m clipping_edge.benchmarks.few_shot --bundles runs/demo/bundle runs/real-bundle \
         --data runs/data/emoji runs/data/openclipart runs/data/fashion-mnist --out runs/few-shot
 """
 
@@ -30,7 +30,7 @@ SHOTS = (1, 2, 4, 8, 16)
 def embed_split(model, data: str, split: str, per_class: int | None, limit: int, seed: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(embeddings, class indices, classes) of a split's labelled pairs: at most `per_class` a class (a random
     subset), at most `limit` in all."""
-    from training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
 
     pairs = read_pairs(resolve_split(data, split))
     task = read_pairs(resolve_split(data, "test")).zero_shot
@@ -71,13 +71,13 @@ def cached(folder: Path, name: str, compute) -> tuple[np.ndarray, np.ndarray, li
 
 def run_set(model, data: str, shots: tuple[int, ...], draws: int, pool_per_class: int, pool_limit: int,
             test_limit: int, probe_limit: int, cache: Path) -> dict:
-    from training.evaluate import linear_probe
+    from clipping_edge.training.evaluate import linear_probe
 
     start = time.perf_counter()
     pool_x, pool_y, classes = cached(cache, "pool", lambda: embed_split(model, data, "train", pool_per_class, pool_limit, seed=0))
     test_x, test_y, _ = cached(cache, "test", lambda: embed_split(model, data, "test", None, test_limit, seed=1))
     embed_seconds = round(time.perf_counter() - start, 1)
-    from training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
 
     task = read_pairs(resolve_split(data, "test")).zero_shot
     text = class_prototypes(model, classes, task.templates, task.synonyms)
@@ -113,7 +113,7 @@ def classify_cost(model, data: str, shots_per_class: int = 16, images: int = 24,
     few-shot index of `shots_per_class` shots a class (Tip-Adapter, the head with the most work per image), in
     interleaved rounds; the median round each."""
     from clipping_edge.classifier import ZeroShotClassifier
-    from training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
 
     test = read_pairs(resolve_split(data, "test"))
     task = test.zero_shot

@@ -1,7 +1,7 @@
 """How often a teacher's nearest neighbour shares the pair's label: the quality of the guidance
 CLIP-PING adds, per modality, against chance.
 
-    python -m benchmarks.neighbour_quality --data synthetic --teacher-image-size 128
+    python -m clipping_edge.benchmarks.neighbour_quality --data synthetic --teacher-image-size 128
 
 For the synthetic set ("<colour> <shape>" labels of the first object) colour and shape agreement are
 reported too. Uses (and caches) the same feature banks as training.
@@ -15,10 +15,10 @@ import json
 import numpy as np
 import torch
 
-from training.banks import build_banks
-from training.data.pairs import read_pairs, resolve_split
-from training.neighbours import nearest_in_support
-from training.teachers import load_image_teacher, load_text_teacher
+from clipping_edge.training.banks import build_banks
+from clipping_edge.training.data.pairs import read_pairs, resolve_split
+from clipping_edge.training.neighbours import nearest_in_support
+from clipping_edge.training.teachers import load_image_teacher, load_text_teacher
 
 
 def agreement(labels: np.ndarray, neighbours: np.ndarray) -> dict[str, float]:

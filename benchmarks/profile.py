@@ -1,6 +1,6 @@
 """Where an exported image tower spends its time: a per-operator profile from the runtime's own profiler.
 
-    python -m benchmarks.profile runs/exports/onnx-int8 runs/exports/openvino-int8 --threads 1
+    python -m clipping_edge.benchmarks.profile runs/exports/onnx-int8 runs/exports/openvino-int8 --threads 1
 
 ONNX Runtime: its session profiler (time per node, summed by operator type). OpenVINO: the CPU plugin's
 performance counters, by layer type and the kernel it chose (e.g. `jit_avx2_I8` shows int8 really

@@ -1,7 +1,7 @@
 """The torch-free runtime on this machine: cold start, peak memory, end-to-end cost per image against
 the image tower alone, and prototype search at 21 000 classes.
 
-    python -m benchmarks.runtime --bundle runs/exports/onnx-int8 --images DATA/test/images
+    python -m clipping_edge.benchmarks.runtime --bundle runs/exports/onnx-int8 --images DATA/test/images
 
 Cold start and memory are measured in fresh subprocesses (nothing imported or cached before), so they
 are what a device sees when the app starts. A table goes to stdout; --out DIR also keeps runtime.json and

@@ -57,12 +57,12 @@ def bundle_rows(checkpoint: str | None, bundle_dir: Path, bundles: Sequence[str]
                 precisions: Sequence[str] | None, data: str | None, threads: int | None) -> list[Row]:
     """One row per bundle: given ones, or target x precision exported from the checkpoint where missing."""
     import clipping_edge
-    from export.targets import TARGETS, get_target
+    from clipping_edge.export.targets import TARGETS, get_target
 
     found: list[tuple[str, Path | None, str]] = []  # (name, bundle, error)
     if checkpoint:
-        from export.bundle import export_bundle
-        from training.checkpoint import fingerprint
+        from clipping_edge.export.bundle import export_bundle
+        from clipping_edge.training.checkpoint import fingerprint
 
         wanted_fp = fingerprint(checkpoint)
         for target in (get_target(t) for t in targets):
@@ -105,9 +105,9 @@ def pytorch_row(checkpoint: str, threads: int | None) -> tuple[Row, object]:
     """What a user has without us: the student in PyTorch eager mode, fp32."""
     import torch
 
-    from export.towers import ImageTower, TextTower
-    from training.checkpoint import load_student
-    from training.evaluate import TorchEncoder
+    from clipping_edge.export.towers import ImageTower, TextTower
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.evaluate import TorchEncoder
 
     if threads:
         torch.set_num_threads(threads)
@@ -188,7 +188,7 @@ def measure_latency(rows: list[Row], jobs: dict[str, dict[str, Callable[[int], N
 
 
 def measure_accuracy(rows: list[Row], pairs, reference_row: Row | None) -> None:
-    from training.metrics import retrieval_metrics
+    from clipping_edge.training.metrics import retrieval_metrics
 
     task = pairs.zero_shot
     subset = pairs.pairs[:EVAL_IMAGES]
@@ -275,7 +275,7 @@ def gemm_peaks(threads: int | None = None, repeats: int = 10) -> dict[str, float
 
 def cold_start_and_rss(row: Row, pairs, out: Path) -> None:
     """Import + load + prototype index in a fresh process, and its peak RSS (benchmarks.runtime)."""
-    from benchmarks.runtime import COLD_START_PHASES, cold_start
+    from clipping_edge.benchmarks.runtime import COLD_START_PHASES, cold_start
     from clipping_edge import ZeroShotClassifier
 
     task = pairs.zero_shot
@@ -363,12 +363,12 @@ def host() -> dict:
 def run(checkpoint: str | None, bundles: Sequence[str], data: str | None, targets: Sequence[str],
         precisions: Sequence[str] | None, threads: int | None, out: Path, bundle_dir: Path | None,
         floor: float | None, rounds: int = ROUNDS, calls: int = CALLS_PER_ROUND) -> int:
-    from training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
 
     if not checkpoint and not bundles:
         raise ClippingEdgeError("nothing to benchmark: pass --checkpoint C (exports what is missing) or --bundles DIR...")
     if checkpoint and not data:
-        from training.checkpoint import load_student
+        from clipping_edge.training.checkpoint import load_student
 
         data = load_student(checkpoint)[2].get("train", {}).get("data")
     pairs = read_pairs(resolve_split(data or "synthetic", "test"))

@@ -2,8 +2,8 @@
 with the teacher's pure forward, how neighbour mining scales with the bank, and samples/s with 1 and
 2 processes (torchrun, Gloo on CPU / NCCL on GPUs).
 
-    python -m benchmarks.training --out runs/training-bench            # vit-nano, batch 128
-    python -m benchmarks.training --device cuda --student vit-xs          # on a GPU
+    python -m clipping_edge.benchmarks.training --out runs/training-bench            # vit-nano, batch 128
+    python -m clipping_edge.benchmarks.training --device cuda --student vit-xs          # on a GPU
 
 Targets it reports against: clip-ping <= 1.10x and a-clip-ping <= 1.6x the step time of clip;
 bank extraction >= 85 % of the teacher's pure forward throughput. Writes OUT/training.json.
@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.config import TrainConfig
+from clipping_edge.training.config import TrainConfig
 
 STEP_TARGETS = {"clip-ping": 1.10, "a-clip-ping": 1.6}
 BANK_TARGET = 0.85
@@ -31,8 +31,8 @@ BANK_TARGET = 0.85
 
 def step_times(args: argparse.Namespace, out: Path) -> dict[str, dict]:
     """Median seconds per optimizer step of each method on the same batches, after warm-up."""
-    from training.data.augment import collate_views
-    from training.trainer import Trainer
+    from clipping_edge.training.data.augment import collate_views
+    from clipping_edge.training.trainer import Trainer
 
     results = {}
     for method in ("clip", "clip-ping", "a-clip-ping"):
@@ -69,9 +69,9 @@ def step_times(args: argparse.Namespace, out: Path) -> dict[str, dict]:
 
 def bank_throughput(args: argparse.Namespace, out: Path) -> dict:
     """Images/s of a full bank extraction (decode + resize + teacher) vs the teacher alone on ready tensors."""
-    from training.banks import build_banks
-    from training.data.pairs import read_pairs, resolve_split
-    from training.teachers import load_image_teacher, load_text_teacher
+    from clipping_edge.training.banks import build_banks
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.teachers import load_image_teacher, load_text_teacher
 
     device = torch.device("cuda" if args.device == "cuda" else "cpu")
     image_teacher = load_image_teacher("efficientnet-lite0", args.teacher_image_size).to(device)
@@ -100,7 +100,7 @@ def bank_throughput(args: argparse.Namespace, out: Path) -> dict:
 
 def mining_scaling(sizes: list[int], support: int = 65536) -> list[dict]:
     """Seconds to mine image (1280-d) and text (384-d) neighbours for every row of random unit banks."""
-    from training.neighbours import mine_neighbours
+    from clipping_edge.training.neighbours import mine_neighbours
 
     rows = []
     rng = np.random.default_rng(0)

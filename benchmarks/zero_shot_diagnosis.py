@@ -2,7 +2,7 @@
 class's images go, and whether the image side or the text side is to blame (training/metrics.py's
 `zero_shot_diagnosis`). Locked towers are read from their feature cache, as evaluation does.
 
-    python -m benchmarks.zero_shot_diagnosis --checkpoint runs/ablation-anchors-e4/clip-ping-basic-locked-anchors-s0/checkpoint \
+    python -m clipping_edge.benchmarks.zero_shot_diagnosis --checkpoint runs/ablation-anchors-e4/clip-ping-basic-locked-anchors-s0/checkpoint \
         --data runs/data/fashion-mnist --split val --limit 2000
 """
 
@@ -21,11 +21,11 @@ def diagnose(checkpoint: str, data: str, split: str = "test", limit: int | None 
 
     from clipping_edge.classifier import class_prototypes
     from clipping_edge.prompts import template_set
-    from training.checkpoint import load_student
-    from training.data.pairs import read_pairs, resolve_split
-    from training.evaluate import LockedCacheEncoder, class_positions
-    from training.locking import fully_locked
-    from training.metrics import zero_shot_diagnosis
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.evaluate import LockedCacheEncoder, class_positions
+    from clipping_edge.training.locking import fully_locked
+    from clipping_edge.training.metrics import zero_shot_diagnosis
 
     model, tokenizer, meta = load_student(checkpoint)
     model.eval()

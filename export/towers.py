@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.models import Student
+from clipping_edge.training.models import Student
 
 IMAGE_INPUT, TEXT_INPUT, OUTPUT = "pixels", "input_ids", "embeddings"
 

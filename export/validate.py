@@ -17,7 +17,7 @@ import numpy as np
 from clipping_edge.classifier import class_prototypes, row_cosines, softmax
 from clipping_edge.prompts import fill
 from clipping_edge.preprocess import Preprocess, preprocess_batch
-from training.data.pairs import PairSet
+from clipping_edge.training.data.pairs import PairSet
 
 
 class Encoder(Protocol):

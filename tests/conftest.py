@@ -24,7 +24,7 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.data.synthetic import generate
+    from clipping_edge.training.data.synthetic import generate
 
     return generate(tmp_path_factory.mktemp("data") / "synthetic", n_train=2048, n_test=480, seed=1, image_size=32,
                     progress=False)
@@ -32,8 +32,8 @@ def small_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.config import TrainConfig
-    from training.trainer import train
+    from clipping_edge.training.config import TrainConfig
+    from clipping_edge.training.trainer import train
 
     # Trained enough (about 12x chance zero-shot) that quantization flips real decisions, not ties. A
     # closed-world set, so the caption-trained tokenizer; the open vocabulary has its own tests.
@@ -44,7 +44,7 @@ def tiny_checkpoint(small_data: Path, tmp_path_factory: pytest.TempPathFactory) 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tiny_checkpoint: Path, small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from export.bundle import export_bundle
+    from clipping_edge.export.bundle import export_bundle
 
     bundle, _ = export_bundle(tiny_checkpoint, tmp_path_factory.mktemp("export") / "bundle", "onnx", "none", str(small_data))
     return bundle
@@ -56,7 +56,7 @@ def batchnorm_free_student(tmp_path_factory: pytest.TempPathFactory) -> str:
     micro-batch or process: without it, accumulated and distributed steps equal the full batch's exactly."""
     import json
 
-    from training.config import student_config
+    from clipping_edge.training.config import student_config
 
     cfg = student_config("test-tiny").to_json()
     cfg["vision"]["stem"] = "patch"
@@ -76,7 +76,7 @@ def outlier_tower_job(tmp_path: Path):
     import numpy as np
     import torch
 
-    from export.targets import TowerJob
+    from clipping_edge.export.targets import TowerJob
 
     class OutlierInput(torch.nn.Module):
         def __init__(self, outlier_weight: float):

@@ -2,7 +2,7 @@
 
 import argparse
 
-from benchmarks.ablation import SUITES, VARIANTS, Run, planned_runs, table
+from clipping_edge.benchmarks.ablation import SUITES, VARIANTS, Run, planned_runs, table
 
 COLUMNS = SUITES["synthetic"].columns
 

@@ -101,8 +101,8 @@ def test_tflite_classifier_read_by_mediapipe(tiny_checkpoint: Path, small_data: 
 def test_coreml_classifier_structure(tiny_checkpoint: Path, small_data: Path, tmp_path: Path):
     import coremltools as ct
 
-    from export.classifier import ClassifierJob, _coreml_classifier_problems
-    from export.targets import TowerJob
+    from clipping_edge.export.classifier import ClassifierJob, _coreml_classifier_problems
+    from clipping_edge.export.targets import TowerJob
 
     manifest = _export(tiny_checkpoint, small_data, tmp_path / "b", "coreml", "--labels", ",".join(LABELS))
     record = manifest["classifier"]
@@ -168,12 +168,12 @@ def test_the_default_students_onnx_classifier_runs_whole_on_nnapi_and_core_ml(tm
     import onnxruntime as ort
     import torch
 
-    from export.classifier import HEAD_NODE, FusedClassifier, _onnx_mobile_verdict, for_mobile_providers
-    from export.targets import TowerJob
-    from export.to_onnx import export_onnx
-    from export.towers import ImageTower
-    from training.config import student_config
-    from training.models import Student
+    from clipping_edge.export.classifier import HEAD_NODE, FusedClassifier, _onnx_mobile_verdict, for_mobile_providers
+    from clipping_edge.export.targets import TowerJob
+    from clipping_edge.export.to_onnx import export_onnx
+    from clipping_edge.export.towers import ImageTower
+    from clipping_edge.training.config import student_config
+    from clipping_edge.training.models import Student
 
     cfg = student_config("effnet-head-minilm")
     cfg.text.vocab_size = 30522  # MiniLM's own vocabulary, which training gives it

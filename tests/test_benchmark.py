@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.peak import hardware_peaks
-from benchmarks.suite import pareto, run
+from clipping_edge.benchmarks.peak import hardware_peaks
+from clipping_edge.benchmarks.suite import pareto, run
 
 
 def test_hardware_peak_kernels_do_their_arithmetic():
@@ -80,7 +80,7 @@ def test_gemm_graphs_are_what_onnx_builds():
 
     from onnx import TensorProto, helper
 
-    from benchmarks.suite import GEMM_GRAPHS, GEMM_N
+    from clipping_edge.benchmarks.suite import GEMM_GRAPHS, GEMM_N
 
     def build(op: str, a: int, b: int, out: int) -> bytes:
         graph = helper.make_graph([helper.make_node(op, ["A", "B"], ["Y"])], "gemm",

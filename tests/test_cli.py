@@ -22,8 +22,8 @@ def test_every_command_has_help(command: str):
 
 
 def test_train_help_lists_every_student_method_and_recipe_with_a_line_each():
-    from training.config import METHODS, list_students
-    from training.data.augment import RECIPES
+    from clipping_edge.training.config import METHODS, list_students
+    from clipping_edge.training.data.augment import RECIPES
 
     lines = run_cli("train", "--help").stdout.splitlines()
     described = {line.split()[0]: line for line in lines if line.startswith("  ") and len(line.split()) > 1}
@@ -91,7 +91,7 @@ def test_info_summarises_and_prints_the_manifest_as_json(capsys: pytest.CaptureF
 
 def test_progress_lines_when_stderr_is_not_a_terminal():
     """A logged run (CI, nohup, a pipe) gets periodic one-line progress with a rate and the time left."""
-    code = ("import time; from training.progress import progress_bar\n"
+    code = ("import time; from clipping_edge.training.progress import progress_bar\n"
             "for _ in progress_bar(range(6), desc='extracting', total=6): time.sleep(0.1)")
     env = {**__import__("os").environ, "CLIPPING_EDGE_PROGRESS_SECONDS": "0.15"}
     env.pop("TQDM_DISABLE", None)
@@ -124,7 +124,7 @@ def test_prompts_default_to_the_bundles_and_can_be_chosen(capsys: pytest.Capture
     from clipping_edge import ZeroShotClassifier, load
     from clipping_edge.classifier import class_prototypes
     from clipping_edge.prompts import DEFAULT_TEMPLATES
-    from training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
 
     model = load(tiny_bundle)
     task = read_pairs(resolve_split(str(small_data), "test")).zero_shot
@@ -155,8 +155,8 @@ def test_every_train_flag_says_what_it_does():
     """`train --help` reads each flag's text from TrainConfig's comments: none may be left bare."""
     import dataclasses
 
-    from clipping_edge.cli import field_comments
-    from training.config import TrainConfig
+    from clipping_edge.cli_args import field_comments
+    from clipping_edge.training.config import TrainConfig
 
     comments = field_comments(TrainConfig)
     bare = [f.name for f in dataclasses.fields(TrainConfig) if len(comments.get(f.name, "")) < 10]
@@ -194,7 +194,7 @@ def test_export_and_index_build_end_with_json(capsys: pytest.CaptureFixture, tin
 
 
 def test_train_with_only_data_takes_the_recommended_cpu_recipe_and_every_switch_stays_settable():
-    from training.config import RECOMMENDED, TrainConfig
+    from clipping_edge.training.config import RECOMMENDED, TrainConfig
 
     bare = TrainConfig(data="my_folder")
     assert {k: getattr(bare, k) for k in RECOMMENDED} == RECOMMENDED

@@ -25,7 +25,7 @@ TRICKY = ["a photo of a cat.", "Café naïve résumé", "cafe\u0301 decomposed",
 
 
 def open_clip():
-    from training.compat import import_open_clip
+    from clipping_edge.training.compat import import_open_clip
 
     return import_open_clip()
 
@@ -53,13 +53,13 @@ def tiny_weights(tiny_config: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_import(tiny_config: Path, tiny_weights: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.clip_import import import_clip
+    from clipping_edge.training.clip_import import import_clip
 
     return import_clip(f"open_clip:{tiny_config}={tiny_weights}", tmp_path_factory.mktemp("imported") / "tiny")
 
 
 def test_clip_tokenizer_ids_equal_open_clips(tmp_path: Path):
-    from training.clip_tokenizer import clip_tokenizer
+    from clipping_edge.training.clip_tokenizer import clip_tokenizer
 
     ours = clip_tokenizer(77, tmp_path / "tokenizer.json")
     reference = open_clip().get_tokenizer("ViT-B-32")(TRICKY).numpy()
@@ -89,7 +89,7 @@ def test_preprocessing_equals_open_clips_transform(size, resize, interpolation, 
 
 
 def test_imported_open_clip_model_equals_open_clips_own(tiny_import: Path, tiny_config: Path, tiny_weights: Path):
-    from training.checkpoint import load_student
+    from clipping_edge.training.checkpoint import load_student
 
     open_clip()
     from open_clip.model import CustomTextCLIP
@@ -113,8 +113,8 @@ def test_imported_open_clip_model_equals_open_clips_own(tiny_import: Path, tiny_
 def test_hugging_face_clip_folder_imports_as_transformers_computes_it(tmp_path: Path):
     from transformers import CLIPConfig, CLIPModel
 
-    from training.clip_import import import_clip
-    from training.checkpoint import load_student
+    from clipping_edge.training.clip_import import import_clip
+    from clipping_edge.training.checkpoint import load_student
 
     torch.manual_seed(0)
     config = CLIPConfig(text_config={"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
@@ -159,7 +159,7 @@ def test_export_takes_a_spec_and_the_bundle_classifies_and_verifies(tiny_config:
                                                                       small_data: Path, tmp_path: Path):
     import clipping_edge
     from clipping_edge.golden import verify
-    from export.bundle import export_bundle
+    from clipping_edge.export.bundle import export_bundle
 
     bundle, parity = export_bundle(f"open_clip:{tiny_config}={tiny_weights}", tmp_path / "bundle", "onnx", "none",
                                    str(small_data))
@@ -176,7 +176,7 @@ def test_export_takes_a_spec_and_the_bundle_classifies_and_verifies(tiny_config:
 def test_an_imported_model_gets_an_app_ready_classifier(target: str, tiny_import: Path, small_data: Path, tmp_path: Path):
     """`export --labels` on an imported model: open_clip's towers inside the one-graph classifier, its
     probabilities checked against the two towers by the export, and the mobile rewrite for ONNX."""
-    from export.bundle import export_bundle
+    from clipping_edge.export.bundle import export_bundle
 
     labels = ["red circle", "blue square", "green triangle"]
     bundle, parity = export_bundle(tiny_import, tmp_path / target, target, "none", str(small_data), labels=labels)
@@ -190,7 +190,7 @@ def test_an_imported_model_gets_an_app_ready_classifier(target: str, tiny_import
 @pytest.mark.parametrize("arch", ["MobileCLIP2-S0", "ViT-B-32"])
 def test_real_architectures_export_to_every_runtime(arch: str, small_data: Path, tmp_path: Path):
     """The architectures users hold, with random weights: each runtime's towers against PyTorch, in fp32 and int8."""
-    from export.bundle import export_bundle
+    from clipping_edge.export.bundle import export_bundle
 
     for target, quantize in (("onnx", "none"), ("onnx", "int8"), ("openvino", "none"), ("openvino", "int8"),
                              ("tflite", "none"), ("tflite", "int8")):
@@ -200,8 +200,8 @@ def test_real_architectures_export_to_every_runtime(arch: str, small_data: Path,
 
 
 def test_inherited_student_keeps_the_chosen_blocks_exactly(tiny_import: Path):
-    from training.checkpoint import load_student
-    from training.clip_import import inherit_blocks, parse_keep
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.clip_import import inherit_blocks, parse_keep
 
     assert parse_keep("3", 12, "text") == [0, 6, 11] and parse_keep("1", 12, "text") == [11]
     assert parse_keep("0,5,11", 12, "text") == [0, 5, 11]

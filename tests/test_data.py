@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from clipping_edge import ClippingEdgeError
-from training.data.pairs import read_pairs, resolve_split
-from training.data.synthetic import HELD_OUT, SHAPES, class_names, generate, sample_scene
+from clipping_edge.training.data.pairs import read_pairs, resolve_split
+from clipping_edge.training.data.synthetic import HELD_OUT, SHAPES, class_names, generate, sample_scene
 
 
 def test_scenes_are_deterministic_by_seed():
@@ -57,7 +57,7 @@ def test_user_jsonl_and_csv_datasets(tmp_path: Path):
 
 
 def test_generation_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import training.data.synthetic as synthetic
+    import clipping_edge.training.data.synthetic as synthetic
 
     def boom(*args, **kwargs):
         raise RuntimeError("disk full")

@@ -18,14 +18,14 @@ from PIL import Image, ImageFont
 from clipping_edge import ClippingEdgeError
 from clipping_edge.cli import main
 from clipping_edge.preprocess import load_image
-from training.data.pairs import Mixture, read_pairs, resolve_split
-from training.data.prepare import prepare
-from training.data.sources.emoji import NOTO_EMOJI, SKIN_TONES, prepare_emoji
-from training.data.sources.fashion_mnist import prepare_fashion_mnist, read_idx
-from training.data.sources.openclipart import prepare_openclipart
-from training.data.sources.tuxpaint import prepare_tuxpaint
-from training.data.shard_writer import write_shards
-from training.data.shards import ShardSplit, expand_braces
+from clipping_edge.training.data.pairs import Mixture, read_pairs, resolve_split
+from clipping_edge.training.data.prepare import prepare
+from clipping_edge.training.data.sources.emoji import NOTO_EMOJI, SKIN_TONES, prepare_emoji
+from clipping_edge.training.data.sources.fashion_mnist import prepare_fashion_mnist, read_idx
+from clipping_edge.training.data.sources.openclipart import prepare_openclipart
+from clipping_edge.training.data.sources.tuxpaint import prepare_tuxpaint
+from clipping_edge.training.data.shard_writer import write_shards
+from clipping_edge.training.data.shards import ShardSplit, expand_braces
 
 # -- fixtures ---------------------------------------------------------------------------------------
 
@@ -109,7 +109,7 @@ def test_shard_fingerprint_follows_the_shard_file(tmp_path: Path):
 
 
 def test_shard_indexes_are_cached_on_disk_until_the_shard_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    import training.data.shards as shards
+    import clipping_edge.training.data.shards as shards
 
     write_shards(_generic(tmp_path / "generic"), tmp_path / "shards", per_shard=4)
     first = read_pairs(resolve_split(tmp_path / "shards", "train"))
@@ -128,7 +128,7 @@ def test_shard_indexes_are_cached_on_disk_until_the_shard_changes(tmp_path: Path
 
 
 def test_the_training_dataset_reads_shard_members(tmp_path: Path):
-    from training.data.transforms import EvalTransform, ImageCaptionDataset
+    from clipping_edge.training.data.transforms import EvalTransform, ImageCaptionDataset
 
     write_shards(_generic(tmp_path / "generic"), tmp_path / "shards", per_shard=3)
     pairs = read_pairs(resolve_split(tmp_path / "shards", "train"))

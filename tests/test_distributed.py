@@ -14,10 +14,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from training.config import TrainConfig
-from training.trainer import train
+from clipping_edge.training.config import TrainConfig
+from clipping_edge.training.trainer import train
 
-# `clipping-edge train --nproc 2`, which launches torchrun --standalone with `python -m training`
+# `clipping-edge train --nproc 2`, which launches torchrun --standalone with `python -m clipping_edge.training`
 LAUNCH = [sys.executable, "-m", "clipping_edge.cli", "train", "--nproc", "2"]
 TOLERANCE = 1e-5  # largest |weight difference| after 2 epochs, one process vs two
 
@@ -82,10 +82,10 @@ def test_two_processes_train_like_one_with_the_global_batch(method: str, accum_s
 def _extract_banks(rank: int, world: int, init_file: str, data: str, root: str) -> None:
     import torch.distributed as dist
 
-    from training.banks import build_banks
-    from training.data.pairs import read_pairs
-    from training.distributed import Distributed
-    from training.teachers import load_image_teacher, load_text_teacher
+    from clipping_edge.training.banks import build_banks
+    from clipping_edge.training.data.pairs import read_pairs
+    from clipping_edge.training.distributed import Distributed
+    from clipping_edge.training.teachers import load_image_teacher, load_text_teacher
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -96,9 +96,9 @@ def _extract_banks(rank: int, world: int, init_file: str, data: str, root: str) 
 
 
 def _build_the_same_bank(start, data: str, root: str, result: str) -> None:
-    from training.banks import build_banks
-    from training.data.pairs import read_pairs
-    from training.teachers import load_image_teacher, load_text_teacher
+    from clipping_edge.training.banks import build_banks
+    from clipping_edge.training.data.pairs import read_pairs
+    from clipping_edge.training.teachers import load_image_teacher, load_text_teacher
 
     torch.set_num_threads(1)
     pairs, teachers = read_pairs(Path(data) / "train", limit=48), (load_image_teacher("efficientnet-lite0", 64),
@@ -129,9 +129,9 @@ def test_two_runs_asking_for_the_same_bank_at_once_extract_it_once(small_data: P
 
 def test_sharded_bank_extraction_equals_one_process_and_resumes(small_data: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch):
-    import training.banks as banks_module
-    from training.data.pairs import read_pairs
-    from training.teachers import load_image_teacher, load_text_teacher
+    import clipping_edge.training.banks as banks_module
+    from clipping_edge.training.data.pairs import read_pairs
+    from clipping_edge.training.teachers import load_image_teacher, load_text_teacher
 
     torch.multiprocessing.spawn(_extract_banks, args=(2, str(tmp_path / "init"), str(small_data), str(tmp_path / "two")),
                                 nprocs=2)

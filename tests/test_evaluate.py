@@ -9,14 +9,14 @@ from typing import Sequence
 import numpy as np
 import pytest
 
-import training.evaluate
+import clipping_edge.training.evaluate as training_evaluate
 from clipping_edge import ClippingEdgeError
 from clipping_edge.cli import main
 from clipping_edge.prompts import DEFAULT_TEMPLATES, IMAGENET_80_TEMPLATES, template_set
-from training.checkpoint import load_student
-from training.data.pairs import read_pairs
-from training.data.synthetic import COLOURS, SHAPES, ZERO_SHOT_TEMPLATES
-from training.evaluate import (attribute_foil_metrics, colour_shape_labels, evaluate, foil_caption, full_evaluation,
+from clipping_edge.training.checkpoint import load_student
+from clipping_edge.training.data.pairs import read_pairs
+from clipping_edge.training.data.synthetic import COLOURS, SHAPES, ZERO_SHOT_TEMPLATES
+from clipping_edge.training.evaluate import (attribute_foil_metrics, colour_shape_labels, evaluate, foil_caption, full_evaluation,
                                linear_probe)
 
 
@@ -99,8 +99,8 @@ def test_full_evaluation_keeps_evaluate_figures(tiny_checkpoint: Path, small_dat
     assert {k: full[k] for k in quick} == quick and pairs.zero_shot.templates == ZERO_SHOT_TEMPLATES
 
     used = []
-    prototypes = training.evaluate.class_prototypes
-    monkeypatch.setattr(training.evaluate, "class_prototypes", lambda enc, classes, templates, synonyms=None:
+    prototypes = training_evaluate.class_prototypes
+    monkeypatch.setattr(training_evaluate, "class_prototypes", lambda enc, classes, templates, synonyms=None:
                         used.append(list(templates)) or prototypes(enc, classes, templates, synonyms))
     eighty = full_evaluation(model, tokenizer, pairs, templates="80")
     assert used == [list(IMAGENET_80_TEMPLATES)] and eighty.info["prompts_per_name"] == 80
@@ -155,7 +155,7 @@ def test_eval_bad_input(tiny_checkpoint: Path, small_data: Path, tmp_path: Path,
 
 
 def test_zero_shot_diagnosis_blames_the_right_side():
-    from training.metrics import zero_shot_diagnosis, zero_shot_metrics
+    from clipping_edge.training.metrics import zero_shot_diagnosis, zero_shot_metrics
 
     rng = np.random.default_rng(0)
     centres = np.linalg.qr(rng.normal(size=(16, 4)))[0].T  # four orthonormal class centres
@@ -175,29 +175,29 @@ def test_zero_shot_diagnosis_blames_the_right_side():
 
 
 def test_zero_shot_diagnosis_script_matches_evaluate(tiny_checkpoint: Path, small_data: Path):
-    from benchmarks.zero_shot_diagnosis import diagnose, report
+    from clipping_edge.benchmarks.zero_shot_diagnosis import diagnose, report
 
     model, tokenizer, _ = load_student(tiny_checkpoint)
-    expected = evaluate(model, tokenizer, read_pairs(training.evaluate.resolve_split(str(small_data), "test")))
+    expected = evaluate(model, tokenizer, read_pairs(training_evaluate.resolve_split(str(small_data), "test")))
     classes, found = diagnose(str(tiny_checkpoint), str(small_data))
     assert found["top1"] == pytest.approx(expected["zero_shot_top1"])
     assert sum(map(sum, found["confusion"])) == 480 and found["class_mean_oracle_top1"] >= found["top1"]
     assert report(classes, found).startswith(f"zero-shot top-1 {100 * found['top1']:.1f} %")
-    test_pairs = read_pairs(training.evaluate.resolve_split(str(small_data), "test"))
-    with_80 = training.evaluate.full_evaluation(model, tokenizer, test_pairs, templates="80").metrics["zero_shot_top1"]
+    test_pairs = read_pairs(training_evaluate.resolve_split(str(small_data), "test"))
+    with_80 = training_evaluate.full_evaluation(model, tokenizer, test_pairs, templates="80").metrics["zero_shot_top1"]
     assert diagnose(str(tiny_checkpoint), str(small_data), templates="80")[1]["top1"] == pytest.approx(with_80)
 
     import subprocess
     import sys
 
-    bad = subprocess.run([sys.executable, "-m", "benchmarks.zero_shot_diagnosis", "--checkpoint", str(tiny_checkpoint),
+    bad = subprocess.run([sys.executable, "-m", "clipping_edge.benchmarks.zero_shot_diagnosis", "--checkpoint", str(tiny_checkpoint),
                           "--data", str(small_data / "missing")], capture_output=True, text=True)
     assert bad.returncode != 0 and bad.stderr.strip().startswith("error: ") and "\n" not in bad.stderr.strip()
 
 
 def test_class_positions_name_a_label_outside_the_classes():
     from clipping_edge.errors import ClippingEdgeError
-    from training.evaluate import class_positions
+    from clipping_edge.training.evaluate import class_positions
 
     assert class_positions(["cat", "dog"], ["dog", "cat", "dog"], "x").tolist() == [1, 0, 1]
     with pytest.raises(ClippingEdgeError, match="'bird' of data/test is not among zeroshot.json's classes"):

@@ -16,8 +16,8 @@ import clipping_edge
 import torch
 
 from clipping_edge import ClippingEdgeError
-from export.bundle import export_bundle
-from training.checkpoint import fingerprint, load_student
+from clipping_edge.export.bundle import export_bundle
+from clipping_edge.training.checkpoint import fingerprint, load_student
 
 
 def test_bundle_contract(tiny_bundle: Path, tiny_checkpoint: Path):
@@ -62,8 +62,8 @@ def test_onnx_towers_match_pytorch_at_any_batch(tiny_bundle: Path, tiny_checkpoi
 
 def test_a_wrong_export_fails_validation_and_writes_nothing(tiny_checkpoint: Path, small_data: Path, tmp_path: Path,
                                                             monkeypatch: pytest.MonkeyPatch):
-    import export.targets as targets
-    from export.to_onnx import export_onnx
+    import clipping_edge.export.targets as targets
+    from clipping_edge.export.to_onnx import export_onnx
 
     def export_with_broken_weights(job):
         if job.kind == "image":
@@ -86,12 +86,12 @@ def test_a_wrong_export_fails_validation_and_writes_nothing(tiny_checkpoint: Pat
 
 def test_a_converter_crash_is_one_clear_error_and_writes_nothing(tiny_checkpoint: Path, small_data: Path, tmp_path: Path,
                                                                  monkeypatch: pytest.MonkeyPatch):
-    import export.to_onnx
+    import clipping_edge.export.to_onnx as to_onnx
 
     def crash(job):
         raise NotImplementedError("Traceback noise\nPyTorch convert function for op 'new_ones' not implemented.")
 
-    monkeypatch.setattr(export.to_onnx, "export_onnx", crash)
+    monkeypatch.setattr(to_onnx, "export_onnx", crash)
     with pytest.raises(ClippingEdgeError, match=r"onnx could not convert the image tower at fp32 \(NotImplementedError: "
                                                 r"PyTorch convert function for op 'new_ones' not implemented.\)"):
         export_bundle(tiny_checkpoint, tmp_path / "bundle", "onnx", "none", str(small_data))
@@ -100,8 +100,8 @@ def test_a_converter_crash_is_one_clear_error_and_writes_nothing(tiny_checkpoint
 
 @pytest.mark.parametrize("precision", ["int8", "int8-static"])
 def test_int8_keeps_float_only_the_layers_that_move_the_outputs(outlier_tower_job, precision: str):
-    from export.mixed_precision import INT8_MIN_CHECK_COSINE
-    from export.to_onnx import export_onnx
+    from clipping_edge.export.mixed_precision import INT8_MIN_CHECK_COSINE
+    from clipping_edge.export.to_onnx import export_onnx
 
     job = outlier_tower_job(".onnx", precision, outlier_weight=1 / 300)
     rows = np.concatenate(job.calibration)
@@ -131,7 +131,7 @@ def test_int8_keeps_float_only_the_layers_that_move_the_outputs(outlier_tower_jo
 def test_auto_passes_over_an_int8_tower_kept_mostly_float():
     from types import SimpleNamespace
 
-    from export.bundle import _mostly_float
+    from clipping_edge.export.bundle import _mostly_float
 
     shares = {"static": 0.017, "dynamic": 0.74, "image": 0.09}
     run = SimpleNamespace(reports={("text", "int8-static"): {"kept_float": ["q"] * 17}, ("text", "int8"): {"kept_float": ["q"] * 12},
@@ -143,9 +143,9 @@ def test_auto_passes_over_an_int8_tower_kept_mostly_float():
 
 
 def test_the_keep_float_search_scores_training_rows_the_calibration_never_saw(small_data: Path, tiny_checkpoint: Path):
-    from export.calibration import calibration_batches
-    from training.checkpoint import load_student
-    from training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.export.calibration import calibration_batches
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
 
     pairs = read_pairs(resolve_split(str(small_data), "train"))
     _, tokenizer, _ = load_student(tiny_checkpoint)
@@ -157,7 +157,7 @@ def test_the_keep_float_search_scores_training_rows_the_calibration_never_saw(sm
 
 
 def test_the_keep_float_search_keeps_nothing_float_that_does_not_help():
-    from export.mixed_precision import keep_sensitive_float
+    from clipping_edge.export.mixed_precision import keep_sensitive_float
 
     # Every layer float scores worse than none (the tiny ViT on an AVX2 CPU: 0.965 all-int8, 0.963 all float).
     scores = {(): 0.965}
@@ -185,7 +185,7 @@ def test_an_unknown_per_tower_precision_is_refused_before_converting(tiny_checkp
 
 
 def test_converter_chatter_goes_to_the_log_and_progress_to_the_terminal(tmp_path: Path, capfd):
-    from export.chatter import chatter_to, phase
+    from clipping_edge.export.chatter import chatter_to, phase
 
     log = tmp_path / "export.log"
     with chatter_to(log):
@@ -219,8 +219,8 @@ def test_an_export_prints_its_phases_and_keeps_the_converters_output_in_its_log(
 def test_top1_agreement_leaves_out_the_rows_pytorch_itself_calls_a_tie(small_data: Path):
     """A random-weight model's probabilities are near uniform: any arithmetic flips its top-1 (MobileCLIP2-S0's
     int8 image tower: cosine 0.9998, agreement 88.5 % over all rows). Decided rows must still agree."""
-    from training.data.pairs import read_pairs, resolve_split
-    from export.validate import SplitEncoder, compare
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.export.validate import SplitEncoder, compare
 
     pairs = read_pairs(resolve_split(str(small_data), "test"))
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """The house's walls, read with `ast` (every import, lazy ones inside functions too): no import circles among the
-repository's packages, and the torch-free runtime reaching up into training/export/benchmarks only from the two
-modules that run those commands (its CLI and the demo)."""
+repository's packages, the torch-free runtime never importing the packages above it (their commands reach the CLI
+through entry points), and nothing importing a folder by its repository name instead of its installed one."""
 
 from __future__ import annotations
 
@@ -8,24 +8,33 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("clipping_edge", "training", "export", "benchmarks")
-RUNTIME_MAY_REACH_UP = {"clipping_edge.cli", "clipping_edge.demo"}
+# Repository folder -> the name an install gives it (pyproject.toml's package-dir).
+PACKAGES = {"clipping_edge": "clipping_edge", "training": "clipping_edge.training", "export": "clipping_edge.export",
+            "benchmarks": "clipping_edge.benchmarks"}
+ABOVE_THE_RUNTIME = tuple(name for name in PACKAGES.values() if name != "clipping_edge")
 
 
 def _modules() -> dict[str, Path]:
     found = {}
-    for package in PACKAGES:
-        for path in (ROOT / package).rglob("*.py"):
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    for folder, package in PACKAGES.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            if folder == "clipping_edge" and path.relative_to(ROOT / folder).parts[0] in PACKAGES:
+                continue
+            name = ".".join((package, *path.relative_to(ROOT / folder).with_suffix("").parts))
             found[name.removesuffix(".__init__")] = path
     return found
+
+
+def _import_statements(path: Path) -> list[ast.Import | ast.ImportFrom]:
+    return [node for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+            if isinstance(node, (ast.Import, ast.ImportFrom))]
 
 
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
     """The repository modules `name` imports (a `from pkg import mod` counts as importing pkg.mod)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     targets: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in _import_statements(path):
         if isinstance(node, ast.Import):
             targets.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -94,8 +103,31 @@ def test_the_cycle_finder_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-def test_the_runtime_reaches_up_only_from_its_cli_and_demo():
-    above = ("training", "export", "benchmarks")
-    reaching = {name for name, targets in _graph().items()
-                if name.startswith("clipping_edge") and any(t.split(".")[0] in above for t in targets)}
-    assert reaching <= RUNTIME_MAY_REACH_UP, reaching - RUNTIME_MAY_REACH_UP
+def _is_above(name: str) -> bool:
+    return any(name == package or name.startswith(package + ".") for package in ABOVE_THE_RUNTIME)
+
+
+def test_the_runtime_never_reaches_up():
+    reaching = {name: sorted(t for t in targets if _is_above(t)) for name, targets in _graph().items() if not _is_above(name)}
+    assert {name: targets for name, targets in reaching.items() if targets} == {}
+
+
+def test_training_imports_neither_export_nor_benchmarks_and_export_not_benchmarks():
+    allowed = {"clipping_edge.training": ("clipping_edge.training",),
+               "clipping_edge.export": ("clipping_edge.training", "clipping_edge.export")}
+    wrong = {name: sorted(t for t in targets if _is_above(t) and not t.startswith(allowed[package]))
+             for name, targets in _graph().items() for package in allowed if name.startswith(package + ".")}
+    assert {name: targets for name, targets in wrong.items() if targets} == {}
+
+
+def test_nothing_imports_a_folder_by_its_repository_name():
+    """`import training` works from the repository's root and would load a second copy of every module beside
+    `clipping_edge.training`'s (two TrainConfig classes that are not the same class)."""
+    old_names = {folder for folder in PACKAGES if folder != "clipping_edge"}
+    found = []
+    for path in [*ROOT.joinpath("tests").glob("*.py"), *_modules().values()]:
+        for node in _import_statements(path):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if node.level == 0 else []
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} {name}" for name in names if name.split(".")[0] in old_names]
+    assert found == []

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from clipping_edge import ClippingEdgeError
-from training.config import Int8FinetuneConfig, TrainConfig
+from clipping_edge.training.config import Int8FinetuneConfig, TrainConfig
 
 
 @pytest.fixture(scope="module")
 def tiny_cnn_checkpoint(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from training.trainer import train
+    from clipping_edge.training.trainer import train
 
     out = tmp_path_factory.mktemp("cnn")
     return train(TrainConfig(data=str(small_data), out=str(out), student="test-tiny-pretrained", method="clip", epochs=1,
@@ -22,8 +22,8 @@ def tiny_cnn_checkpoint(small_data: Path, tmp_path_factory: pytest.TempPathFacto
 
 
 def test_pixel_stem_computes_the_tower_and_its_input_is_the_pixels(tiny_cnn_checkpoint: Path):
-    from training.checkpoint import load_student
-    from training.models import PixelStem
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.models import PixelStem
 
     visual = load_student(tiny_cnn_checkpoint)[0].visual
     fused = visual.fused()
@@ -38,8 +38,8 @@ def test_pixel_stem_computes_the_tower_and_its_input_is_the_pixels(tiny_cnn_chec
 
 def test_int8_finetune_puts_the_folded_weights_on_the_int8_grid(tiny_cnn_checkpoint: Path, small_data: Path,
                                                                tmp_path: Path):
-    from training.checkpoint import load_student
-    from training.int8_finetune import finetune_for_int8, quantized_layers
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.int8_finetune import finetune_for_int8, quantized_layers
 
     out = finetune_for_int8(Int8FinetuneConfig(checkpoint=str(tiny_cnn_checkpoint), out=str(tmp_path / "int8"),
                                                data=str(small_data), images=96, epochs=1))
@@ -63,7 +63,7 @@ def test_int8_finetune_puts_the_folded_weights_on_the_int8_grid(tiny_cnn_checkpo
 
 
 def test_int8_finetune_refuses_bad_bits_and_overwriting_its_source(tiny_cnn_checkpoint: Path, tmp_path: Path):
-    from training.int8_finetune import finetune_for_int8
+    from clipping_edge.training.int8_finetune import finetune_for_int8
 
     with pytest.raises(ClippingEdgeError, match="--weight-bits 4 is not supported"):
         finetune_for_int8(Int8FinetuneConfig(checkpoint=str(tiny_cnn_checkpoint), out=str(tmp_path / "x"), weight_bits=4))

@@ -83,9 +83,9 @@ def _image_cases(rng: np.random.Generator) -> list[tuple[str, bytes, int, float]
 
 
 def test_preprocessing_and_tokenizing_match_python(tmp_path: Path):
-    from training.tokenizer_build import train_tokenizer
-    from training.clip_tokenizer import clip_tokenizer
-    from training.tokenizer_packaged import packaged_tokenizer
+    from clipping_edge.training.tokenizer_build import train_tokenizer
+    from clipping_edge.training.clip_tokenizer import clip_tokenizer
+    from clipping_edge.training.tokenizer_packaged import packaged_tokenizer
 
     rng = np.random.default_rng(0)
     images = []
@@ -112,9 +112,9 @@ def test_preprocessing_and_tokenizing_match_python(tmp_path: Path):
 @pytest.fixture(scope="module")
 def js_bundles(tiny_checkpoint: Path, tiny_bundle: Path, small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """The tiny student as fp32 (caption BPE), dynamic and static int8, and a WordPiece-vocabulary student."""
-    from export.bundle import export_bundle
-    from training.config import TrainConfig
-    from training.trainer import train
+    from clipping_edge.export.bundle import export_bundle
+    from clipping_edge.training.config import TrainConfig
+    from clipping_edge.training.trainer import train
 
     out = tmp_path_factory.mktemp("js-bundles")
     bundles = [tiny_bundle]
@@ -140,7 +140,7 @@ def test_node_reproduces_golden_vectors(js_bundles: list[Path]):
 
 def test_browser_page_classifies_like_python(tiny_checkpoint: Path, tiny_bundle: Path, js_bundles: list[Path],
                                             small_data: Path, tmp_path: Path):
-    from export.bundle import export_bundle
+    from clipping_edge.export.bundle import export_bundle
 
     if not Path(CHROMIUM).exists():
         pytest.skip(f"Chromium is not installed at {CHROMIUM}: `apt-get install chromium` (make test tries) to run the browser test")

@@ -5,7 +5,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from training.losses import ClipLoss, ClipObjective, ClipPingObjective, Embeddings, NeighbourHeads, NeighbourNCE, NeighbourTargets
+from clipping_edge.training.losses import ClipLoss, ClipObjective, ClipPingObjective, Embeddings, NeighbourHeads, NeighbourNCE, NeighbourTargets
 
 
 def naive_infonce(queries: torch.Tensor, keys: torch.Tensor, scale: float) -> float:

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from clipping_edge import ClippingEdgeError
-from training.config import TrainConfig
-from training.data.augment import StrongImageAugment, TextAugment, make_recipe
-from training.trainer import Trainer, train
+from clipping_edge.training.config import TrainConfig
+from clipping_edge.training.data.augment import StrongImageAugment, TextAugment, make_recipe
+from clipping_edge.training.trainer import Trainer, train
 
 
 def quick(small_data: Path, out: Path, **overrides) -> TrainConfig:
@@ -48,7 +48,7 @@ def test_a_clip_ping_searches_with_the_teachers_on_the_augmented_view(small_data
     encode = image_teacher.encode
     image_teacher.encode = lambda px: calls.append(px.clone()) or encode(px)
     pixels, captions, idx = next(iter(torch.utils.data.DataLoader(
-        trainer.dataset, batch_sampler=trainer.sampler, collate_fn=__import__("training.data.augment", fromlist=["x"]).collate_views)))
+        trainer.dataset, batch_sampler=trainer.sampler, collate_fn=__import__("clipping_edge.training.data.augment", fromlist=["x"]).collate_views)))
     trainer.guide.refresh(0, 0)
     trainer.step(pixels, captions, idx)
     assert len(calls) == 1 and torch.equal(calls[0], pixels[:32])  # the very pixels the student trained on
@@ -71,7 +71,7 @@ def test_gradient_accumulation_gives_the_full_batch_update(method: str, small_da
         trainer = Trainer(quick(small_data, tmp_path / f"acc{accum}", student=batchnorm_free_student, method=method,
                                 accum_steps=accum, lr=1e-2))
         loader = torch.utils.data.DataLoader(trainer.dataset, batch_sampler=trainer.sampler,
-                                             collate_fn=__import__("training.data.augment", fromlist=["x"]).collate_views)
+                                             collate_fn=__import__("clipping_edge.training.data.augment", fromlist=["x"]).collate_views)
         if trainer.guide:
             trainer.guide.refresh(0, 0)
         losses = trainer.step(*next(iter(loader)))

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from training.neighbours import mine_neighbours, nearest_in_support, nearest_with_usearch, targets_for
+from clipping_edge.training.neighbours import mine_neighbours, nearest_in_support, nearest_with_usearch, targets_for
 
 
 def toy_bank() -> np.ndarray:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from clipping_edge.errors import ClippingEdgeError
-from training.config import TrainConfig, student_config
-from training.models import Student
-from training.tokenizer_packaged import packaged_tokenizer
+from clipping_edge.training.config import TrainConfig, student_config
+from clipping_edge.training.models import Student
+from clipping_edge.training.tokenizer_packaged import packaged_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def pretrained_student(tokenizer, depth: int = 0) -> Student:
 def test_open_vocabulary_matches_the_teachers_wordpiece(minilm_tokenizer):
     from transformers import AutoTokenizer
 
-    from training.teachers import minilm_folder
+    from clipping_edge.training.teachers import minilm_folder
 
     reference = AutoTokenizer.from_pretrained(minilm_folder())
     texts = ["a photo of an astronaut", "Café au lait, ÉTÉ!", "a cat", "man with a camera"]
@@ -46,7 +46,7 @@ def test_open_vocabulary_matches_the_teachers_wordpiece(minilm_tokenizer):
 
 
 def test_initialised_towers_are_the_teachers(minilm_tokenizer):
-    from training.teachers import load_image_teacher, load_text_teacher
+    from clipping_edge.training.teachers import load_image_teacher, load_text_teacher
 
     student = pretrained_student(minilm_tokenizer)
     pixels = torch.rand(3, 3, 32, 32)
@@ -59,7 +59,7 @@ def test_initialised_towers_are_the_teachers(minilm_tokenizer):
 
 
 def test_lock_freezes_all_but_the_projection_and_unlocked_blocks(minilm_tokenizer):
-    from training.locking import lock_tower, unlockable_blocks
+    from clipping_edge.training.locking import lock_tower, unlockable_blocks
 
     student = pretrained_student(minilm_tokenizer, depth=2)
     frozen = lock_tower(student.visual, 0)
@@ -77,7 +77,7 @@ def tiny_locked_run(small_data: Path, out: Path, **overrides) -> TrainConfig:
 
 
 def test_locked_tower_stays_unchanged_and_cache_gives_the_live_loss(small_data: Path, tmp_path: Path):
-    from training.trainer import Trainer
+    from clipping_edge.training.trainer import Trainer
 
     # The validation curve: every epoch, both sets, on their val split (test stands in: this set has none).
     run = tiny_locked_run(small_data, tmp_path / "run", epochs=2, eval_every=1, eval_data=f"{small_data},{small_data}+{small_data}")
@@ -92,8 +92,8 @@ def test_locked_tower_stays_unchanged_and_cache_gives_the_live_loss(small_data: 
     assert all(0 <= r[f"{small_data.name}/zero_shot_top1"] <= 1 and f"{small_data.name}/image_to_text_R@1" in r for r in curve)
 
     # Evaluating the locked tower from its cache scores as the live tower does.
-    from training.data.pairs import read_pairs, resolve_split
-    from training.evaluate import evaluate
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.evaluate import evaluate
 
     test_pairs = read_pairs(resolve_split(small_data, "test"), limit=200)
     live = evaluate(trainer.model.student, trainer.tokenizer, test_pairs)
@@ -117,7 +117,7 @@ def test_locked_tower_stays_unchanged_and_cache_gives_the_live_loss(small_data: 
 
 
 def test_a_fixed_logit_scale_stays_fixed_while_the_projections_train(small_data: Path, tmp_path: Path):
-    from training.trainer import Trainer
+    from clipping_edge.training.trainer import Trainer
 
     trainer = Trainer(tiny_locked_run(small_data, tmp_path / "run", logit_scale=5.0))
     before = trainer.model.student.visual.proj.weight.detach().clone()
@@ -134,10 +134,10 @@ def test_a_fixed_logit_scale_stays_fixed_while_the_projections_train(small_data:
 def test_a_locked_image_tower_that_is_the_teacher_takes_the_teachers_image_rows(small_data: Path, tmp_path: Path):
     """CLIP-PING with the image tower initialised from the image teacher and locked at the teacher's resolution:
     the locked tower's cache copies the teacher bank's image rows instead of extracting them again."""
-    from training.banks import build_banks, reproduces_rows
-    from training.data.transforms import EvalTransform, ImageCaptionDataset
-    from training.locking import image_tower_as_teacher, no_text_teacher
-    from training.trainer import Trainer
+    from clipping_edge.training.banks import build_banks, reproduces_rows
+    from clipping_edge.training.data.transforms import EvalTransform, ImageCaptionDataset
+    from clipping_edge.training.locking import image_tower_as_teacher, no_text_teacher
+    from clipping_edge.training.trainer import Trainer
 
     trainer = Trainer(tiny_locked_run(small_data, tmp_path / "run", method="clip-ping", teacher_image_size=32, limit=96))
     tower = image_tower_as_teacher(trainer.model.student.visual.eval(), 32)
@@ -153,15 +153,15 @@ def test_a_locked_image_tower_that_is_the_teacher_takes_the_teachers_image_rows(
 
 
 def trainer_embeddings(out):
-    from training.trainer import as_embeddings
+    from clipping_edge.training.trainer import as_embeddings
 
     return as_embeddings(out)
 
 
 def test_labels_with_untrained_pieces_get_one_warning(small_data: Path, tmp_path: Path):
     """A text tower trained from scratch on shape captions with the open vocabulary never saw 'astronaut'."""
-    from export.bundle import export_bundle
-    from training.trainer import train
+    from clipping_edge.export.bundle import export_bundle
+    from clipping_edge.training.trainer import train
 
     from clipping_edge import ZeroShotClassifier, load
     from clipping_edge.classifier import untrained_pieces
@@ -193,9 +193,9 @@ def test_head_tower_and_anchors_with_a_locked_text_tower(small_data: Path, tmp_p
     """Before training the head tower's features are the teacher's 5 largest ImageNet probabilities at its temperature;
     each anchor is a one-hot class row paired with fixed captions whose cached features are the locked text
     tower's own, and no Fashion-MNIST class is among them."""
-    from training.anchors import ANCHOR_CAPTIONS_PER_CLASS, fashion_mnist_names, imagenet_classes
-    from training.teachers import efficientnet_lite_network
-    from training.trainer import Trainer
+    from clipping_edge.training.anchors import ANCHOR_CAPTIONS_PER_CLASS, fashion_mnist_names, imagenet_classes
+    from clipping_edge.training.teachers import efficientnet_lite_network
+    from clipping_edge.training.trainer import Trainer
 
     trainer = Trainer(tiny_locked_run(small_data, tmp_path / "run", student=tiny_head_student(tmp_path), lock_text=True,
                                       anchors="imagenet", limit=128))
@@ -229,9 +229,9 @@ def test_head_tower_and_anchors_with_a_locked_text_tower(small_data: Path, tmp_p
 def test_clip_ping_mines_anchors_from_their_own_bank_rows(small_data: Path, tmp_path: Path):
     """With clip-ping each anchor gets feature-bank rows: the image teacher's normalised ImageNet head row of its
     class and the text teacher's prompt ensemble of its fixed captions; mining and training then cover them."""
-    from training.anchors import fashion_mnist_names, imagenet_classes
-    from training.teachers import efficientnet_lite_network, load_text_teacher
-    from training.trainer import Trainer
+    from clipping_edge.training.anchors import fashion_mnist_names, imagenet_classes
+    from clipping_edge.training.teachers import efficientnet_lite_network, load_text_teacher
+    from clipping_edge.training.trainer import Trainer
 
     run = tiny_locked_run(small_data, tmp_path / "run", method="clip-ping", lock_text=True, anchors="imagenet",
                           teacher_image_size=32, limit=128)
@@ -262,7 +262,7 @@ def json_lines(path: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def pretrained_checkpoint(small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The head variant: its top-k mask is the part of the graph converters are likeliest to trip on."""
-    from training.trainer import train
+    from clipping_edge.training.trainer import train
 
     out = tmp_path_factory.mktemp("pretrained")
     return train(tiny_locked_run(small_data, out / "run", student=tiny_head_student(out), method="clip-ping",
@@ -272,7 +272,7 @@ def pretrained_checkpoint(small_data: Path, tmp_path_factory: pytest.TempPathFac
 EXPORT_AND_CLASSIFY = """
 import json, sys
 import numpy as np
-from export.bundle import export_bundle
+from clipping_edge.export.bundle import export_bundle
 from clipping_edge import ZeroShotClassifier, load
 checkpoint, out, target, data, image = sys.argv[1:]
 bundle, parity = export_bundle(checkpoint, out, target, "none", data)
@@ -333,7 +333,7 @@ def test_ablation_builds_the_locked_caches_its_runs_read(small_data: Path, tmp_p
                                                           monkeypatch: pytest.MonkeyPatch):
     import argparse
 
-    import benchmarks.ablation as ablation
+    import clipping_edge.benchmarks.ablation as ablation
 
     suite = ablation.Suite(str(small_data), "test-tiny-pretrained", 1, {"synthetic": (str(small_data), 200)},
                            [("synthetic", "zero_shot_top1", "top-1")], {"lr": 1e-3, "warmup_steps": 2},
@@ -357,10 +357,10 @@ def test_a_shipped_student_is_the_trained_one_rebuilt_from_the_packages(small_da
                                                                        monkeypatch: pytest.MonkeyPatch):
     """`shipped:NAME` (training/shipped.py): only what training changed is stored; rebuilt from the packages it is
     the trained student exactly, exports and classifies; towers other than those it was trained on are refused."""
-    import training.shipped as shipped
-    from export.bundle import export_bundle
-    from training.checkpoint import load_student
-    from training.trainer import train
+    import clipping_edge.training.shipped as shipped
+    from clipping_edge.export.bundle import export_bundle
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.trainer import train
 
     monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path / "shipped")
     run = tmp_path / "run"
@@ -390,8 +390,8 @@ def test_the_shipped_real_data_student_rebuilds_on_the_installed_packages():
     package update that changed them fails here, not in a user's export), and its projections load unchanged."""
     from safetensors.torch import load_file
 
-    from training.checkpoint import load_student
-    from training.shipped import SHIPPED_DIR, shipped_checkpoint
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.shipped import SHIPPED_DIR, shipped_checkpoint
 
     student = load_student(shipped_checkpoint("shipped:effnet-minilm-real"))[0]
     state = student.state_dict()

@@ -14,9 +14,9 @@ from PIL import Image
 import clipping_edge
 from clipping_edge import ClippingEdgeError, PrototypeIndex, ZeroShotClassifier
 from clipping_edge.preprocess import load_image, preprocess_batch
-from training.checkpoint import load_student
-from training.data.pairs import read_pairs
-from training.data.transforms import eval_transform
+from clipping_edge.training.checkpoint import load_student
+from clipping_edge.training.data.pairs import read_pairs
+from clipping_edge.training.data.transforms import eval_transform
 
 
 def test_import_pulls_no_torch_or_converters():

@@ -84,7 +84,7 @@ def test_export_refuses_a_users_folder_and_the_input_run(capsys, tiny_checkpoint
 
 
 def test_export_replaces_its_own_bundle_and_with_force_a_folder(tiny_checkpoint: Path, small_data: Path, tmp_path: Path):
-    from export.bundle import export_bundle
+    from clipping_edge.export.bundle import export_bundle
 
     out = tmp_path / "bundle"
     export_bundle(tiny_checkpoint, out, "onnx", "none", str(small_data))
@@ -166,7 +166,7 @@ def test_resume_never_unpickles(capsys, tiny_checkpoint: Path, small_data: Path,
 def test_trainer_state_round_trips_without_pickle(tmp_path: Path):
     import torch
 
-    from training.checkpoint import _join_tensors, _split_tensors
+    from clipping_edge.training.checkpoint import _join_tensors, _split_tensors
 
     state = {"epoch": 3, "optimizer": {"state": {0: {"step": torch.tensor(5.0), "exp_avg": torch.randn(3)}},
                                        "param_groups": [{"lr": 0.1, "betas": (0.9, 0.98), "params": [0], "foreach": None}]},
@@ -204,7 +204,7 @@ def test_nan_weights_are_refused_by_export_and_eval(capsys, tiny_checkpoint: Pat
 
 
 def test_gates_fail_on_nan():
-    from export.validate import gate
+    from clipping_edge.export.validate import gate
 
     record = {"image_cosine_min": math.nan, "text_cosine_min": 1.0, "zero_shot_agreement": math.nan,
               "top1_drop_points": math.nan, "max_probability_diff": math.nan}
@@ -520,8 +520,8 @@ def test_index_written_halfway_is_rolled_forward(tiny_bundle: Path, tmp_path: Pa
 
 
 def test_torn_log_line_does_not_break_resume(tiny_checkpoint: Path, small_data: Path, tmp_path: Path):
-    from training.config import TrainConfig
-    from training.trainer import train
+    from clipping_edge.training.config import TrainConfig
+    from clipping_edge.training.trainer import train
 
     run = tmp_path / "run"
     shutil.copytree(tiny_checkpoint, run / "checkpoint")
@@ -561,9 +561,9 @@ def test_templates_have_one_rule(capsys, tiny_bundle: Path, tmp_path: Path, imag
 
 def test_export_with_empty_labels_is_refused_before_converting(capsys, tiny_checkpoint: Path, small_data: Path,
                                                                 tmp_path: Path, monkeypatch):
-    import export.bundle
+    import clipping_edge.export.bundle as export_bundle_module
 
-    monkeypatch.setattr(export.bundle, "load_student", lambda *_: pytest.fail("the export started"))
+    monkeypatch.setattr(export_bundle_module, "load_student", lambda *_: pytest.fail("the export started"))
     for labels in ("", " , ", "red circle,red circle"):
         err = one_error(capsys, "export", "--checkpoint", str(tiny_checkpoint), "--out", str(tmp_path / "b"),
                         "--data", str(small_data), "--labels", labels)
@@ -624,10 +624,10 @@ def test_look_alike_files_never_make_a_folder_ours(tmp_path: Path):
 
 
 def test_sixteen_bit_precisions_are_refused_for_a_top_k_head_before_converting(tmp_path: Path):
-    from export.targets import TARGETS
-    from export.towers import ImageTower
-    from training.config import student_config
-    from training.models import Student
+    from clipping_edge.export.targets import TARGETS
+    from clipping_edge.export.towers import ImageTower
+    from clipping_edge.training.config import student_config
+    from clipping_edge.training.models import Student
 
     cfg = student_config("test-tiny-pretrained")
     cfg.vision.head_temperature, cfg.vision.head_top_k = 2.0, 5
@@ -818,7 +818,7 @@ def test_a_write_that_fails_removes_its_temporary_file(tmp_path: Path):
 
 
 def test_a_label_list_longer_than_any_file_name_is_a_list():
-    from clipping_edge.cli import _read_labels
+    from clipping_edge.cli_args import read_labels as _read_labels
 
     labels = [f"class number {i}" for i in range(300)]
     assert _read_labels(",".join(labels)) == labels

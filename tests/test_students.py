@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from clipping_edge import ClippingEdgeError
-from training.config import TrainConfig, list_students, student_config
-from training.models import Student
+from clipping_edge.training.config import TrainConfig, list_students, student_config
+from clipping_edge.training.models import Student
 
 
 def test_registry_names_the_paper_scale_a_cnn_a_reparameterizable_and_a_bert_student():
@@ -35,8 +35,8 @@ def test_reparameterized_tower_computes_the_same_function_with_fewer_convs():
 
 @pytest.mark.parametrize("student", ["test-tiny-cnn", "test-tiny-reparam"])
 def test_timm_and_bert_students_train_and_export(student: str, small_data: Path, tmp_path: Path):
-    from export.bundle import export_bundle
-    from training.trainer import train
+    from clipping_edge.export.bundle import export_bundle
+    from clipping_edge.training.trainer import train
 
     ckpt = train(TrainConfig(data=str(small_data), out=str(tmp_path / "run"), student=student, method="clip", epochs=1,
                              batch_size=32, warmup_steps=2, workers=0, limit=128))

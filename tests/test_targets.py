@@ -12,10 +12,10 @@ import clipping_edge
 from clipping_edge.golden import verify
 from clipping_edge.manifest import size_mb
 from clipping_edge.preprocess import preprocess_batch
-from export.bundle import export_bundle
-from export.targets import TARGETS
-from export.validate import THRESHOLDS, family
-from training.checkpoint import load_student
+from clipping_edge.export.bundle import export_bundle
+from clipping_edge.export.targets import TARGETS
+from clipping_edge.export.validate import THRESHOLDS, family
+from clipping_edge.training.checkpoint import load_student
 
 CASES = [(t.name, p) for t in TARGETS.values() for p in t.precisions]
 # Known to destroy the image tower here (cosine < 0): it must be refused, never shipped silently.
@@ -146,9 +146,9 @@ def test_auto_fails_loudly_when_nothing_meets_the_budget(tiny_checkpoint: Path, 
 def test_coreml_stand_in_runs_the_stored_weights(tiny_checkpoint: Path, tmp_path: Path):
     """The Core ML check reads the weights back out of the package: a tower whose weights differ from
     the stored ones is caught, and the stand-in computes with what is stored, not with the student."""
-    from export.targets import TowerJob
-    from export.to_coreml import check_offline, export_coreml, stored_weights
-    from export.towers import TEXT_INPUT, TextTower
+    from clipping_edge.export.targets import TowerJob
+    from clipping_edge.export.to_coreml import check_offline, export_coreml, stored_weights
+    from clipping_edge.export.towers import TEXT_INPUT, TextTower
 
     student, _, _ = load_student(tiny_checkpoint)
     tower = TextTower(student)
@@ -183,7 +183,7 @@ def output_names(tower: Path, target: str) -> list[str]:
 def test_profile_names_the_operators_that_take_the_time(tiny_checkpoint: Path, small_data: Path, tmp_path: Path):
     # Here, not in test_benchmark.py: an OpenVINO conversion in the long main pytest process made a later
     # test's fork crash (SIGSEGV), as the Makefile's ISOLATED note says.
-    from benchmarks.profile import markdown, profile_bundle
+    from clipping_edge.benchmarks.profile import markdown, profile_bundle
 
     # ONNX Runtime fuses dynamic int8's DynamicQuantizeLinear + MatMulInteger into DynamicQuantizeMatMul at load
     for target, precision, markers in (("onnx", "int8", ("MatMulInteger", "DynamicQuantizeMatMul")), ("openvino", "fp32", ("[",))):
@@ -204,8 +204,8 @@ def test_profile_names_the_operators_that_take_the_time(tiny_checkpoint: Path, s
 def test_openvino_int8_keeps_float_only_the_layers_that_move_the_outputs(outlier_tower_job):
     import openvino as ov
 
-    from export.mixed_precision import INT8_MIN_CHECK_COSINE
-    from export.to_openvino import compile_f32, export_openvino
+    from clipping_edge.export.mixed_precision import INT8_MIN_CHECK_COSINE
+    from clipping_edge.export.to_openvino import compile_f32, export_openvino
 
     job = outlier_tower_job(".xml", "int8", outlier_weight=1.0)
     report = export_openvino(job)
@@ -234,9 +234,9 @@ def test_openvino_int8_can_keep_everything_it_quantizes_float(kind: str, tiny_ch
     unseen (cosine 0.963 with every MatMul float on an AVX2 CPU)."""
     import openvino as ov
 
-    from export.targets import TowerJob
-    from export.to_openvino import _int8, _quantized_layers
-    from export.towers import IMAGE_INPUT, TEXT_INPUT, ImageTower, TextTower
+    from clipping_edge.export.targets import TowerJob
+    from clipping_edge.export.to_openvino import _int8, _quantized_layers
+    from clipping_edge.export.towers import IMAGE_INPUT, TEXT_INPUT, ImageTower, TextTower
 
     student, _, _ = load_student(tiny_checkpoint)
     tower, input_name = (ImageTower(student), IMAGE_INPUT) if kind == "image" else (TextTower(student), TEXT_INPUT)

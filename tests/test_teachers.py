@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from clipping_edge import ClippingEdgeError
-from training.compat import import_timm
-from training.teachers import load_image_teacher, load_text_teacher
+from clipping_edge.training.compat import import_timm
+from clipping_edge.training.teachers import load_image_teacher, load_text_teacher
 
 
 def test_timm_teacher_from_a_weights_file_and_from_a_folder(tmp_path: Path):

@@ -9,12 +9,12 @@ import torch
 
 from clipping_edge import ClippingEdgeError
 from clipping_edge.atomic import atomic_directory
-from training.banks import build_banks
-from training.checkpoint import load_student, save_checkpoint
-from training.config import TrainConfig
-from training.data.pairs import read_pairs
-from training.teachers import load_image_teacher, load_text_teacher
-from training.trainer import train
+from clipping_edge.training.banks import build_banks
+from clipping_edge.training.checkpoint import load_student, save_checkpoint
+from clipping_edge.training.config import TrainConfig
+from clipping_edge.training.data.pairs import read_pairs
+from clipping_edge.training.teachers import load_image_teacher, load_text_teacher
+from clipping_edge.training.trainer import train
 
 
 def test_checkpoint_round_trip(tiny_checkpoint: Path, tmp_path: Path):
@@ -95,7 +95,7 @@ def test_clip_ping_trains_and_resumes(small_data: Path, tmp_path: Path):
 
 def test_killed_run_resumes_exactly_like_an_uninterrupted_one(small_data: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch):
-    import training.trainer as trainer
+    import clipping_edge.training.trainer as trainer
 
     def run(out: str, resume: bool = False) -> Path:
         return train(TrainConfig(data=str(small_data), out=out, student="test-tiny", method="clip", epochs=2,

@@ -1,6 +1,6 @@
-"""`python -m training ...` is `clipping-edge train ...`: the entry point torchrun launches.
+"""`python -m clipping_edge.training ...` is `clipping-edge train ...`: the entry point torchrun launches.
 
-    torchrun --nproc_per_node 4 -m training --data DATA --method clip-ping --out runs/ddp
+    torchrun --nproc_per_node 4 -m clipping_edge.training --data DATA --method clip-ping --out runs/ddp
 """
 
 import sys

@@ -94,6 +94,6 @@ def launch_torchrun(cfg, nproc: int) -> int:
             argv.append(flag if value else "--no-" + flag[2:])
         elif value is not None:
             argv += [flag, str(value)]
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "training", *argv]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m", "clipping_edge.training", *argv]
     print("launching: " + " ".join(command), flush=True)
     return subprocess.call(command)

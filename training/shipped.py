@@ -114,10 +114,10 @@ def shipped_checkpoint(spec: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """python -m training.shipped RUN NAME: ship RUN/checkpoint as NAME, recording RUN's command and figures."""
+    """python -m clipping_edge.training.shipped RUN NAME: ship RUN/checkpoint as NAME, recording RUN's command and figures."""
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m training.shipped", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m clipping_edge.training.shipped", description=main.__doc__)
     parser.add_argument("run", type=Path, help="a run folder written by `clipping-edge train` (RUN/checkpoint)")
     parser.add_argument("name", help="the shipped student's name (export --checkpoint shipped:NAME)")
     parser.add_argument("--command", required=True, help="the training command, recorded to reproduce it")

@@ -3,7 +3,7 @@ CUDA (AMP, channels-last, torch.compile), in one process or many under torchrun 
 contrastive losses over the global batch), with exact gradient accumulation, atomic checkpoints and
 --resume (also with another number of processes).
 
-    torchrun --nproc_per_node 2 -m training --data synthetic --method clip-ping --out runs/ddp
+    torchrun --nproc_per_node 2 -m clipping_edge.training --data synthetic --method clip-ping --out runs/ddp
 """
 
 from __future__ import annotations
@@ -12,91 +12,41 @@ import contextlib
 import json
 import math
 import os
-import random
-import re
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
-from clipping_edge.atomic import atomic_file, claim_directory, output_kind, recover, write_bytes_atomic, write_json_atomic
+from clipping_edge.atomic import atomic_file, claim_directory, output_kind, write_bytes_atomic, write_json_atomic
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.tokenizer import TextTokenizer
 
 from .anchors import (ANCHOR_CAPTIONS_PER_CLASS, WithAnchors, efficientnet_head_weight, fixed_captions, imagenet_anchors,
                       prompt_ensembles)
 from .banks import FeatureBanks, build_banks
-from .checkpoint import TOKENIZER, TRAINER_STATE, WEIGHTS, check_finite, load_student, load_trainer_state, save_checkpoint
-from .config import METHODS, MINIMUMS, TrainConfig, student_config
-from .data.augment import RECIPES, MultiViewDataset, collate_views, make_recipe
-from .data.pairs import PairSet, SplitSource, read_pairs, resolve_split
+from .checkpoint import TOKENIZER, TRAINER_STATE, load_student, save_checkpoint
+from .config import TrainConfig, student_config
+from .data.augment import MultiViewDataset, collate_views, make_recipe
+from .data.pairs import PairSet, read_pairs, resolve_split
 from .data.transforms import worker_context
 from .distributed import Distributed, GlobalBatchSampler
 from .evaluate import evaluate, format_metrics
+from .guidance import NeighbourGuide
 from .locking import (fully_locked, image_tower_as_teacher, lock_tower, no_image_teacher, no_text_teacher,
                       project_cached, text_tower_as_teacher)
 from .losses import MAX_LOGIT_SCALE, ClipObjective, ClipPingObjective, Embeddings, NeighbourHeads, NeighbourTargets
 from .models import Student
-from .neighbours import XNN_MODES, SupportSet, draw_support, mine_neighbours, targets_for
 from .progress import progress_bar
+from .resume import TrainingState
+from .run_setup import (Amp, cosine_with_warmup, curve_sources, param_groups, pick_device, seed_everything, uses_locked_cache,
+                        validate_config)
 from .teachers import ImageTeacher, TextTeacher, load_image_teacher, load_text_teacher
 from .tokenizer_build import train_tokenizer
-from .tokenizer_packaged import PACKAGED_TOKENIZERS, packaged_tokenizer
-
-NEIGHBOUR_QUERIES = ("teacher", "student")
-
-
-def seed_everything(seed: int, deterministic: bool = False) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if deterministic:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ClippingEdgeError("--device cuda was asked for but torch sees no CUDA GPU: use --device cpu")
-    if name == "cuda":  # one GPU per process under torchrun
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
-def param_groups(modules: list[nn.Module], weight_decay: float) -> list[dict]:
-    """AdamW groups: no decay on norms, biases, embeddings' positions, tokens and the logit scale."""
-    decay, no_decay = [], []
-    for module in modules:
-        for name, p in module.named_parameters():
-            if p.requires_grad:
-                (no_decay if p.ndim < 2 or "pos_embed" in name or "cls_token" in name else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def cosine_with_warmup(step: int, warmup: int, total: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-
-
-@dataclass
-class Amp:
-    """Autocast settings: bf16 on CUDA where supported, else fp16 with loss scaling; off on CPU."""
-
-    enabled: bool
-    dtype: torch.dtype
-
-    @classmethod
-    def for_device(cls, device: torch.device, wanted: bool) -> "Amp":
-        enabled = wanted and device.type == "cuda"
-        return cls(enabled, torch.bfloat16 if enabled and torch.cuda.is_bf16_supported() else torch.float16)
+from .tokenizer_packaged import packaged_tokenizer
 
 
 class TrainingModel(nn.Module):
@@ -143,177 +93,9 @@ def splice(cache: Embeddings, part: Embeddings, start: int, end: int, scale_grad
     return Embeddings(put(cache.image, part.image), put(cache.text, part.text), scale, projected)
 
 
-def has_bf16(device: torch.device) -> bool:
-    """Native bfloat16 arithmetic (emulated bf16 on other CPUs is slower than fp32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
-
-
 def scale_gradient(t: torch.Tensor, factor: float) -> torch.Tensor:
     """The same value, with the gradient that flows back through it multiplied by `factor`."""
     return t * factor + (t * (1 - factor)).detach()
-
-
-class NeighbourGuide:
-    """Where each step's NN/XNN targets come from.
-
-    clip-ping, teacher query: the whole bank mined against a support set before the epoch (and every
-    `support_refresh` steps). a-clip-ping: the teachers embed the batch's augmented view online and
-    the support set is searched at every step. Student query: the heads' projections of the student
-    search the support set at every step. With k > 1 neighbours, each pair uses one of its k, drawn
-    from a table fixed per refresh, so any number of processes picks the same ones.
-    """
-
-    def __init__(self, cfg: TrainConfig, banks: FeatureBanks, device: torch.device,
-                 teachers: tuple[ImageTeacher, TextTeacher] | None):
-        self.cfg, self.banks, self.device, self.teachers = cfg, banks, device, teachers
-        self.online = cfg.method == "a-clip-ping" or cfg.neighbour_query == "student"
-        self.mined = self.support = self.choice = None
-        self.mining_seconds = 0.0
-        self.mining_method = ""
-
-    def refresh(self, epoch: int, step: int) -> None:
-        every = self.cfg.support_refresh
-        if step > 0 and not (every and step % every == 0):
-            return
-        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch * 10_007 + step)
-        n = len(self.banks)
-        if self.online:
-            start = time.perf_counter()
-            self.support = SupportSet(self.banks.image, self.banks.text, draw_support(n, self.cfg.support_size, generator),
-                                      self.device)
-            self.mining_seconds += time.perf_counter() - start
-        else:
-            self.mined = mine_neighbours(self.banks.image, self.banks.text, self.cfg.support_size, generator,
-                                         self.cfg.neighbours, self.cfg.mining)
-            self.mining_seconds += self.mined.seconds
-            self.mining_method = self.mined.method
-        self.choice = torch.randint(self.cfg.neighbours, (n,), generator=generator)
-
-    def _pick(self, neighbours: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        column = self.choice[idx.cpu()].clamp(max=neighbours.shape[1] - 1).to(neighbours.device)
-        return neighbours.gather(1, column.unsqueeze(1)).squeeze(1)
-
-    @torch.no_grad()
-    def targets(self, idx: torch.Tensor, pixels: torch.Tensor, captions: list[str], emb: Embeddings) -> NeighbourTargets:
-        """Targets for the local batch. pixels/captions: the first view of each pair, as the student saw it."""
-        if not self.online:
-            image_nn, text_nn = self.mined.image_nn[idx], self.mined.text_nn[idx]
-        else:
-            if self.cfg.neighbour_query == "student":
-                image_query, text_query = emb.projected["image_to_image"][0], emb.projected["text_to_text"][0]
-            else:
-                image_teacher, text_teacher = self.teachers
-                # bf16 where the hardware has it: 2.2x faster on this CPU, cosine 0.998 to fp32, and the
-                # queries only rank neighbours.
-                with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.teacher_bf16 and has_bf16(self.device)):
-                    image_query, text_query = image_teacher.encode(pixels), text_teacher.encode(captions)
-            image_nn, text_nn = self.support.search(image_query, text_query, idx, self.cfg.neighbours)
-        j, k = self._pick(image_nn, idx), self._pick(text_nn, idx)
-        return targets_for(self.banks.image, self.banks.text, j, k, self.device, self.cfg.xnn)
-
-
-@dataclass
-class TrainingState:
-    """Everything --resume restores: weights, heads, optimizer, loss scaler, RNG, epoch. The learning-rate
-    schedule is a function of the step, recomputed from the epoch, so another world size resumes too."""
-
-    model: TrainingModel
-    optimizer: torch.optim.Optimizer
-    scaler: torch.amp.GradScaler
-    epoch: int = 0
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "heads": self.model.heads.state_dict() if self.model.heads is not None else {},
-                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                "torch_rng": torch.get_rng_state()}
-
-    def restore(self, ckpt_dir: Path, device: torch.device, epochs: int) -> None:
-        recover(ckpt_dir)  # a crash mid-swap leaves the finished checkpoint beside its name
-        state = load_trainer_state(ckpt_dir, device)
-        try:
-            weights = load_file(str(ckpt_dir / WEIGHTS), device=str(device))
-        except Exception as exc:  # safetensors' own error types: a truncated, empty, missing or lying file
-            raise ClippingEdgeError(f"--resume: {ckpt_dir / WEIGHTS} is not a readable safetensors file "
-                                    f"({type(exc).__name__}: {str(exc)[:160]}): resume from a copy, or drop --resume") from None
-        try:
-            check_finite(weights, ckpt_dir)
-            self.model.student.load_state_dict(weights)
-            if self.model.heads is not None:
-                self.model.heads.load_state_dict(state["heads"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            check_moments(self.optimizer)
-            self.scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["torch_rng"].cpu())
-            self.epoch = saved_epoch(state.get("epoch"), ckpt_dir, epochs)
-        except (RuntimeError, KeyError, ValueError, TypeError, OSError) as exc:
-            raise ClippingEdgeError(f"--resume: {ckpt_dir} does not fit this run ({type(exc).__name__}: "
-                                    f"{str(exc).splitlines()[0][:200]}): resume with the run's own --student, "
-                                    "--method and options, or drop --resume") from None
-
-
-def check_moments(optimizer: torch.optim.Optimizer) -> None:
-    """An optimizer state whose moments do not have their parameters' shapes fails at the first step, deep in
-    AdamW: refused when it is read."""
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            for name, value in optimizer.state.get(param, {}).items():
-                if torch.is_tensor(value) and value.dim() and value.shape != param.shape:
-                    raise ValueError(f"optimizer {name} has shape {tuple(value.shape)} for a parameter of {tuple(param.shape)}")
-
-
-def saved_epoch(value: object, ckpt_dir: Path, epochs: int) -> int:
-    """The epochs a saved run had finished: a whole number from 0 to --epochs, or the state is not ours."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= epochs:
-        raise ClippingEdgeError(f"--resume: the trainer state in {ckpt_dir} says it finished epoch {str(value)[:40]}, which is "
-                                f"not a whole number from 0 to --epochs {epochs}: resume with the run's own --epochs, or drop "
-                                "--resume to start anew")
-    return value
-
-
-def validate_config(cfg: TrainConfig) -> None:
-    choices = {"method": METHODS, "recipe": RECIPES, "xnn": XNN_MODES, "neighbour_query": NEIGHBOUR_QUERIES,
-               "mining": ("auto", "exact", "usearch"), "tokenizer": ("captions", *PACKAGED_TOKENIZERS)}
-    for name, allowed in choices.items():
-        if getattr(cfg, name) not in allowed:
-            raise ClippingEdgeError(f"unknown --{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")
-    for name, (minimum, strict) in MINIMUMS.items():
-        value = getattr(cfg, name)
-        if value is not None and (not math.isfinite(value) or value < minimum or (strict and value == minimum)):
-            raise ClippingEdgeError(f"--{name.replace('_', '-')} {value} must be {'above' if strict else 'at least'} {minimum:g}")
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
-        raise ClippingEdgeError(f"unknown --device {cfg.device!r}: use auto, cpu, cuda or cuda:N")
-    if cfg.accum_steps < 1 or cfg.batch_size % cfg.accum_steps:
-        raise ClippingEdgeError(f"--batch-size {cfg.batch_size} is not divisible into --accum-steps {cfg.accum_steps} "
-                                "micro-batches: pick a divisor")
-    if cfg.neighbours < 1:
-        raise ClippingEdgeError("--neighbours must be at least 1")
-    if (cfg.keep_image_blocks or cfg.keep_text_blocks) and not cfg.student_from:
-        raise ClippingEdgeError("--keep-image-blocks / --keep-text-blocks choose blocks of an imported model: add "
-                                "--student-from open_clip:... (or hf:..., or an imported checkpoint)")
-    if cfg.logit_scale > MAX_LOGIT_SCALE:
-        raise ClippingEdgeError(f"--logit-scale {cfg.logit_scale:g} is above the clamp of {MAX_LOGIT_SCALE:g}: pick a value "
-                                f"in (0, {MAX_LOGIT_SCALE:g}], or 0 to learn it")
-
-
-def uses_locked_cache(cfg: TrainConfig) -> bool:
-    """Whether a step reads a fully locked tower's features from the disk cache instead of running it: only where
-    it would compute exactly them, one plain view and no online teachers."""
-    return any(fully_locked(asdict(cfg))) and cfg.method != "a-clip-ping" and cfg.recipe == "basic"
-
-
-def curve_sources(cfg: TrainConfig) -> dict[str, SplitSource]:
-    """The validation curve's splits: key prefix ("" for a lone set) -> each --eval-data set's val split."""
-    roots = [d.strip() for d in (cfg.eval_data or cfg.data).split(",") if d.strip()]
-    sources = {}
-    for root in roots:
-        try:
-            source = resolve_split(root, "val")
-        except ClippingEdgeError:  # no val split: the test split stands in
-            source = resolve_split(root, "test")
-        sources["" if len(roots) == 1 else f"{Path(root.split('+')[0]).name}/"] = source
-    return sources
 
 
 class Trainer:

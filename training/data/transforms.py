@@ -76,7 +76,7 @@ def worker_context(workers: int) -> multiprocessing.context.BaseContext | None:
     if workers == 0:
         return None
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["torch", "training.data.transforms"])
+    context.set_forkserver_preload(["torch", "clipping_edge.training.data.transforms"])
     return context
 
 

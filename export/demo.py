@@ -4,7 +4,7 @@ built-in data + ImageNet-head anchors -> LiT student (locked, pretrained Efficie
 through its ImageNet head, locked MiniLM text tower: only the projections train) -> eval -> ONNX bundle ->
 classify real photos; then the same photos through the shipped real-data student (training/shipped/).
 
-Imported only by `clipping-edge demo`; it pulls in torch through `training` and `export`.
+Imported only by `clipping-edge demo`; it pulls in torch through training and export.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def real_photos() -> dict[str, "object"]:
 def unknown_rates(classifier, photos: list) -> dict[str, int]:
     """How many real photos and how many fresh junk images (another seed than the bundle's reference) the
     junk-anchored "unknown" (`--min-cosine auto`) calls unknown, with the demo's labels."""
-    from .junk import CHECK_SEED, junk_images
+    from clipping_edge.junk import CHECK_SEED, junk_images
 
     junk = [image for images in junk_images(CHECK_SEED).values() for image in images]
     called = [sum(p[0].label == "unknown" for p in classifier.classify(images, top_k=1, min_cosine="auto"))
@@ -55,9 +55,9 @@ def unknown_rates(classifier, photos: list) -> dict[str, int]:
 def _photo_rows(rows: list[str], bundle: Path, index_file: Path, photos: dict, who: str) -> tuple[int, dict, Path]:
     """Classify the sample photos with a bundle (CLIP's ImageNet prompts, an index of LABELS), one row each."""
     start = time.perf_counter()
-    from .classifier import ZeroShotClassifier
-    from .model import load
-    from .prompts import DEFAULT_TEMPLATES
+    from clipping_edge.classifier import ZeroShotClassifier
+    from clipping_edge.model import load
+    from clipping_edge.prompts import DEFAULT_TEMPLATES
 
     classifier = ZeroShotClassifier(load(bundle), LABELS, DEFAULT_TEMPLATES)
     index_path = classifier.save_index(index_file)
@@ -78,13 +78,13 @@ def _photo_rows(rows: list[str], bundle: Path, index_file: Path, photos: dict, w
 
 def load_student_record(name: str) -> dict:
     """A shipped student's record (training/shipped/NAME.json), read without torch."""
-    from training.shipped import SHIPPED_DIR
+    from clipping_edge.training.shipped import SHIPPED_DIR
 
     return json.loads((SHIPPED_DIR / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def demo_config(out: Path, epochs: int, data: str):
-    from training.trainer import TrainConfig
+    from clipping_edge.training.trainer import TrainConfig
 
     # Both towers are pretrained and locked: their features are computed once and cached, so a step is
     # two matrix products. The image tower reads the ImageNet head's 5 likeliest classes; one anchor per
@@ -96,12 +96,12 @@ def demo_config(out: Path, epochs: int, data: str):
 
 
 def run_demo(out: Path, epochs: int = 10, data: str = "synthetic") -> dict:
-    from export.bundle import export_bundle
-    from training.data.pairs import read_pairs, resolve_split
-    from training.shipped import list_shipped
-    from training.trainer import train
+    from clipping_edge.shell import command_name
+    from clipping_edge.training.data.pairs import read_pairs, resolve_split
+    from clipping_edge.training.shipped import list_shipped
+    from clipping_edge.training.trainer import train
 
-    from .shell import command_name
+    from .bundle import export_bundle
 
     rows, t0 = [], time.perf_counter()
     cfg = demo_config(out, epochs, data)
