@@ -217,8 +217,9 @@ def run_in_subprocess(run: Run, args: argparse.Namespace, threads: int) -> dict 
     command = [sys.executable, "-m", "clipping_edge.benchmarks.ablation", *sys.argv[1:],
                "--single", run.method, run.recipe, str(run.seed), run.variant, run.init]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    Path(args.out, run.name).mkdir(parents=True, exist_ok=True)
-    log_path = Path(args.out, run.name, "stdout.txt")
+    # Beside the run's folder, not in it: the trainer writes only into a folder that is empty or already its run.
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+    log_path = Path(args.out, f"{run.name}.stdout.txt")
     with open(log_path, "a") as log:
         exit_code = subprocess.run(command, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     if exit_code != 0:
