@@ -18,6 +18,7 @@ from .job import OfflineCheck, TowerJob
 
 # No torch at import: the table is read by `clipping-edge --help` on devices without it.
 
+
 @dataclass(frozen=True)
 class PrecisionSpec:
     recipe: str  # what is done, recorded in the manifest
@@ -58,8 +59,8 @@ def _record_quantization(target: str, job: TowerJob, report: dict) -> None:
     job.report.update(report)
     if report.get("kept_float"):
         progress(f"  {target} {job.kind} {job.precision}: {len(report['kept_float'])} of "
-              f"{len(report['kept_float']) + report['quantized']} int8 layers kept float32, worst check-row cosine "
-              f"{report['check_cosine_min_all_int8']:.4f} -> {report['check_cosine_min']:.4f}")
+                 f"{len(report['kept_float']) + report['quantized']} int8 layers kept float32, worst check-row cosine "
+                 f"{report['check_cosine_min_all_int8']:.4f} -> {report['check_cosine_min']:.4f}")
 
 
 def _onnx(job: TowerJob) -> None:
