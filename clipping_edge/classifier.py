@@ -250,6 +250,15 @@ class ZeroShotClassifier:
         """(B, d) image embeddings -> (B, C) class probabilities, columns in label order."""
         return softmax(self.logits(np.asarray(embeddings, np.float32)))
 
+    def match_probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """A sigmoid model's (SigLIP) (B, C) per-label match probabilities, each independent of the other labels."""
+        sigmoid = self.model.manifest.sigmoid
+        if not sigmoid:
+            raise ClippingEdgeError(f"{self.model.manifest.model_name} is a softmax model: its scores compare labels, "
+                                    "use probabilities(); match probabilities need a sigmoid model (SigLIP)")
+        logits = sigmoid["logit_scale"] * self.index.cosines(np.asarray(embeddings, np.float32)) + sigmoid["logit_bias"]
+        return 1.0 / (1.0 + np.exp(-logits))
+
     def junk_ceilings(self) -> np.ndarray:
         """(C,) per class the highest cosine the bundle's junk images reach with it (see junk.py)."""
         if self._ceilings is None:

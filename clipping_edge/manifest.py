@@ -63,6 +63,10 @@ class Manifest:
     # The app-ready classifier (`export --labels`): one graph image -> class probabilities, its labels,
     # input and output, parity with the two-tower path and the format's extras (see export/classifier.py).
     classifier: dict[str, Any] = field(default_factory=dict)
+    # A sigmoid model (SigLIP, imported): its own logit scale (unclamped) and bias, so that a label's match
+    # probability, independent of the other labels, is sigmoid(logit_scale * cos + logit_bias). Scores stay
+    # softmax(logit_scale * cos) over the labels, which ranks the same. Empty for a softmax model.
+    sigmoid: dict[str, float] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -123,6 +127,9 @@ SCHEMA: dict[str, tuple[bool, Any, str]] = {
                                                                for k, n in v.items()), "an object of label -> names"),
     "golden": (False, lambda v: v == "" or _text(v), "a bundle-relative path"),
     "classifier": (False, lambda v: isinstance(v, dict), "an object"),
+    "sigmoid": (False, lambda v: isinstance(v, dict) and (not v or (set(v) == {"logit_scale", "logit_bias"} and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v.values()))),
+                "an object of finite logit_scale and logit_bias, or empty"),
     "trained_token_ids": (False, lambda v: v is None or (isinstance(v, list) and all(isinstance(i, int) for i in v)),
                           "null or a list of token ids"),
 }

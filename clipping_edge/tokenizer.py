@@ -1,11 +1,13 @@
 """Text -> fixed-length int32 token ids, with the `tokenizers` library and the bundle's tokenizer.json.
 
-The tokenizer.json written at training time carries its own normaliser, start/end tokens, padding to
-the context length and truncation, so encoding here is identical to encoding in training.
+The tokenizer.json written at training time (or import) carries its own normaliser, start/end tokens, padding
+to the context length and truncation, so encoding here is identical to encoding in training. Our own files name
+their end token <eot>; an imported model's (SigLIP's </s>) is the last special token of its template.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -31,7 +33,7 @@ class TextTokenizer:
         # The file's own padding where it sets one (CLIP pads with id 0, a real token), else our <pad>.
         padding = self.tokenizer.padding
         self.pad_id = padding["pad_id"] if padding else self._id(PAD, path)
-        self.eot_id = self._id(EOT, path)
+        self.eot_id = self._end_id(path)
         self.tokenizer.enable_truncation(context_length)
         self.tokenizer.enable_padding(length=context_length, pad_id=self.pad_id, pad_token=PAD)
 
@@ -40,6 +42,16 @@ class TextTokenizer:
         if token_id is None:
             raise ClippingEdgeError(f"{path} has no {token} token: it was not written by clipping-edge")
         return token_id
+
+    def _end_id(self, path: Path) -> int:
+        if self.tokenizer.token_to_id(EOT) is not None:
+            return self._id(EOT, path)
+        template = json.loads(self.tokenizer.to_str()).get("post_processor") or {}
+        last = (template.get("single") or [{}])[-1] if template.get("type") == "TemplateProcessing" else {}
+        if "SpecialToken" not in last:
+            raise ClippingEdgeError(f"{path} has no end token (neither {EOT} nor a template ending in one): it was not "
+                                    "written by clipping-edge")
+        return template["special_tokens"][last["SpecialToken"]["id"]]["ids"][0]
 
     @property
     def vocab_size(self) -> int:

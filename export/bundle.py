@@ -156,6 +156,13 @@ class ExportRun:
         return gate(record, precisions["image"], precisions["text"], problems, max_top1_drop)
 
 
+def sigmoid_record(student, meta: dict) -> dict[str, float]:
+    """An imported sigmoid model's scale and bias (manifest.sigmoid); a trained checkpoint has none, its loss was
+    softmax."""
+    bias = meta.get("imported", {}).get("logit_bias")
+    return {} if bias is None else {"logit_scale": float(student.logit_scale.exp().item()), "logit_bias": float(bias)}
+
+
 def linear_fewshot_head(index: PrototypeIndex, logit_scale: float) -> tuple[np.ndarray, np.ndarray, dict]:
     """A few-shot index's head as prototypes and a bias in cosine units (the graph multiplies by the logit scale).
     Prototype mixing and LDA are linear; Tip-Adapter's cache is not, and is refused in one line."""
@@ -381,7 +388,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, target: str = "onnx",
                         "range": "[0, 1] RGB", "mean": list(cfg.vision.mean), "std": list(cfg.vision.std),
                         "mean_std_in_graph": True},
             quantization=quantization, parity=parity, versions=package_versions(),
-            trained_token_ids=meta.get("trained_token_ids"), golden=golden,
+            trained_token_ids=meta.get("trained_token_ids"), golden=golden, sigmoid=sigmoid_record(student, meta),
             unknown=unknown, **validation_prompts(run.test_pairs))
         if tgt.write_metadata:  # the copy inside each format's slot cannot hold the files' own hashes
             for name in files.values():

@@ -96,3 +96,37 @@ def outlier_tower_job(tmp_path: Path):
         return TowerJob("image", OutlierInput(outlier_weight).eval(), "x", lambda b: torch.from_numpy(rows[:b]),
                         tmp_path / f"t{suffix}", precision, [rows[i:i + 16] for i in range(0, 64, 16)])
     return make
+
+
+# A SigLIP-shaped open_clip model, small: timm's test ViT at its native 160 px with attention pooling (no class token read), a
+# bidirectional text tower pooled at the last position, a logit bias, and its own SentencePiece tokenizer.
+TINY_SIGLIP = {
+    "embed_dim": 64, "init_logit_bias": -10, "custom_text": True,
+    "vision_cfg": {"image_size": 160, "timm_model_name": "test_vit", "timm_model_pretrained": False, "timm_pool": "map",
+                   "timm_proj": "none"},
+    "text_cfg": {"context_length": 32, "vocab_size": 96, "hf_tokenizer_name": "timm/ViT-B-16-SigLIP",
+                 "tokenizer_kwargs": {"clean": "canonicalize"}, "width": 64, "heads": 2, "layers": 2, "no_causal_mask": True,
+                 "proj_bias": True, "pool_type": "last", "norm_kwargs": {"eps": 1e-6}},
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """open_clip:CONFIG.json of TINY_SIGLIP, with spiece.model (a SentencePiece Unigram model trained here, SigLIP's
+    special ids: pad 0, end 1, unknown 2) and tokenizer_config.json (transformers' SiglipTokenizer) beside it."""
+    import json
+
+    import sentencepiece
+
+    folder = tmp_path_factory.mktemp("siglip")
+    captions = ["a photo of a cat", "a photo of a dog", "a red circle", "a blue square", "a green triangle",
+                "the quick brown fox jumps over the lazy dog", "café naïve résumé", "two big yellow squares"] * 40
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(captions), model_prefix=str(folder / "spiece"), vocab_size=TINY_SIGLIP["text_cfg"]["vocab_size"],
+        model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, hard_vocab_limit=False,
+        minloglevel=2)
+    (folder / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "SiglipTokenizer", "eos_token": "</s>", "pad_token": "</s>", "unk_token": "<unk>",
+         "model_max_length": TINY_SIGLIP["text_cfg"]["context_length"], "do_lower_case": True}))
+    (folder / "tiny-siglip.json").write_text(json.dumps(TINY_SIGLIP))
+    return folder / "tiny-siglip.json"

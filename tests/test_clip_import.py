@@ -237,3 +237,143 @@ def test_distil_a_smaller_student_from_a_clip_teacher_end_to_end(capsys, tiny_co
                  "--data", str(small_data)]) == 0
     model = clipping_edge.load(tmp_path / "bundle")
     assert model.manifest.context_length == TINY["text_cfg"]["context_length"] and model.tokenizer.eot_id == 49407
+
+
+def test_sentencepiece_tokenizer_ids_equal_open_clips(tiny_siglip: Path, tmp_path: Path):
+    """SigLIP's tokenizer path: open_clip's cleaning (canonicalize) + transformers' SiglipTokenizer reading the
+    SentencePiece model (the sentencepiece library itself) is the reference; ours is spiece.model rewritten as a
+    tokenizer.json, and the same model handed over as a tokenizer.json."""
+    open_clip()
+    from open_clip.tokenizer import HFTokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    from clipping_edge.tokenizer import TextTokenizer
+    from clipping_edge.training.model_tokenizer import model_tokenizer, sentencepiece_tokenizer
+
+    context = 16  # shorter than the model's, so that truncation is exercised
+    reference = HFTokenizer(str(tiny_siglip.parent), context_length=context, clean="canonicalize")
+    model_tokenizer(tiny_siglip.parent / "spiece.model", context, "canonicalize").save(str(tmp_path / "ours.json"))
+    ours = TextTokenizer(tmp_path / "ours.json", context)
+    (tmp_path / "as-json").mkdir()
+    plain, end = sentencepiece_tokenizer(tiny_siglip.parent / "spiece.model")
+    plain.post_processor = TemplateProcessing(single=f"$A {end}", special_tokens=[(end, plain.token_to_id(end))])
+    plain.enable_padding(pad_id=plain.token_to_id(end), pad_token=end)  # as a fast tokenizer's file says it
+    plain.save(str(tmp_path / "as-json" / "tokenizer.json"))
+    model_tokenizer(tmp_path / "as-json" / "tokenizer.json", context, "canonicalize").save(str(tmp_path / "from-json.json"))
+    from_json = TextTokenizer(tmp_path / "from-json.json", context)
+    texts = [*TRICKY, "</s> inside", "a photo of a cat"]
+    expected = reference(texts).numpy()
+    assert end == "</s>" and ours.eot_id == ours.pad_id == 1
+    for text, want, got, got_json in zip(texts, expected, ours(texts, warn=False), from_json(texts, warn=False)):
+        assert got.tolist() == want.tolist() == got_json.tolist(), text
+
+
+def test_siglip_model_imports_as_open_clip_computes_it(tiny_siglip: Path, tmp_path: Path):
+    """A sigmoid model (attention-pooled timm ViT, last-position text pooling, logit bias) with its own
+    SentencePiece tokenizer found beside the weights."""
+    from safetensors.torch import save_file
+
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.clip_import import import_clip
+    from conftest import TINY_SIGLIP
+
+    open_clip()
+    from open_clip.model import CustomTextCLIP
+    from open_clip.tokenizer import HFTokenizer
+
+    torch.manual_seed(0)
+    reference = CustomTextCLIP(**{k: v for k, v in TINY_SIGLIP.items() if k != "custom_text"}).eval()
+    with torch.no_grad():
+        reference.logit_bias.fill_(-12.5)
+    weights = tiny_siglip.with_name("tiny-siglip.safetensors")
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, str(weights))
+    student, tokenizer, meta = load_student(import_clip(f"open_clip:{tiny_siglip}={weights}", tmp_path / "imported"))
+    assert meta["imported"]["logit_bias"] == -12.5 and student.config.text.vocab_size == 96
+    texts = ["a photo of a cat", "A Red Circle!", "two big yellow squares on a table"]
+    ids = torch.from_numpy(tokenizer(texts)).long()
+    assert ids.tolist() == HFTokenizer(str(tiny_siglip.parent), context_length=32, clean="canonicalize")(texts).tolist()
+    pixels = torch.rand(2, 3, 160, 160)
+    mean = torch.tensor(student.config.vision.mean).view(1, 3, 1, 1)
+    std = torch.tensor(student.config.vision.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        assert torch.cosine_similarity(reference.encode_image((pixels - mean) / std, normalize=True),
+                                       student.visual(pixels)).min() > 0.99999
+        assert torch.cosine_similarity(reference.encode_text(ids, normalize=True), student.text(ids)).min() > 0.99999
+
+
+@pytest.mark.parametrize("target", ["onnx", "openvino", "tflite"])
+def test_siglip_model_exports_to_every_runtime_and_classifies(target: str, tiny_siglip: Path, small_data: Path,
+                                                                tmp_path: Path):
+    import clipping_edge
+    from clipping_edge.export.bundle import export_bundle
+    from clipping_edge.golden import verify
+
+    bundle, parity = export_bundle(f"open_clip:{tiny_siglip}=random", tmp_path / target, target, "none", str(small_data))
+    assert parity["passed"] and parity["image_cosine_min"] > 0.9999 and parity["text_cosine_min"] > 0.9999, parity
+    model = clipping_edge.load(bundle)
+    scale = 1 / 0.07  # open_clip's initial logit scale
+    assert model.manifest.context_length == 32 and model.manifest.sigmoid == {"logit_scale": pytest.approx(scale),
+                                                                               "logit_bias": -10.0}
+    assert verify(model)["passed"]
+    image = next((small_data / "test" / "images").iterdir())
+    classifier = clipping_edge.ZeroShotClassifier(model, ["red circle", "blue square"])
+    predictions = classifier.classify(image)
+    assert {p.label for p in predictions[0]} == {"red circle", "blue square"}
+    embedding = model.encode_image([image])
+    cosines = classifier.index.cosines(embedding)
+    assert np.allclose(classifier.match_probabilities(embedding), 1 / (1 + np.exp(-(scale * cosines - 10.0))), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def hf_siglip(tiny_siglip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random small transformers SiglipModel folder as save_pretrained writes it, with its SentencePiece
+    tokenizer and image processor."""
+    open_clip()  # first: it declares what torchvision needs before transformers' image processor imports it
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipTokenizer
+
+    torch.manual_seed(0)
+    tower = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2}
+    config = SiglipConfig(text_config={**tower, "max_position_embeddings": 24, "vocab_size": 96},
+                          vision_config={**tower, "image_size": 48, "patch_size": 16})
+    folder = tmp_path_factory.mktemp("hf") / "hf-siglip"
+    SiglipModel(config).save_pretrained(folder)
+    SiglipTokenizer(vocab_file=str(tiny_siglip.parent / "spiece.model"), model_max_length=24).save_pretrained(folder)
+    SiglipImageProcessor(size={"height": 48, "width": 48}).save_pretrained(folder)
+    return folder
+
+
+def test_hugging_face_siglip_folder_imports_as_transformers_computes_it(hf_siglip: Path, tmp_path: Path):
+    """The towers, the token ids and the pixels all equal transformers' own."""
+    from transformers import SiglipImageProcessor, SiglipModel, SiglipTokenizer
+
+    from clipping_edge.preprocess import preprocess_image
+    from clipping_edge.training.checkpoint import load_student
+    from clipping_edge.training.clip_import import import_clip
+
+    hf = SiglipModel.from_pretrained(hf_siglip).eval()
+    tokenizer, processor = SiglipTokenizer.from_pretrained(hf_siglip), SiglipImageProcessor.from_pretrained(hf_siglip)
+    student, ours, meta = load_student(import_clip(f"hf:{hf_siglip}", tmp_path / "imported"))
+    assert meta["imported"]["logit_bias"] == pytest.approx(float(hf.logit_bias))
+    assert student.config.vision.resize == "squash" and student.config.vision.mean == (0.5, 0.5, 0.5)
+
+    texts = ["a photo of a cat", "Snake_case, Punctuation!", "café NAÏVE", "word " * 40, ""]
+    ids = ours(texts, warn=False)
+    assert ids.tolist() == tokenizer(texts, padding="max_length", max_length=24, truncation=True)["input_ids"]
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (37, 91, 3), dtype=np.uint8))
+    theirs = processor(image, return_tensors="pt")["pixel_values"]
+    pixels = torch.from_numpy(preprocess_image(image, student.config.vision.preprocess()))[None]
+    assert (pixels * 2 - 1 - theirs).abs().max() <= 2 / 255 + 1e-6  # one level, after (x - 0.5) / 0.5
+    with torch.no_grad():
+        image_features = hf.get_image_features(pixel_values=theirs)
+        text_features = hf.get_text_features(input_ids=torch.from_numpy(ids).long())
+        image_features, text_features = (getattr(x, "pooler_output", x) for x in (image_features, text_features))
+        assert torch.cosine_similarity(image_features, student.visual((theirs + 1) / 2)).min() > 0.99999
+        assert torch.cosine_similarity(text_features, student.text(torch.from_numpy(ids).long())).min() > 0.99999
+
+
+def test_hugging_face_siglip_exports_to_tflite(hf_siglip: Path, small_data: Path, tmp_path: Path):
+    """timm's attention-pooled ViT built from the folder's sizes, through the strictest converter."""
+    from clipping_edge.export.bundle import export_bundle
+
+    _, parity = export_bundle(f"hf:{hf_siglip}", tmp_path / "tflite", "tflite", "none", str(small_data))
+    assert parity["passed"] and parity["image_cosine_min"] > 0.9999 and parity["text_cosine_min"] > 0.9999, parity

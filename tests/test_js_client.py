@@ -82,9 +82,11 @@ def _image_cases(rng: np.random.Generator) -> list[tuple[str, bytes, int, float]
     ]
 
 
-def test_preprocessing_and_tokenizing_match_python(tmp_path: Path):
+def test_preprocessing_and_tokenizing_match_python(tmp_path: Path, tiny_siglip: Path):
+    from clipping_edge.tokenizer import TextTokenizer
     from clipping_edge.training.tokenizer_build import train_tokenizer
     from clipping_edge.training.clip_tokenizer import clip_tokenizer
+    from clipping_edge.training.model_tokenizer import model_tokenizer
     from clipping_edge.training.tokenizer_packaged import packaged_tokenizer
 
     rng = np.random.default_rng(0)
@@ -102,6 +104,9 @@ def test_preprocessing_and_tokenizing_match_python(tmp_path: Path):
     tokenizers = [(train_tokenizer(captions, 300, 16, tmp_path / "bpe.json"), "bpe.json"),
                   (packaged_tokenizer("minilm", 32, tmp_path / "wordpiece.json"), "wordpiece.json"),
                   (clip_tokenizer(77, tmp_path / "clip.json"), "clip.json")]
+    # SigLIP's SentencePiece Unigram with open_clip's cleaning, no start token, padded with its end token
+    model_tokenizer(tiny_siglip.parent / "spiece.model", 32, "canonicalize").save(str(tmp_path / "siglip.json"))
+    tokenizers.append((TextTokenizer(tmp_path / "siglip.json", 32), "siglip.json"))
     cases = {"images": images, "tokenizers": [
         {"file": file, "context_length": tok.context_length, "texts": texts, "ids": tok(texts, warn=False).tolist()}
         for tok, file in tokenizers]}
@@ -110,8 +115,10 @@ def test_preprocessing_and_tokenizing_match_python(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def js_bundles(tiny_checkpoint: Path, tiny_bundle: Path, small_data: Path, tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
-    """The tiny student as fp32 (caption BPE), dynamic and static int8, and a WordPiece-vocabulary student."""
+def js_bundles(tiny_checkpoint: Path, tiny_bundle: Path, small_data: Path, tiny_siglip: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """The tiny student as fp32 (caption BPE), dynamic and static int8, a WordPiece-vocabulary student, an
+    imported open_clip CLIP and an imported SigLIP-shaped model."""
     from clipping_edge.export.bundle import export_bundle
     from clipping_edge.training.config import TrainConfig
     from clipping_edge.training.trainer import train
@@ -129,6 +136,8 @@ def js_bundles(tiny_checkpoint: Path, tiny_bundle: Path, small_data: Path, tmp_p
                                                                   "head_width": 16},
                                   "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
     bundles.append(export_bundle(f"open_clip:{config}=random", out / "open-clip", "onnx", "none", str(small_data))[0])
+    # SigLIP: SentencePiece tokenizer.json, end token as padding, attention-pooled image tower
+    bundles.append(export_bundle(f"open_clip:{tiny_siglip}=random", out / "siglip", "onnx", "none", str(small_data))[0])
     return bundles
 
 
@@ -148,13 +157,13 @@ def test_browser_page_classifies_like_python(tiny_checkpoint: Path, tiny_bundle:
     # The app-ready classifier of the golden labels must rank the golden images as the two towers did.
     with_classifier, _ = export_bundle(tiny_checkpoint, tmp_path / "classifier", "onnx", "none", str(small_data),
                                        labels=golden["labels"])
-    # fp32 and static int8 through onnxruntime-web's WebAssembly kernels.
-    pages = os.pathsep.join(str(b) for b in js_bundles if b == tiny_bundle or b.name == "int8-static")
+    # fp32, static int8 and an imported SigLIP through onnxruntime-web's WebAssembly kernels.
+    pages = os.pathsep.join(str(b) for b in js_bundles if b == tiny_bundle or b.name in ("int8-static", "siglip"))
     output = node_test(["test/browser.test.js"], {"CLIPPING_EDGE_BROWSER_BUNDLE": pages, "CHROMIUM": CHROMIUM,
                                                   "CLIPPING_EDGE_BROWSER_CLASSIFIER_BUNDLE": str(with_classifier),
                                                   "CLIPPING_EDGE_ARTIFACTS": str(ARTIFACTS)})
     print(output)
-    assert "# pass 3" in output and "# fail 0" in output, output
+    assert "# pass 4" in output and "# fail 0" in output, output
     expected = [row[0]["label"] for row in golden["expected_top_k"]]
     for name in ("browser", "browser-classifier"):
         assert json.loads((ARTIFACTS / f"{name}.json").read_text())["top1"] == expected

@@ -5,10 +5,13 @@ Specs (weights only ever from a local file or folder; `random` builds the archit
   open_clip:CONFIG.json=WEIGHTS        your own open_clip model config ({"embed_dim", "vision_cfg", "text_cfg"})
   open_clip:FOLDER                     a downloaded open_clip hub folder (open_clip_config.json + *.safetensors)
   hf:FOLDER                            a transformers CLIPModel folder (config.json + model.safetensors)
+A model with a tokenizer of its own (SigLIP's SentencePiece, which open_clip would fetch from a model hub) reads it
+from a file beside the weights or the config, or in the hub folder: tokenizer.json or spiece.model.
 
 What comes out is everything the pipeline needs and nothing about where it came from: open_clip's towers
-(clip_towers.py), CLIP's tokenizer as a tokenizer.json (clip_tokenizer.py) with the real context length, the
-model's preprocessing as data (resize mode, filter, mean/std) and its logit scale. Hugging Face CLIP weights
+(clip_towers.py), CLIP's tokenizer (clip_tokenizer.py) or the model's own (model_tokenizer.py) as a tokenizer.json
+with the real context length, the model's preprocessing as data (resize mode, filter, mean/std), its logit scale
+and, for a sigmoid model (SigLIP), its logit bias. Hugging Face CLIP weights
 are renamed into open_clip's layout, so both paths share one set of towers. Nothing is unpickled: weights are
 read from safetensors only.
 """
@@ -27,9 +30,12 @@ import torch
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.preprocess import Preprocess
 
+from clipping_edge.tokenizer import TextTokenizer
+
 from .clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
 from .compat import import_open_clip
 from .config import StudentConfig, TextConfig, VisionConfig
+from .model_tokenizer import TOKENIZER_FILES, find_tokenizer, model_tokenizer
 from .models import Student
 
 SPEC_PREFIXES = ("open_clip:", "hf:")
@@ -52,6 +58,16 @@ class ClipModel:
     std: tuple[float, float, float]
     state: dict[str, torch.Tensor] | None  # open_clip's custom-text layout (visual.*, text.*, logit_scale); None: random
     source: str
+    tokenizer_file: Path | None = None  # the model's own tokenizer (None: CLIP's)
+    text_clean: str = "lower"  # open_clip's cleaning before that tokenizer (tokenizer_kwargs.clean)
+
+    @property
+    def logit_bias(self) -> float | None:
+        """A sigmoid model's bias (SigLIP: p = sigmoid(scale * cos + bias)); None for a softmax CLIP."""
+        if self.state is not None and "logit_bias" in self.state:
+            return float(self.state["logit_bias"].reshape(-1)[0])
+        bias = self.model_cfg.get("init_logit_bias")
+        return None if bias is None else float(bias)
 
 
 def _safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -143,17 +159,21 @@ def _parse_open_clip(body: str) -> ClipModel:
         raise ClippingEdgeError(f"open_clip:{target} names no weights: pass open_clip:{target}=/path/weights.safetensors "
                                 "(or =random for an untrained model); nothing is downloaded")
     text_cfg = model_cfg["text_cfg"]
+    tokenizer_file = None
     if text_cfg.get("hf_tokenizer_name") or text_cfg.get("vocab_size", CLIP_VOCAB_SIZE) != CLIP_VOCAB_SIZE:
-        raise ClippingEdgeError(f"{target} uses a tokenizer other than CLIP's ({text_cfg.get('hf_tokenizer_name') or 'vocab '}"
-                                f"{text_cfg.get('vocab_size', '')}), which open_clip fetches from a model hub: only CLIP-"
-                                "tokenizer models are supported (ViT, ConvNeXt, MobileCLIP, MobileCLIP2)")
-    if model_cfg.get("init_logit_bias") is not None:
-        raise ClippingEdgeError(f"{target} is a sigmoid (SigLIP) model: its SentencePiece tokenizer is not packaged and "
-                                "its sigmoid scores are not supported yet; use a softmax CLIP model")
+        beside = [p for p in (path if path.is_dir() else path.parent, Path(weights).parent if weights not in ("", "random")
+                              else None) if p is not None]
+        tokenizer_file = find_tokenizer(*beside)
+        if tokenizer_file is None:
+            raise ClippingEdgeError(f"{target} uses a tokenizer of its own ({text_cfg.get('hf_tokenizer_name') or 'vocab '}"
+                                    f"{'' if text_cfg.get('hf_tokenizer_name') else text_cfg.get('vocab_size')}), which open_clip "
+                                    f"fetches from a model hub: put its tokenizer.json or spiece.model in "
+                                    f"{beside[-1]} (beside the weights), or pass the downloaded hub folder as open_clip:FOLDER")
     preprocess, mean, std = _open_clip_preprocess(arch, model_cfg, overrides)
     state = None if weights == "random" else _open_clip_state(model_cfg, Path(weights))
     name = arch or path.stem
-    return ClipModel(name, model_cfg, preprocess, mean, std, state, f"open_clip:{body}")
+    clean = text_cfg.get("tokenizer_kwargs", {}).get("clean", "whitespace")
+    return ClipModel(name, model_cfg, preprocess, mean, std, state, f"open_clip:{body}", tokenizer_file, clean)
 
 
 def _hf_state(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -187,28 +207,46 @@ def _hf_state(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def _hf_tower(cfg: dict, defaults: dict) -> dict:
+    """A transformers tower config in open_clip's terms."""
+    cfg = {**defaults, **cfg}
+    return {"width": cfg["hidden_size"], "layers": cfg["num_hidden_layers"], "heads": cfg["num_attention_heads"],
+            "mlp_ratio": cfg["intermediate_size"] / cfg["hidden_size"]}
+
+
+def _hf_preprocess(folder: Path, size: int) -> tuple[Preprocess, tuple, tuple]:
+    """preprocessor_config.json: CLIP resizes the short side and crops the centre; SigLIP resizes to the square."""
+    processor = _read_json(folder / "preprocessor_config.json", "preprocessor config") \
+        if (folder / "preprocessor_config.json").is_file() else {}
+    interpolation = HF_RESAMPLE.get(processor.get("resample", 3), "bicubic")
+    mean, std = tuple(processor.get("image_mean", OPENAI_MEAN)), tuple(processor.get("image_std", OPENAI_STD))
+    crop = processor.get("crop_size") if processor.get("do_center_crop", "crop_size" in processor) else None
+    if crop is None and isinstance(processor.get("size"), dict) and "height" in processor["size"]:
+        return Preprocess(int(processor["size"]["height"]), "squash", interpolation), mean, std
+    crop = crop if crop is not None else size
+    crop = crop.get("height", crop) if isinstance(crop, dict) else crop
+    return Preprocess(int(crop), "shortest", interpolation), mean, std
+
+
 def _parse_hf(body: str) -> ClipModel:
     folder = Path(body)
     if not folder.is_dir():
-        raise ClippingEdgeError(f"hf:{body} is not a folder: pass the folder a transformers CLIPModel was saved to")
+        raise ClippingEdgeError(f"hf:{body} is not a folder: pass the folder a transformers CLIPModel or SiglipModel was "
+                                "saved to")
     config = _read_json(folder / "config.json", "transformers config")
+    if config.get("model_type") == "siglip":
+        return _parse_hf_siglip(folder, config)
     if config.get("model_type") != "clip":
         raise ClippingEdgeError(f"{folder} holds a {config.get('model_type')!r} model: hf: takes a transformers CLIPModel "
-                                "(model_type clip)")
+                                "(model_type clip) or SiglipModel (siglip)")
     vision, text = config.get("vision_config", {}), config.get("text_config", {})
     acts = {vision.get("hidden_act", "quick_gelu"), text.get("hidden_act", "quick_gelu")}
     if len(acts) != 1 or not acts <= {"quick_gelu", "gelu"}:
         raise ClippingEdgeError(f"{folder}: activations {sorted(acts)} are not supported (quick_gelu or gelu, the same in both towers)")
     if text.get("vocab_size", CLIP_VOCAB_SIZE) != CLIP_VOCAB_SIZE:
         raise ClippingEdgeError(f"{folder}: a text vocabulary of {text.get('vocab_size')} tokens is not CLIP's {CLIP_VOCAB_SIZE}")
-
-    def tower(cfg: dict, defaults: dict) -> dict:
-        cfg = {**defaults, **cfg}
-        return {"width": cfg["hidden_size"], "layers": cfg["num_hidden_layers"],
-                "mlp_ratio": cfg["intermediate_size"] / cfg["hidden_size"], "heads": cfg["num_attention_heads"]}
-
-    vis = tower(vision, {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "num_attention_heads": 12})
-    txt = tower(text, {"hidden_size": 512, "num_hidden_layers": 12, "intermediate_size": 2048, "num_attention_heads": 8})
+    vis = _hf_tower(vision, {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "num_attention_heads": 12})
+    txt = _hf_tower(text, {"hidden_size": 512, "num_hidden_layers": 12, "intermediate_size": 2048, "num_attention_heads": 8})
     model_cfg = {
         "embed_dim": config.get("projection_dim", 512), "quick_gelu": acts == {"quick_gelu"},
         "vision_cfg": {"image_size": vision.get("image_size", 224), "patch_size": vision.get("patch_size", 32),
@@ -217,15 +255,94 @@ def _parse_hf(body: str) -> ClipModel:
         "text_cfg": {"context_length": text.get("max_position_embeddings", 77), "vocab_size": CLIP_VOCAB_SIZE,
                      "width": txt["width"], "heads": txt["heads"], "layers": txt["layers"], "mlp_ratio": txt["mlp_ratio"]},
     }
-    processor = _read_json(folder / "preprocessor_config.json", "preprocessor config") \
-        if (folder / "preprocessor_config.json").is_file() else {}
-    crop = processor.get("crop_size", model_cfg["vision_cfg"]["image_size"])
-    crop = crop.get("height", crop) if isinstance(crop, dict) else crop
-    preprocess = Preprocess(int(crop), "shortest", HF_RESAMPLE.get(processor.get("resample", 3), "bicubic"))
-    weights = folder / "model.safetensors"
-    state = _hf_state(_safetensors(weights))
-    return ClipModel(folder.name, model_cfg, preprocess, tuple(processor.get("image_mean", OPENAI_MEAN)),
-                     tuple(processor.get("image_std", OPENAI_STD)), state, f"hf:{body}")
+    preprocess, mean, std = _hf_preprocess(folder, model_cfg["vision_cfg"]["image_size"])
+    state = _hf_state(_safetensors(folder / "model.safetensors"))
+    return ClipModel(folder.name, model_cfg, preprocess, mean, std, state, f"hf:{body}")
+
+
+def _hf_siglip_state(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' SiglipModel keys -> timm's attention-pooled ViT (visual.trunk.*) and open_clip's text
+    transformer (text.*), the layouts open_clip's own SigLIP models use."""
+    out: dict[str, torch.Tensor] = {}
+    v, t = "vision_model.", "text_model."
+    for i in sorted({int(k.split(".")[3]) for k in hf if k.startswith(f"{v}encoder.layers.")}):
+        src, dst = f"{v}encoder.layers.{i}.", f"visual.trunk.blocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}attn.qkv.{kind}"] = torch.cat([hf[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            for old, new in {"layer_norm1": "norm1", "layer_norm2": "norm2", "self_attn.out_proj": "attn.proj",
+                             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}.items():
+                out[f"{dst}{new}.{kind}"] = hf[f"{src}{old}.{kind}"]
+    for i in sorted({int(k.split(".")[3]) for k in hf if k.startswith(f"{t}encoder.layers.")}):
+        src, dst = f"{t}encoder.layers.{i}.", f"text.transformer.resblocks.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}attn.in_proj_{kind}"] = torch.cat([hf[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            for old, new in {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
+                             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}.items():
+                out[f"{dst}{new}.{kind}"] = hf[f"{src}{old}.{kind}"]
+    head, pool = f"{v}head.", "visual.trunk.attn_pool."
+    width = hf[f"{head}attention.in_proj_weight"].shape[1]
+    out.update({
+        "visual.trunk.patch_embed.proj.weight": hf[f"{v}embeddings.patch_embedding.weight"],
+        "visual.trunk.patch_embed.proj.bias": hf[f"{v}embeddings.patch_embedding.bias"],
+        "visual.trunk.pos_embed": hf[f"{v}embeddings.position_embedding.weight"].unsqueeze(0),
+        f"{pool}latent": hf[f"{head}probe"],
+        f"{pool}q.weight": hf[f"{head}attention.in_proj_weight"][:width],
+        f"{pool}q.bias": hf[f"{head}attention.in_proj_bias"][:width],
+        f"{pool}kv.weight": hf[f"{head}attention.in_proj_weight"][width:],
+        f"{pool}kv.bias": hf[f"{head}attention.in_proj_bias"][width:],
+        "text.token_embedding.weight": hf[f"{t}embeddings.token_embedding.weight"],
+        "text.positional_embedding": hf[f"{t}embeddings.position_embedding.weight"],
+        "logit_scale": hf["logit_scale"].reshape(()), "logit_bias": hf["logit_bias"].reshape(()),
+    })
+    for kind in ("weight", "bias"):
+        out[f"visual.trunk.norm.{kind}"] = hf[f"{v}post_layernorm.{kind}"]
+        out[f"{pool}proj.{kind}"] = hf[f"{head}attention.out_proj.{kind}"]
+        out[f"{pool}norm.{kind}"] = hf[f"{head}layernorm.{kind}"]
+        out[f"{pool}mlp.fc1.{kind}"] = hf[f"{head}mlp.fc1.{kind}"]
+        out[f"{pool}mlp.fc2.{kind}"] = hf[f"{head}mlp.fc2.{kind}"]
+        out[f"text.ln_final.{kind}"] = hf[f"{t}final_layer_norm.{kind}"]
+        out[f"text.text_projection.{kind}"] = hf[f"{t}head.{kind}"]
+    return out
+
+
+def _parse_hf_siglip(folder: Path, config: dict) -> ClipModel:
+    """A transformers SiglipModel folder: its vision tower as timm builds SigLIP (attention-pooled ViT, no class
+    token), its text tower as open_clip does (bidirectional, pooled at the last position), its SentencePiece
+    tokenizer with transformers' cleaning (lower case, punctuation removed)."""
+    vision, text = config.get("vision_config", {}), config.get("text_config", {})
+    acts = {vision.get("hidden_act", "gelu_pytorch_tanh"), text.get("hidden_act", "gelu_pytorch_tanh")}
+    if not acts <= {"gelu_pytorch_tanh", "gelu"} or len(acts) != 1:
+        raise ClippingEdgeError(f"{folder}: activations {sorted(acts)} are not supported (gelu_pytorch_tanh or gelu)")
+    if not vision.get("vision_use_head", True):
+        raise ClippingEdgeError(f"{folder}: a SigLIP vision tower without its attention-pooling head is not supported")
+    tanh = acts == {"gelu_pytorch_tanh"}
+    vis = _hf_tower(vision, {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "num_attention_heads": 12})
+    txt = _hf_tower(text, {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "num_attention_heads": 12})
+    size, eps = vision.get("image_size", 224), vision.get("layer_norm_eps", 1e-6)
+    if eps != 1e-6:
+        raise ClippingEdgeError(f"{folder}: a vision layer-norm epsilon of {eps} is not supported (SigLIP's is 1e-6)")
+    if text.get("projection_size", txt["width"]) != vis["width"]:
+        raise ClippingEdgeError(f"{folder}: the text head's {text.get('projection_size')} outputs do not match the image "
+                                f"tower's {vis['width']} features")
+    model_cfg = {
+        "embed_dim": vis["width"],
+        "vision_cfg": {"image_size": size, "timm_model_name": "vit_base_patch16_siglip_224",
+                       "timm_model_kwargs": {"img_size": size, "patch_size": vision.get("patch_size", 16),
+                                             "embed_dim": vis["width"], "depth": vis["layers"], "num_heads": vis["heads"],
+                                             "mlp_ratio": vis["mlp_ratio"], "class_token": False, "global_pool": "map",
+                                             "act_layer": "gelu_tanh" if tanh else "gelu"}},
+        "text_cfg": {"context_length": text.get("max_position_embeddings", 64), "vocab_size": text.get("vocab_size", 32000),
+                     "width": txt["width"], "heads": txt["heads"], "layers": txt["layers"], "mlp_ratio": txt["mlp_ratio"],
+                     "no_causal_mask": True, "proj_bias": True, "pool_type": "last",
+                     "norm_kwargs": {"eps": text.get("layer_norm_eps", 1e-6)},
+                     **({"act_kwargs": {"approximate": "tanh"}} if tanh else {})},
+    }
+    tokenizer_file = find_tokenizer(folder)
+    if tokenizer_file is None:
+        raise ClippingEdgeError(f"{folder} has no tokenizer: put the model's spiece.model (or tokenizer.json) in it")
+    preprocess, mean, std = _hf_preprocess(folder, size)
+    state = _hf_siglip_state(_safetensors(folder / "model.safetensors"))
+    return ClipModel(folder.name, model_cfg, preprocess, mean, std, state, f"hf:{folder}", tokenizer_file, "siglip")
 
 
 def resolve(spec: str) -> ClipModel:
@@ -245,14 +362,22 @@ def student_config(model: ClipModel, eot_id: int) -> StudentConfig:
                           resize=model.preprocess.resize, interpolation=model.preprocess.interpolation,
                           open_clip={**cfg["vision_cfg"], "quick_gelu": quick_gelu})
     text = TextConfig(kind="open_clip", context_length=cfg["text_cfg"].get("context_length", 77),
-                      vocab_size=CLIP_VOCAB_SIZE, eot_id=eot_id, open_clip={**cfg["text_cfg"], "quick_gelu": quick_gelu})
+                      vocab_size=cfg["text_cfg"].get("vocab_size", CLIP_VOCAB_SIZE), eot_id=eot_id, open_clip={**cfg["text_cfg"], "quick_gelu": quick_gelu})
     return StudentConfig(name=model.name, embed_dim=cfg["embed_dim"], vision=vision, text=text)
 
 
 def build_student(model: ClipModel, tokenizer_path: Path) -> tuple[Student, Any]:
     """The imported model as a Student (eval mode), its weights in place, and its tokenizer written at `tokenizer_path`."""
     context = model.model_cfg["text_cfg"].get("context_length", 77)
-    tokenizer = clip_tokenizer(context, tokenizer_path)
+    if model.tokenizer_file is None:
+        tokenizer = clip_tokenizer(context, tokenizer_path)
+    else:
+        model_tokenizer(model.tokenizer_file, context, model.text_clean).save(str(tokenizer_path))
+        tokenizer = TextTokenizer(tokenizer_path, context)
+        vocab = model.model_cfg["text_cfg"].get("vocab_size", CLIP_VOCAB_SIZE)
+        if tokenizer.vocab_size > vocab:
+            raise ClippingEdgeError(f"{model.tokenizer_file} has {tokenizer.vocab_size} tokens, more than the text tower's "
+                                    f"{vocab}: pass the tokenizer the model was trained with")
     student = Student(student_config(model, tokenizer.eot_id))
     if model.state is not None:
         for prefix, tower in (("visual.", student.visual), ("text.", student.text)):
@@ -278,12 +403,13 @@ def import_clip(spec: str, out: str | Path, force: bool = False) -> Path:
             raise ClippingEdgeError(f"{model.source} has non-finite weights (NaN or inf): download the weights again")
         meta = {"imported": {"spec": spec, "weights": "random" if model.state is None else "loaded",
                              "preprocess": model.preprocess.to_json(), "mean": list(model.mean), "std": list(model.std),
-                             "logit_scale": round(math.exp(float(student.logit_scale.detach())), 4)}}
+                             "logit_scale": round(math.exp(float(student.logit_scale.detach())), 4),
+                             "logit_bias": model.logit_bias}}
         return save_checkpoint(Path(out), student, Path(tmp) / "tokenizer.json", meta, force=force)
 
 
 def imported_checkpoint(spec: str) -> Path:
-    """`spec` imported once into the cache (keyed by the spec and its weights file's size and time), for commands
+    """`spec` imported once into the cache (keyed by the spec and the size and time of each file it reads), for commands
     that take a checkpoint: `export --checkpoint open_clip:...` works without a separate `import`."""
     import hashlib
     import os
@@ -292,8 +418,15 @@ def imported_checkpoint(spec: str) -> Path:
 
     from .data.synthetic_cache import cache_dir
 
-    weights = [part for part in str(spec).split("=")[1:] if part and part != "random"]
-    stamp = [f"{os.stat(w).st_size}|{os.stat(w).st_mtime_ns}" for w in weights if os.path.isfile(w)]
+    # Every file the spec reads: the config, the weights, a folder's files and a tokenizer beside them.
+    files = set()
+    for part in str(spec).partition(":")[2].split("="):
+        path = Path(part)
+        if path.is_dir():
+            files.update(p for p in path.iterdir() if p.is_file())
+        elif path.is_file():
+            files.update([path, *(path.parent / name for name in TOKENIZER_FILES if (path.parent / name).is_file())])
+    stamp = [f"{f}|{os.stat(f).st_size}|{os.stat(f).st_mtime_ns}" for f in sorted(files)]
     key = hashlib.sha256("\n".join([str(spec), *stamp]).encode()).hexdigest()[:20]
     out = cache_dir() / "imported" / key
     if output_kind(out) != "checkpoint":

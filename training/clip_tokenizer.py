@@ -33,7 +33,7 @@ def byte_symbols() -> list[str]:
     return [chr(codes[b]) for b in [*printable, *extra]]
 
 
-def _ftfy_replacements() -> list[tuple[str, str]]:
+def ftfy_replacements() -> list[tuple[str, str]]:
     quotes = [(q, "'") for q in "‘’‚‛′"] + [(q, '"') for q in "“”„‟″"]
     ligatures = [(chr(c), text) for c, text in {
         0x132: "IJ", 0x133: "ij", 0x149: "ʼn", 0x1F1: "DZ", 0x1F2: "Dz", 0x1F3: "dz", 0x1C4: "DŽ", 0x1C5: "Dž", 0x1C6: "dž",
@@ -55,7 +55,7 @@ def build_clip_tokenizer(context_length: int) -> Tokenizer:
     tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, end_of_word_suffix="</w>",
                                continuing_subword_prefix="", fuse_unk=False))
     tok.normalizer = normalizers.Sequence([
-        normalizers.NFC(), *(normalizers.Replace(a, b) for a, b in _ftfy_replacements()),
+        normalizers.NFC(), *(normalizers.Replace(a, b) for a, b in ftfy_replacements()),
         normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip(), normalizers.Lowercase()])
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(CLIP_PATTERN), behavior="removed", invert=True),

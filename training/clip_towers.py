@@ -76,6 +76,19 @@ def identity_projection(dim: int) -> nn.Linear:
     return proj
 
 
+class TimmTrunk(nn.Module):
+    """A timm model built with explicit arguments, in open_clip's TimmModel layout (`trunk.*`) with no projection."""
+
+    def __init__(self, name: str, kwargs: dict[str, Any]):
+        super().__init__()
+        import timm
+
+        self.trunk = timm.create_model(name, pretrained=False, num_classes=0, **kwargs)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.trunk(pixels)
+
+
 class OpenClipImageTower(nn.Module):
     """open_clip's visual tower (a ViT, or a timm trunk such as MobileCLIP's FastViT-MCI or ConvNeXt)."""
 
@@ -89,7 +102,16 @@ class OpenClipImageTower(nn.Module):
         quick_gelu = arch.pop("quick_gelu", False)
         self.register_buffer("mean", torch.tensor(cfg.mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.std).view(1, 3, 1, 1), persistent=False)
-        self.net = exportable(_build_vision_tower(embed_dim, arch, quick_gelu))
+        timm_kwargs = arch.pop("timm_model_kwargs", None)
+        if timm_kwargs:  # a ViT of any size (Hugging Face SigLIP): timm builds it, open_clip's TimmModel could not
+            self.net = exportable(TimmTrunk(arch["timm_model_name"], timm_kwargs))
+        else:
+            self.net = exportable(_build_vision_tower(embed_dim, arch, quick_gelu))
+        trunk = getattr(self.net, "trunk", None)
+        if getattr(trunk, "dynamic_img_size", False) and tuple(trunk.patch_embed.img_size) == (cfg.image_size,) * 2:
+            # A timm ViT built for any input size resamples its position table on every call, and keeps doing so
+            # while exporting (bicubic with antialias: no TFLite lowering). At its native size that is the identity.
+            trunk.dynamic_img_size, trunk.patch_embed.flatten = False, True
         self.proj = identity_projection(embed_dim)
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
