@@ -111,6 +111,7 @@ def test_imported_open_clip_model_equals_open_clips_own(tiny_import: Path, tiny_
 
 
 def test_hugging_face_clip_folder_imports_as_transformers_computes_it(tmp_path: Path):
+    open_clip()  # first: it declares what torchvision needs before transformers imports it
     from transformers import CLIPConfig, CLIPModel
 
     from clipping_edge.training.clip_import import import_clip

@@ -29,7 +29,6 @@ import torch
 
 from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.preprocess import Preprocess
-
 from clipping_edge.tokenizer import TextTokenizer
 
 from .clip_tokenizer import CLIP_VOCAB_SIZE, clip_tokenizer
@@ -59,7 +58,7 @@ class ClipModel:
     state: dict[str, torch.Tensor] | None  # open_clip's custom-text layout (visual.*, text.*, logit_scale); None: random
     source: str
     tokenizer_file: Path | None = None  # the model's own tokenizer (None: CLIP's)
-    text_clean: str = "lower"  # open_clip's cleaning before that tokenizer (tokenizer_kwargs.clean)
+    text_clean: str = "whitespace"  # the cleaning before that tokenizer (open_clip's tokenizer_kwargs.clean)
 
     @property
     def logit_bias(self) -> float | None:
@@ -161,14 +160,15 @@ def _parse_open_clip(body: str) -> ClipModel:
     text_cfg = model_cfg["text_cfg"]
     tokenizer_file = None
     if text_cfg.get("hf_tokenizer_name") or text_cfg.get("vocab_size", CLIP_VOCAB_SIZE) != CLIP_VOCAB_SIZE:
-        beside = [p for p in (path if path.is_dir() else path.parent, Path(weights).parent if weights not in ("", "random")
-                              else None) if p is not None]
-        tokenizer_file = find_tokenizer(*beside)
+        folders = [path if path.is_dir() else path.parent]
+        if weights not in ("", "random"):
+            folders.append(Path(weights).parent)
+        tokenizer_file = find_tokenizer(*folders)
         if tokenizer_file is None:
-            raise ClippingEdgeError(f"{target} uses a tokenizer of its own ({text_cfg.get('hf_tokenizer_name') or 'vocab '}"
-                                    f"{'' if text_cfg.get('hf_tokenizer_name') else text_cfg.get('vocab_size')}), which open_clip "
-                                    f"fetches from a model hub: put its tokenizer.json or spiece.model in "
-                                    f"{beside[-1]} (beside the weights), or pass the downloaded hub folder as open_clip:FOLDER")
+            own = text_cfg.get("hf_tokenizer_name") or f"a {text_cfg.get('vocab_size')}-token vocabulary"
+            raise ClippingEdgeError(f"{target} uses a tokenizer of its own ({own}), which open_clip fetches from a model "
+                                    f"hub: put its tokenizer.json or spiece.model in {folders[-1]} (beside the weights), "
+                                    "or pass the downloaded hub folder as open_clip:FOLDER")
     preprocess, mean, std = _open_clip_preprocess(arch, model_cfg, overrides)
     state = None if weights == "random" else _open_clip_state(model_cfg, Path(weights))
     name = arch or path.stem
@@ -176,20 +176,29 @@ def _parse_open_clip(body: str) -> ClipModel:
     return ClipModel(name, model_cfg, preprocess, mean, std, state, f"open_clip:{body}", tokenizer_file, clean)
 
 
+# transformers' encoder layer -> open_clip's residual block and timm's ViT block (q/k/v packed apart)
+OPEN_CLIP_BLOCK = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
+                   "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}
+TIMM_BLOCK = {"layer_norm1": "norm1", "layer_norm2": "norm2", "self_attn.out_proj": "attn.proj", "mlp.fc1": "mlp.fc1",
+              "mlp.fc2": "mlp.fc2"}
+
+
+def _hf_layers(hf: dict[str, torch.Tensor], tower: str, blocks: str, qkv: str, renames: dict[str, str]) -> dict[str, torch.Tensor]:
+    """One transformers encoder's layers under `blocks`.N: q, k and v packed into one `qkv` projection, the rest renamed."""
+    out = {}
+    for i in sorted({int(k.split(".")[3]) for k in hf if k.startswith(f"{tower}encoder.layers.")}):
+        src, dst = f"{tower}encoder.layers.{i}.", f"{blocks}.{i}."
+        for kind in ("weight", "bias"):
+            out[f"{dst}{qkv}{kind}"] = torch.cat([hf[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
+            out.update({f"{dst}{new}.{kind}": hf[f"{src}{old}.{kind}"] for old, new in renames.items()})
+    return out
+
+
 def _hf_state(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers' CLIPModel keys -> open_clip's (custom-text layout); q/k/v packed into one projection."""
-    out: dict[str, torch.Tensor] = {}
-    renames = {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj",
-               "self_attn.out_proj": "attn.out_proj"}
-    for tower, prefix in (("vision_model", "visual"), ("text_model", "text")):
-        layers = sorted({int(k.split(".")[3]) for k in hf if k.startswith(f"{tower}.encoder.layers.")})
-        for i in layers:
-            src, dst = f"{tower}.encoder.layers.{i}.", f"{prefix}.transformer.resblocks.{i}."
-            for kind in ("weight", "bias"):
-                out[f"{dst}attn.in_proj_{kind}"] = torch.cat([hf[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
-                for old, new in renames.items():
-                    out[f"{dst}{new}.{kind}"] = hf[f"{src}{old}.{kind}"]
     v, t = "vision_model.", "text_model."
+    out = {**_hf_layers(hf, v, "visual.transformer.resblocks", "attn.in_proj_", OPEN_CLIP_BLOCK),
+           **_hf_layers(hf, t, "text.transformer.resblocks", "attn.in_proj_", OPEN_CLIP_BLOCK)}
     out.update({
         "visual.class_embedding": hf[f"{v}embeddings.class_embedding"],
         "visual.conv1.weight": hf[f"{v}embeddings.patch_embedding.weight"],
@@ -263,22 +272,9 @@ def _parse_hf(body: str) -> ClipModel:
 def _hf_siglip_state(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers' SiglipModel keys -> timm's attention-pooled ViT (visual.trunk.*) and open_clip's text
     transformer (text.*), the layouts open_clip's own SigLIP models use."""
-    out: dict[str, torch.Tensor] = {}
     v, t = "vision_model.", "text_model."
-    for i in sorted({int(k.split(".")[3]) for k in hf if k.startswith(f"{v}encoder.layers.")}):
-        src, dst = f"{v}encoder.layers.{i}.", f"visual.trunk.blocks.{i}."
-        for kind in ("weight", "bias"):
-            out[f"{dst}attn.qkv.{kind}"] = torch.cat([hf[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
-            for old, new in {"layer_norm1": "norm1", "layer_norm2": "norm2", "self_attn.out_proj": "attn.proj",
-                             "mlp.fc1": "mlp.fc1", "mlp.fc2": "mlp.fc2"}.items():
-                out[f"{dst}{new}.{kind}"] = hf[f"{src}{old}.{kind}"]
-    for i in sorted({int(k.split(".")[3]) for k in hf if k.startswith(f"{t}encoder.layers.")}):
-        src, dst = f"{t}encoder.layers.{i}.", f"text.transformer.resblocks.{i}."
-        for kind in ("weight", "bias"):
-            out[f"{dst}attn.in_proj_{kind}"] = torch.cat([hf[f"{src}self_attn.{p}_proj.{kind}"] for p in "qkv"])
-            for old, new in {"layer_norm1": "ln_1", "layer_norm2": "ln_2", "self_attn.out_proj": "attn.out_proj",
-                             "mlp.fc1": "mlp.c_fc", "mlp.fc2": "mlp.c_proj"}.items():
-                out[f"{dst}{new}.{kind}"] = hf[f"{src}{old}.{kind}"]
+    out = {**_hf_layers(hf, v, "visual.trunk.blocks", "attn.qkv.", TIMM_BLOCK),
+           **_hf_layers(hf, t, "text.transformer.resblocks", "attn.in_proj_", OPEN_CLIP_BLOCK)}
     head, pool = f"{v}head.", "visual.trunk.attn_pool."
     width = hf[f"{head}attention.in_proj_weight"].shape[1]
     out.update({
@@ -362,7 +358,8 @@ def student_config(model: ClipModel, eot_id: int) -> StudentConfig:
                           resize=model.preprocess.resize, interpolation=model.preprocess.interpolation,
                           open_clip={**cfg["vision_cfg"], "quick_gelu": quick_gelu})
     text = TextConfig(kind="open_clip", context_length=cfg["text_cfg"].get("context_length", 77),
-                      vocab_size=cfg["text_cfg"].get("vocab_size", CLIP_VOCAB_SIZE), eot_id=eot_id, open_clip={**cfg["text_cfg"], "quick_gelu": quick_gelu})
+                      vocab_size=cfg["text_cfg"].get("vocab_size", CLIP_VOCAB_SIZE), eot_id=eot_id,
+                      open_clip={**cfg["text_cfg"], "quick_gelu": quick_gelu})
     return StudentConfig(name=model.name, embed_dim=cfg["embed_dim"], vision=vision, text=text)
 
 
