@@ -17,6 +17,7 @@ import platform
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -53,13 +54,24 @@ def _fmt(value: object, spec: str = ".2f") -> str:
 
 # --- rows ---------------------------------------------------------------------------------------
 
+def unique_names(found: list[tuple[str, Path | None, str, str]]) -> list[tuple[str, Path | None, str]]:
+    """Rows are keyed by name: bundles of several models are told apart by the model's name, and two bundles of one
+    model with the same target and precision by their folder."""
+    def name(row: tuple) -> str:
+        return f"{row[3]} {row[0]}" if row[3] and len({r[3] for r in found if r[3]}) > 1 else row[0]
+
+    counts = Counter(name(row) for row in found)
+    return [(name(row) if counts[name(row)] == 1 or row[1] is None else f"{name(row)} ({row[1].name})", row[1], row[2])
+            for row in found]
+
+
 def bundle_rows(checkpoint: str | None, bundle_dir: Path, bundles: Sequence[str], targets: Sequence[str],
                 precisions: Sequence[str] | None, data: str | None, threads: int | None) -> list[Row]:
     """One row per bundle: given ones, or target x precision exported from the checkpoint where missing."""
     import clipping_edge
     from clipping_edge.export.targets import TARGETS, get_target
 
-    found: list[tuple[str, Path | None, str]] = []  # (name, bundle, error)
+    found: list[tuple[str, Path | None, str, str]] = []  # (name, bundle, error, model name)
     if checkpoint:
         from clipping_edge.export.bundle import export_bundle
         from clipping_edge.training.checkpoint import fingerprint
@@ -73,14 +85,15 @@ def bundle_rows(checkpoint: str | None, bundle_dir: Path, bundles: Sequence[str]
                     try:
                         export_bundle(checkpoint, path, target.name, precision, data, allow_degraded=True)
                     except ClippingEdgeError as exc:
-                        found.append((f"{target.name} {precision}", None, str(exc)))
+                        found.append((f"{target.name} {precision}", None, str(exc), ""))
                         continue
-                found.append((f"{target.name} {precision}", path, ""))
+                found.append((f"{target.name} {precision}", path, "", ""))
     for given in map(Path, bundles):
         for manifest in sorted([given / "manifest.json"] if (given / "manifest.json").is_file() else given.glob("*/manifest.json")):
             record = json.loads(manifest.read_text())
-            found.append((f"{record['target']} {record['precision']}", manifest.parent, ""))
+            found.append((f"{record['target']} {record['precision']}", manifest.parent, "", record["model_name"]))
     rows = []
+    found = unique_names(found)
     for name, path, error in found:
         if path is None:
             rows.append(Row(name, "bundle", "❌", figures={"error": error}))

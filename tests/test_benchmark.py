@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from clipping_edge.benchmarks.peak import hardware_peaks
-from clipping_edge.benchmarks.suite import pareto, run
+from clipping_edge.benchmarks.suite import pareto, run, unique_names
 
 
 def test_hardware_peak_kernels_do_their_arithmetic():
@@ -25,6 +25,18 @@ def test_hardware_peak_kernels_do_their_arithmetic():
 def test_pareto_front():
     # (latency, accuracy): the third is slower and less accurate than the first
     assert pareto([(1.0, 50.0), (2.0, 60.0), (3.0, 40.0), (0.5, 10.0)]) == [0, 1, 3]
+
+
+def test_bundles_of_several_models_keep_rows_of_their_own():
+    """Rows are keyed by name: MobileCLIP2 and our student, both ONNX int8, once shared one (and one's timings)."""
+    found = [("onnx fp32", Path("runs/bench/onnx-fp32"), "", ""), ("onnx int8", Path("a/mc2"), "", "MobileCLIP2-S0"),
+             ("onnx int8", Path("b/real"), "", "effnet-minilm"), ("onnx int8", Path("c/real-again"), "", "effnet-minilm"),
+             ("tflite int8", None, "failed", "")]
+    assert [name for name, _, _ in unique_names(found)] == [
+        "onnx fp32", "MobileCLIP2-S0 onnx int8", "effnet-minilm onnx int8 (real)", "effnet-minilm onnx int8 (real-again)",
+        "tflite int8"]
+    one_model = [("onnx int8", Path("a"), "", "m"), ("openvino int8", Path("b"), "", "m")]
+    assert [name for name, _, _ in unique_names(one_model)] == ["onnx int8", "openvino int8"]
 
 
 def test_benchmark_measures_every_row_and_gates_on_the_floor(tiny_checkpoint: Path, small_data: Path, tmp_path: Path):
