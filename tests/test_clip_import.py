@@ -173,14 +173,20 @@ def test_export_takes_a_spec_and_the_bundle_classifies_and_verifies(tiny_config:
     assert {p.label for p in predictions[0]} == {"red circle", "blue square"}
 
 
-@pytest.mark.parametrize("target", ["onnx", "openvino"])
-def test_an_imported_model_gets_an_app_ready_classifier(target: str, tiny_import: Path, small_data: Path, tmp_path: Path):
-    """`export --labels` on an imported model: open_clip's towers inside the one-graph classifier, its
-    probabilities checked against the two towers by the export, and the mobile rewrite for ONNX."""
+@pytest.mark.parametrize("model,target", [("clip", "onnx"), ("clip", "openvino"), ("siglip", "onnx")])
+def test_an_imported_model_gets_an_app_ready_classifier(model: str, target: str, request: pytest.FixtureRequest,
+                                                        small_data: Path, tmp_path: Path):
+    """`export --labels` on an imported model: open_clip's towers (SigLIP: timm's attention-pooled ViT) inside the
+    one-graph classifier, its probabilities checked against the two towers by the export, and the mobile rewrite
+    for ONNX."""
     from clipping_edge.export.bundle import export_bundle
 
+    if model == "clip":
+        spec = request.getfixturevalue("tiny_import")
+    else:
+        spec = f"open_clip:{request.getfixturevalue('tiny_siglip')}=random"
     labels = ["red circle", "blue square", "green triangle"]
-    bundle, parity = export_bundle(tiny_import, tmp_path / target, target, "none", str(small_data), labels=labels)
+    bundle, parity = export_bundle(spec, tmp_path / target, target, "none", str(small_data), labels=labels)
     record = json.loads((bundle / "manifest.json").read_text())["classifier"]
     assert parity["passed"] and record["parity"]["passed"] and record["labels"] == labels, record["parity"]
     if target == "onnx":

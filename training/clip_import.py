@@ -183,7 +183,8 @@ TIMM_BLOCK = {"layer_norm1": "norm1", "layer_norm2": "norm2", "self_attn.out_pro
               "mlp.fc2": "mlp.fc2"}
 
 
-def _hf_layers(hf: dict[str, torch.Tensor], tower: str, blocks: str, qkv: str, renames: dict[str, str]) -> dict[str, torch.Tensor]:
+def _hf_layers(hf: dict[str, torch.Tensor], tower: str, blocks: str, qkv: str,
+               renames: dict[str, str]) -> dict[str, torch.Tensor]:
     """One transformers encoder's layers under `blocks`.N: q, k and v packed into one `qkv` projection, the rest renamed."""
     out = {}
     for i in sorted({int(k.split(".")[3]) for k in hf if k.startswith(f"{tower}encoder.layers.")}):
@@ -214,6 +215,10 @@ def _hf_state(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out[f"visual.ln_post.{kind}"] = hf[f"{v}post_layernorm.{kind}"]
         out[f"text.ln_final.{kind}"] = hf[f"{t}final_layer_norm.{kind}"]
     return out
+
+
+# transformers' defaults for a tower config that leaves its sizes out (ViT-B)
+VIT_B = {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "num_attention_heads": 12}
 
 
 def _hf_tower(cfg: dict, defaults: dict) -> dict:
@@ -254,7 +259,7 @@ def _parse_hf(body: str) -> ClipModel:
         raise ClippingEdgeError(f"{folder}: activations {sorted(acts)} are not supported (quick_gelu or gelu, the same in both towers)")
     if text.get("vocab_size", CLIP_VOCAB_SIZE) != CLIP_VOCAB_SIZE:
         raise ClippingEdgeError(f"{folder}: a text vocabulary of {text.get('vocab_size')} tokens is not CLIP's {CLIP_VOCAB_SIZE}")
-    vis = _hf_tower(vision, {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "num_attention_heads": 12})
+    vis = _hf_tower(vision, VIT_B)
     txt = _hf_tower(text, {"hidden_size": 512, "num_hidden_layers": 12, "intermediate_size": 2048, "num_attention_heads": 8})
     model_cfg = {
         "embed_dim": config.get("projection_dim", 512), "quick_gelu": acts == {"quick_gelu"},
@@ -312,8 +317,7 @@ def _parse_hf_siglip(folder: Path, config: dict) -> ClipModel:
     if not vision.get("vision_use_head", True):
         raise ClippingEdgeError(f"{folder}: a SigLIP vision tower without its attention-pooling head is not supported")
     tanh = acts == {"gelu_pytorch_tanh"}
-    vis = _hf_tower(vision, {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "num_attention_heads": 12})
-    txt = _hf_tower(text, {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "num_attention_heads": 12})
+    vis, txt = _hf_tower(vision, VIT_B), _hf_tower(text, VIT_B)
     size, eps = vision.get("image_size", 224), vision.get("layer_norm_eps", 1e-6)
     if eps != 1e-6:
         raise ClippingEdgeError(f"{folder}: a vision layer-norm epsilon of {eps} is not supported (SigLIP's is 1e-6)")
