@@ -138,7 +138,7 @@ def test_hugging_face_clip_folder_imports_as_transformers_computes_it(tmp_path: 
         assert torch.cosine_similarity(text, student.text(ids)).min() > 0.99999
 
 
-def test_bad_specs_are_one_error_line(capsys, tmp_path: Path, tiny_config: Path):
+def test_bad_specs_are_one_error_line(capsys, monkeypatch, tmp_path: Path, tiny_config: Path):
     from clipping_edge.cli import main
 
     (tmp_path / "weights.bin").write_bytes(b"\x80\x04pickle")
@@ -146,9 +146,11 @@ def test_bad_specs_are_one_error_line(capsys, tmp_path: Path, tiny_config: Path)
              f"open_clip:{tiny_config}={tmp_path / 'nope.safetensors'}": "does not exist",
              "open_clip:ViT-B-33=random": "did you mean",
              "open_clip:ViT-B-32": "names no weights",
-             "open_clip:ViT-B-16-SigLIP=random": "tokenizer",
+             "open_clip:ViT-B-16-SigLIP=random": "uses a tokenizer of its own",
              f"hf:{tmp_path}": "config",
              "clip:ViT-B-32": "not a model spec"}
+    (tmp_path / "tokenizer.json").write_text("{}")  # a stray file in the working directory is never taken
+    monkeypatch.chdir(tmp_path)
     for spec, expected in cases.items():
         assert main(["import", spec, "--out", str(tmp_path / "out")]) == 2
         err = capsys.readouterr().err.strip()

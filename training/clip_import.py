@@ -160,14 +160,16 @@ def _parse_open_clip(body: str) -> ClipModel:
     text_cfg = model_cfg["text_cfg"]
     tokenizer_file = None
     if text_cfg.get("hf_tokenizer_name") or text_cfg.get("vocab_size", CLIP_VOCAB_SIZE) != CLIP_VOCAB_SIZE:
-        folders = [path if path.is_dir() else path.parent]
+        # the hub folder, the config's folder, the weights' folder; never the working directory
+        folders = [path] if path.is_dir() else [path.parent] if path.suffix == ".json" else []
         if weights not in ("", "random"):
             folders.append(Path(weights).parent)
         tokenizer_file = find_tokenizer(*folders)
         if tokenizer_file is None:
             own = text_cfg.get("hf_tokenizer_name") or f"a {text_cfg.get('vocab_size')}-token vocabulary"
+            where = folders[-1] if folders else "the weights' folder"
             raise ClippingEdgeError(f"{target} uses a tokenizer of its own ({own}), which open_clip fetches from a model "
-                                    f"hub: put its tokenizer.json or spiece.model in {folders[-1]} (beside the weights), "
+                                    f"hub: put its tokenizer.json or spiece.model in {where} (beside the weights), "
                                     "or pass the downloaded hub folder as open_clip:FOLDER")
     preprocess, mean, std = _open_clip_preprocess(arch, model_cfg, overrides)
     state = None if weights == "random" else _open_clip_state(model_cfg, Path(weights))
