@@ -275,6 +275,10 @@ def test_sentencepiece_tokenizer_ids_equal_open_clips(tiny_siglip: Path, tmp_pat
     assert end == "</s>" and ours.eot_id == ours.pad_id == 1
     for text, want, got, got_json in zip(texts, expected, ours(texts, warn=False), from_json(texts, warn=False)):
         assert got.tolist() == want.tolist() == got_json.tolist(), text
+    for junk in (b"", b"\x80\x04pickle", (tiny_siglip.parent / "spiece.model").read_bytes()[:100]):
+        (tmp_path / "bad.model").write_bytes(junk)
+        with pytest.raises(ClippingEdgeError, match="SentencePiece"):
+            model_tokenizer(tmp_path / "bad.model", context, "canonicalize")
 
 
 def test_siglip_model_imports_as_open_clip_computes_it(tiny_siglip: Path, tmp_path: Path):
