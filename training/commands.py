@@ -101,7 +101,8 @@ def _train_help() -> str:
     return "\n".join([*block("students (--student)", students), "", *block("methods (--method)", METHOD_HELP), "",
                       *block("recipes (--recipe)", RECIPE_HELP), "",
                       "With no --student, train uses the student and recipe recommended for real images on a CPU: "
-                      + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}") for k, v in RECOMMENDED.items())
+                      + " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}" if v != "" else " ''")
+                                 for k, v in RECOMMENDED.items())
                       + " (each can be set on its own); naming a student starts from the other defaults shown above."])
 
 
