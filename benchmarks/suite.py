@@ -57,12 +57,11 @@ def _fmt(value: object, spec: str = ".2f") -> str:
 def unique_names(found: list[tuple[str, Path | None, str, str]]) -> list[tuple[str, Path | None, str]]:
     """Rows are keyed by name: bundles of several models are told apart by the model's name, and two bundles of one
     model with the same target and precision by their folder."""
-    def name(row: tuple) -> str:
-        return f"{row[3]} {row[0]}" if row[3] and len({r[3] for r in found if r[3]}) > 1 else row[0]
-
-    counts = Counter(name(row) for row in found)
-    return [(name(row) if counts[name(row)] == 1 or row[1] is None else f"{name(row)} ({row[1].name})", row[1], row[2])
-            for row in found]
+    several_models = len({model for *_, model in found if model}) > 1
+    names = [f"{model} {name}" if model and several_models else name for name, _, _, model in found]
+    counts = Counter(names)
+    return [(name if counts[name] == 1 or path is None else f"{name} ({path.name})", path, error)
+            for name, (_, path, error, _) in zip(names, found)]
 
 
 def bundle_rows(checkpoint: str | None, bundle_dir: Path, bundles: Sequence[str], targets: Sequence[str],

@@ -62,15 +62,22 @@ def number(kind: type, minimum: float, strict: bool = False):
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not math.isfinite(value) or value < minimum or (strict and value == minimum):
-            raise argparse.ArgumentTypeError(f"{text} must be {'above' if strict else 'at least'} {minimum:g}")
+        problem = out_of_range(value, minimum, strict)
+        if problem:
+            raise argparse.ArgumentTypeError(f"{text} {problem}")
         return value
     parse.__name__ = kind.__name__  # argparse names the type in its messages
     return parse
 
 
-POSITIVE = number(int, 1)
+def out_of_range(value: float, minimum: float, strict: bool = False) -> str:
+    """What is wrong with `value` against its lower bound ('' when nothing): NaN and inf never pass."""
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        return f"must be {'above' if strict else 'at least'} {minimum:g}"
+    return ""
 
+
+POSITIVE = number(int, 1)
 
 
 def field_comments(cls: type) -> dict[str, str]:

@@ -87,8 +87,12 @@ def _positive_int(limit: int):
     return lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 < v <= limit
 
 
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _finite_scale(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0 < v <= MAX_LOGIT_SCALE
+    return _finite(v) and 0 < v <= MAX_LOGIT_SCALE
 
 
 def _text(v: Any) -> bool:
@@ -127,8 +131,8 @@ SCHEMA: dict[str, tuple[bool, Any, str]] = {
                                                                for k, n in v.items()), "an object of label -> names"),
     "golden": (False, lambda v: v == "" or _text(v), "a bundle-relative path"),
     "classifier": (False, lambda v: isinstance(v, dict), "an object"),
-    "sigmoid": (False, lambda v: isinstance(v, dict) and (not v or (set(v) == {"logit_scale", "logit_bias"} and all(
-        isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v.values()))),
+    "sigmoid": (False, lambda v: isinstance(v, dict) and (not v or (set(v) == {"logit_scale", "logit_bias"}
+                                                                   and all(map(_finite, v.values())))),
                 "an object of finite logit_scale and logit_bias, or empty"),
     "trained_token_ids": (False, lambda v: v is None or (isinstance(v, list) and all(isinstance(i, int) for i in v)),
                           "null or a list of token ids"),

@@ -216,6 +216,8 @@ def test_gates_fail_on_nan():
     ({"logit_scale": float("nan")}, "logit_scale"), ({"logit_scale": 1e308}, "logit_scale"),
     ({"embed_dim": "128"}, "embed_dim"), ({"image_size": 0}, "image_size"), ({"files": {}}, "checksum"),
     ({"image_tower": "../../etc/passwd"}, "outside the bundle"), ({"format_version": 1}, "format version 1"),
+    ({"sigmoid": {"logit_scale": float("nan"), "logit_bias": -10.0}}, "sigmoid"),
+    ({"sigmoid": {"logit_scale": 10.0}}, "sigmoid"), ({"sigmoid": {"logit_scale": 10.0, "logit_bias": True}}, "sigmoid"),
 ])
 def test_manifest_schema(capsys, tiny_bundle: Path, tmp_path: Path, image: str, changes: dict, expected: str):
     bundle = copy_bundle(tiny_bundle, tmp_path / "b")

@@ -11,10 +11,12 @@ are CLIP's own ids renamed to ours; padding is id 0, as open_clip pads. ftfy's r
 from __future__ import annotations
 
 import gzip
+import string
 from pathlib import Path
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
+from clipping_edge.errors import ClippingEdgeError
 from clipping_edge.tokenizer import EOT, SOT, TextTokenizer
 
 from .compat import import_open_clip
@@ -46,6 +48,24 @@ def ftfy_replacements() -> list[tuple[str, str]]:
     return entities + quotes + ligatures + width
 
 
+def cleaning(kind: str) -> list[normalizers.Normalizer]:
+    """open_clip's text cleaning (tokenizer.py: basic_clean, then whitespace, lower (CLIP's own) or canonicalize
+    (SigLIP's); ftfy's repairs as the replacements above), or transformers' own for SigLIP (`siglip`)."""
+    basic = [normalizers.NFC(), *(normalizers.Replace(a, b) for a, b in ftfy_replacements())]
+    collapse = [normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()]
+    if kind == "whitespace":
+        return [*basic, *collapse]
+    if kind == "lower":
+        return [*basic, *collapse, normalizers.Lowercase()]
+    punctuation = Regex("[" + "".join("\\" + c for c in string.punctuation) + "]")
+    if kind == "canonicalize":
+        return [*basic, normalizers.Replace("_", " "), normalizers.Replace(punctuation, ""), normalizers.Lowercase(), *collapse]
+    if kind == "siglip":  # transformers' SiglipTokenizer: no ftfy, and "_" is removed like any punctuation
+        return [normalizers.Lowercase(), normalizers.Replace(punctuation, ""), *collapse]
+    raise ClippingEdgeError(f"text cleaning {kind!r} is not known: open_clip's are whitespace, lower and canonicalize; "
+                            "transformers' SigLIP's is siglip")
+
+
 def build_clip_tokenizer(context_length: int) -> Tokenizer:
     vocab_file = Path(import_open_clip().tokenizer.default_bpe())
     merges = [tuple(line.split()) for line in gzip.open(vocab_file).read().decode("utf-8").split("\n")[1:49152 - 256 - 2 + 1]]
@@ -54,9 +74,7 @@ def build_clip_tokenizer(context_length: int) -> Tokenizer:
     assert len(tokens) == CLIP_VOCAB_SIZE, len(tokens)
     tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges, end_of_word_suffix="</w>",
                                continuing_subword_prefix="", fuse_unk=False))
-    tok.normalizer = normalizers.Sequence([
-        normalizers.NFC(), *(normalizers.Replace(a, b) for a, b in ftfy_replacements()),
-        normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip(), normalizers.Lowercase()])
+    tok.normalizer = normalizers.Sequence(cleaning("lower"))
     tok.pre_tokenizer = pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(CLIP_PATTERN), behavior="removed", invert=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])

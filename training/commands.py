@@ -136,12 +136,14 @@ def register(commands: Commands) -> None:
     p.add_argument("--json", help="also write the report to this JSON file")
 
     p = commands.add("import", cmd_import, needs=TRAIN,
-                     help="a pretrained CLIP-family model (OpenCLIP, MobileCLIP, Hugging Face CLIP) as a checkpoint that "
-                          "export, train and eval take",
+                     help="a pretrained CLIP-family model (OpenCLIP, MobileCLIP, SigLIP, Hugging Face CLIP or SigLIP) as "
+                          "a checkpoint that export, train and eval take",
                      description="Weights only from local files: nothing is downloaded.")
     p.add_argument("spec", help="open_clip:ARCH=WEIGHTS.safetensors (an open_clip architecture, e.g. MobileCLIP2-S0), "
                                 "open_clip:CONFIG.json=WEIGHTS, open_clip:FOLDER (a downloaded open_clip hub folder), "
-                                "hf:FOLDER (a transformers CLIPModel folder); WEIGHTS may be 'random' (untrained, for tests)")
+                                "hf:FOLDER (a transformers CLIPModel or SiglipModel folder); WEIGHTS may be 'random' "
+                                "(untrained, for tests). A model with its own tokenizer (SigLIP) reads the tokenizer.json "
+                                "or spiece.model beside its weights or config")
     p.add_argument("--out", required=True, help="checkpoint folder to write")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a previous checkpoint")
 

@@ -12,7 +12,6 @@ lines), so importing needs neither the sentencepiece nor the protobuf package.
 from __future__ import annotations
 
 import json
-import string
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 from clipping_edge.errors import ClippingEdgeError
 
-from .clip_tokenizer import ftfy_replacements
+from .clip_tokenizer import cleaning
 
 # Where a model folder keeps its tokenizer, in the order they are looked for.
 TOKENIZER_FILES = ("tokenizer.json", "spiece.model", "tokenizer.model", "sentencepiece.bpe.model")
@@ -107,23 +106,6 @@ def sentencepiece_tokenizer(path: Path) -> tuple[Tokenizer, str]:
     controls = [piece for piece, _, kind in model.pieces if kind == CONTROL]
     end = "</s>" if "</s>" in controls else (controls[-1] if controls else "")
     return tok, end
-
-
-def cleaning(kind: str) -> list[normalizers.Normalizer]:
-    """open_clip's text cleaning before a Hugging Face tokenizer (tokenizer.py: basic_clean, then whitespace,
-    lower or canonicalize; ftfy's repairs as in CLIP's tokenizer), or transformers' own for SigLIP."""
-    basic = [normalizers.NFC(), *(normalizers.Replace(a, b) for a, b in ftfy_replacements())]
-    collapse = [normalizers.Replace(Regex(r"\s+"), " "), normalizers.Strip()]
-    if kind == "whitespace":
-        return [*basic, *collapse]
-    if kind == "lower":
-        return [*basic, *collapse, normalizers.Lowercase()]
-    punctuation = Regex("[" + "".join("\\" + c for c in string.punctuation) + "]")
-    if kind == "canonicalize":
-        return [*basic, normalizers.Replace("_", " "), normalizers.Replace(punctuation, ""), normalizers.Lowercase(), *collapse]
-    if kind == "siglip":  # transformers' SiglipTokenizer: no ftfy, and "_" is removed like any punctuation
-        return [normalizers.Lowercase(), normalizers.Replace(punctuation, ""), *collapse]
-    raise ClippingEdgeError(f"text cleaning {kind!r} is not known: open_clip's are whitespace, lower and canonicalize")
 
 
 def _special_token(folder: Path, name: str) -> str | None:

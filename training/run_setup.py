@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from clipping_edge.cli_args import out_of_range
 from clipping_edge.errors import ClippingEdgeError
 
 from .config import METHODS, MINIMUMS, TrainConfig
@@ -24,7 +25,6 @@ from .neighbours import XNN_MODES
 from .tokenizer_packaged import PACKAGED_TOKENIZERS
 
 NEIGHBOUR_QUERIES = ("teacher", "student")
-
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -82,7 +82,6 @@ def has_bf16(device: torch.device) -> bool:
     return bool(getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)())
 
 
-
 def validate_config(cfg: TrainConfig) -> None:
     choices = {"method": METHODS, "recipe": RECIPES, "xnn": XNN_MODES, "neighbour_query": NEIGHBOUR_QUERIES,
                "mining": ("auto", "exact", "usearch"), "tokenizer": ("captions", *PACKAGED_TOKENIZERS)}
@@ -91,8 +90,9 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ClippingEdgeError(f"unknown --{name.replace('_', '-')} {getattr(cfg, name)!r}: choose one of {', '.join(allowed)}")
     for name, (minimum, strict) in MINIMUMS.items():
         value = getattr(cfg, name)
-        if value is not None and (not math.isfinite(value) or value < minimum or (strict and value == minimum)):
-            raise ClippingEdgeError(f"--{name.replace('_', '-')} {value} must be {'above' if strict else 'at least'} {minimum:g}")
+        problem = "" if value is None else out_of_range(value, minimum, strict)
+        if problem:
+            raise ClippingEdgeError(f"--{name.replace('_', '-')} {value} {problem}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
         raise ClippingEdgeError(f"unknown --device {cfg.device!r}: use auto, cpu, cuda or cuda:N")
     if cfg.accum_steps < 1 or cfg.batch_size % cfg.accum_steps:
