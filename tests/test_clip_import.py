@@ -390,3 +390,23 @@ def test_hugging_face_siglip_exports_to_tflite(hf_siglip: Path, small_data: Path
 
     _, parity = export_bundle(f"hf:{hf_siglip}", tmp_path / "tflite", "tflite", "none", str(small_data))
     assert parity["passed"] and parity["image_cosine_min"] > 0.9999 and parity["text_cosine_min"] > 0.9999, parity
+
+
+def test_a_hugging_face_folder_whose_weights_do_not_fit_is_one_error(capsys, hf_siglip: Path, tmp_path: Path):
+    """Weights of another model, or a config that disagrees with its weights: one error line, nothing written."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from clipping_edge.cli import main
+
+    other, edited = shutil.copytree(hf_siglip, tmp_path / "other"), shutil.copytree(hf_siglip, tmp_path / "edited")
+    save_file({"x": torch.zeros(2)}, str(other / "model.safetensors"))
+    config = json.loads((edited / "config.json").read_text())
+    config["vision_config"]["intermediate_size"] = 96
+    (edited / "config.json").write_text(json.dumps(config))
+    for folder, expected in ((other, "not a transformers SiglipModel's weights"), (edited, "do not fit the architecture")):
+        assert main(["import", f"hf:{folder}", "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and expected in err, err
+    assert not (tmp_path / "out").exists()

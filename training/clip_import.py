@@ -23,7 +23,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -223,6 +223,16 @@ def _hf_state(hf: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 VIT_B = {"hidden_size": 768, "num_hidden_layers": 12, "intermediate_size": 3072, "num_attention_heads": 12}
 
 
+def _hf_weights(folder: Path, rename: Callable[[dict], dict], model_class: str) -> dict[str, torch.Tensor]:
+    """The folder's model.safetensors in open_clip's layout; a file of another model is one error, not a KeyError."""
+    path = folder / "model.safetensors"
+    try:
+        return rename(_safetensors(path))
+    except KeyError as exc:
+        raise ClippingEdgeError(f"{path} holds no {exc.args[0]}: it is not a transformers {model_class}'s weights; pass "
+                                "the model.safetensors saved with its config.json") from None
+
+
 def _hf_tower(cfg: dict, defaults: dict) -> dict:
     """A transformers tower config in open_clip's terms."""
     cfg = {**defaults, **cfg}
@@ -272,7 +282,7 @@ def _parse_hf(body: str) -> ClipModel:
                      "width": txt["width"], "heads": txt["heads"], "layers": txt["layers"], "mlp_ratio": txt["mlp_ratio"]},
     }
     preprocess, mean, std = _hf_preprocess(folder, model_cfg["vision_cfg"]["image_size"])
-    state = _hf_state(_safetensors(folder / "model.safetensors"))
+    state = _hf_weights(folder, _hf_state, "CLIPModel")
     return ClipModel(folder.name, model_cfg, preprocess, mean, std, state, f"hf:{body}")
 
 
@@ -343,7 +353,7 @@ def _parse_hf_siglip(folder: Path, config: dict) -> ClipModel:
     if tokenizer_file is None:
         raise ClippingEdgeError(f"{folder} has no tokenizer: put the model's spiece.model (or tokenizer.json) in it")
     preprocess, mean, std = _hf_preprocess(folder, size)
-    state = _hf_siglip_state(_safetensors(folder / "model.safetensors"))
+    state = _hf_weights(folder, _hf_siglip_state, "SiglipModel")
     return ClipModel(folder.name, model_cfg, preprocess, mean, std, state, f"hf:{folder}", tokenizer_file, "siglip")
 
 
@@ -385,7 +395,12 @@ def build_student(model: ClipModel, tokenizer_path: Path) -> tuple[Student, Any]
     if model.state is not None:
         for prefix, tower in (("visual.", student.visual), ("text.", student.text)):
             part = {k[len(prefix):]: v for k, v in model.state.items() if k.startswith(prefix)}
-            missing, unexpected = tower.net.load_state_dict(part, strict=False)
+            try:
+                missing, unexpected = tower.net.load_state_dict(part, strict=False)
+            except RuntimeError as exc:  # a tensor of another shape: the config and the weights disagree
+                raise ClippingEdgeError(f"{model.source}: the weights do not fit the architecture "
+                                        f"({str(exc).splitlines()[-1].strip()[:200]}): pass the config they were saved "
+                                        "with") from None
             if missing or unexpected:
                 raise ClippingEdgeError(f"{model.source}: the weights do not fit the architecture (missing "
                                         f"{missing[:3]}, unexpected {unexpected[:3]}): pass the architecture they were trained with")
